@@ -1,0 +1,221 @@
+"""One clean forward pass -> a Trace, and a Replayer that re-runs layers on modified residuals.
+
+The Replayer is how every intervention runs (skips, local removals, erasure): it records the exact
+keyword arguments each decoder layer received in the clean pass (rotary embeddings, masks, ...) and
+calls the layers again on a *batch* of edited residual streams, starting at any layer. Layers below
+the first edited one are never recomputed (their output is the clean trace), which is the main
+saving over one full forward per variant. Nothing here names a module path: that is `arch`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from effdepth.arch import Taps, first_tensor, taps as resolve_taps
+
+
+@dataclass
+class Trace:
+    """Activations of one clean forward pass of one prompt (batch size 1), all fp32 on CPU.
+
+    resid[l] is h_l, the residual entering layer l (resid[0] = embeddings); resid[L] is the output of
+    the last layer, *before* the final norm. attn[l] / mlp[l] are the contributions a_l / m_l added to
+    the residual. logits are the model's own output logits.
+    """
+
+    input_ids: torch.Tensor  # [T] int64
+    resid: torch.Tensor  # [L+1, T, d]
+    attn: torch.Tensor  # [L, T, d]
+    mlp: torch.Tensor  # [L, T, d]
+    logits: torch.Tensor  # [T, V]
+
+    def __post_init__(self) -> None:
+        n_tokens = self.input_ids.shape[0]
+        n_layers = self.attn.shape[0]
+        d_model = self.resid.shape[-1]
+        if self.resid.shape != (n_layers + 1, n_tokens, d_model):
+            raise ValueError(f"resid has shape {tuple(self.resid.shape)}, expected "
+                             f"{(n_layers + 1, n_tokens, d_model)}")
+        for name in ("attn", "mlp"):
+            if getattr(self, name).shape != (n_layers, n_tokens, d_model):
+                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected "
+                                 f"{(n_layers, n_tokens, d_model)}")
+        if self.logits.dim() != 2 or self.logits.shape[0] != n_tokens:
+            raise ValueError(f"logits has shape {tuple(self.logits.shape)}, expected [T={n_tokens}, V]")
+
+    @property
+    def n_layers(self) -> int:
+        return self.attn.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def contrib(self) -> torch.Tensor:
+        """c_l = h_{l+1} - h_l, the whole layer's contribution. [L, T, d]"""
+        return self.resid[1:] - self.resid[:-1]
+
+
+@dataclass
+class _LayerCall:
+    args: tuple  # positional args after hidden_states
+    kwargs: dict
+
+
+@contextmanager
+def _hooks(handles: list) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _hidden_from_call(args: tuple, kwargs: dict) -> tuple[torch.Tensor, tuple, dict]:
+    """Split a decoder layer call into (hidden_states, other args, other kwargs)."""
+    if args:
+        return args[0], tuple(args[1:]), dict(kwargs)
+    rest = dict(kwargs)
+    return rest.pop("hidden_states"), (), rest
+
+
+@torch.no_grad()
+def capture(model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None,
+            keep_calls: bool = False) -> Trace | tuple[Trace, list[_LayerCall]]:
+    """Run one clean forward pass of ``input_ids`` ([1, T] or [T]) and record every tap point."""
+    model_taps = model_taps or resolve_taps(model)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.shape[0] != 1:
+        raise ValueError("capture runs one prompt at a time (batch size 1, no padding; PROBES.md §1)")
+    n_layers = model_taps.n_layers
+    resid_pre: list[torch.Tensor | None] = [None] * n_layers
+    resid_post: list[torch.Tensor | None] = [None] * n_layers
+    attn: list[torch.Tensor | None] = [None] * n_layers
+    mlp: list[torch.Tensor | None] = [None] * n_layers
+    calls: list[_LayerCall | None] = [None] * n_layers
+
+    def pre_hook(index: int):
+        def hook(_module, args, kwargs):
+            hidden, rest_args, rest_kwargs = _hidden_from_call(args, kwargs)
+            resid_pre[index] = hidden[0].float()
+            if keep_calls:
+                calls[index] = _LayerCall(rest_args, rest_kwargs)
+        return hook
+
+    def store(target: list, index: int):
+        def hook(_module, _args, output):
+            target[index] = first_tensor(output)[0].float()
+        return hook
+
+    handles = []
+    for index, layer in enumerate(model_taps.layers):
+        handles.append(layer.register_forward_pre_hook(pre_hook(index), with_kwargs=True))
+        handles.append(layer.register_forward_hook(store(resid_post, index)))
+        handles.append(model_taps.attn_modules[index].register_forward_hook(store(attn, index)))
+        handles.append(model_taps.mlp_modules[index].register_forward_hook(store(mlp, index)))
+    device = next(model.parameters()).device
+    with _hooks(handles):
+        output = model(input_ids=input_ids.to(device), use_cache=False)
+    missing = [i for i in range(n_layers) if resid_pre[i] is None or attn[i] is None or mlp[i] is None]
+    if missing:
+        raise RuntimeError(f"tap points did not fire for layers {missing[:5]}")
+    trace = Trace(
+        input_ids=input_ids[0].cpu(),
+        resid=torch.stack([*resid_pre, resid_post[-1]]).cpu(),
+        attn=torch.stack(attn).cpu(),
+        mlp=torch.stack(mlp).cpu(),
+        logits=output.logits[0].float().cpu(),
+    )
+    return (trace, calls) if keep_calls else trace
+
+
+#: on_layer(layer, rows, layer_input, layer_output) receives fp32 [B_active, T, d] tensors; rows are
+#: the variant indices (positions in the ``starts`` list) of the batch rows.
+LayerCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+class Replayer:
+    """Re-run decoder layers on batches of edited residual streams, reusing the clean call arguments."""
+
+    def __init__(self, model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None):
+        self.model = model
+        self.taps = model_taps or resolve_taps(model)
+        self.trace, self._calls = capture(model, input_ids, self.taps, keep_calls=True)
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+
+    @torch.no_grad()
+    def run_layer(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Apply decoder layer ``layer`` to a batch of residuals [B, T, d]; returns fp32 [B, T, d]."""
+        call = self._calls[layer]
+        out = self.taps.layers[layer](hidden.to(self.device, self.dtype), *call.args, **call.kwargs)
+        return first_tensor(out).float()
+
+    @torch.no_grad()
+    def run_staggered(self, starts: Sequence[int], inputs: torch.Tensor,
+                      on_layer: LayerCallback | None = None) -> torch.Tensor:
+        """Run variant k from layer ``starts[k]`` (input ``inputs[k]``, [T, d]) to the last layer.
+
+        Variants join the batch at their start layer, so each layer runs once on every variant that
+        has reached it. Returns the final residuals (before the final norm), fp32 [K, T, d], in the
+        order of ``starts``. A start equal to L means "no layer left to run".
+        """
+        n_layers = self.taps.n_layers
+        order = sorted(range(len(starts)), key=lambda k: starts[k])
+        final = torch.empty_like(inputs, dtype=torch.float32)
+        active_rows: list[int] = []
+        state = inputs.new_zeros((0, *inputs.shape[1:]), dtype=torch.float32)
+        cursor = 0
+        for layer in range(n_layers):
+            joining = []
+            while cursor < len(order) and starts[order[cursor]] <= layer:
+                joining.append(order[cursor])
+                cursor += 1
+            if joining:
+                state = torch.cat([state, inputs[joining].float()])
+                active_rows.extend(joining)
+            if not active_rows:
+                continue
+            out = self.run_layer(layer, state)
+            if on_layer is not None:
+                on_layer(layer, torch.tensor(active_rows), state, out)
+            state = out
+        if active_rows:
+            final[active_rows] = state
+        for k in order[cursor:]:  # variants that start after the last layer
+            final[k] = inputs[k].float()
+        return final
+
+
+@contextmanager
+def skip_layer(model: nn.Module, layer: int, positions: torch.Tensor | slice | None = None,
+               model_taps: Taps | None = None) -> Iterator[None]:
+    """Within the block, layer ``layer`` returns its input at ``positions`` (all positions if None).
+
+    The plain, hook-based form of a skip (one full forward per variant); the hook is always removed.
+    """
+    model_taps = model_taps or resolve_taps(model)
+    target = model_taps.layers[layer]
+    saved: dict[str, torch.Tensor] = {}
+
+    def pre_hook(_module, args, kwargs):
+        saved["h"] = _hidden_from_call(args, kwargs)[0]
+
+    def hook(_module, _args, output):
+        out = first_tensor(output)
+        where = slice(None) if positions is None else positions
+        new = out.clone()
+        new[:, where] = saved["h"][:, where]
+        return (new, *output[1:]) if isinstance(output, (tuple, list)) else new
+
+    handles = [target.register_forward_pre_hook(pre_hook, with_kwargs=True),
+               target.register_forward_hook(hook)]
+    with _hooks(handles):
+        yield

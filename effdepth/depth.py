@@ -1,0 +1,156 @@
+"""Effective Depth (ED) rules over per-layer curves (PROBES.md §8), plus guarded variants.
+
+EDR = (ED + 1) / L everywhere. ``None`` means "no transition"; it is a result, never an exception.
+P1's code raises on a missing cosine crossing and returns ED = -1 (EDR 0) for KL/overlap; effdepth
+reports all three as "no transition" (ED and EDR null) — a documented deviation.
+
+Rules (``rule`` column):
+
+- cosine, p1:       the last l in [0, L-2] with mu(l) < 0 and mu(l+1) >= 0, mu = mean(cos_att, cos_mlp, cos_layer).
+- cosine, guarded:  the last such crossing after which mu stays >= 0 for ``hold`` = 3 layers (or to the end),
+                    so a one-layer blip is not a transition.
+- kl, p1:           the first l in [0, L-2] with KL(l) < 0.5 * max_l KL(l).
+- kl, guarded:      max over l >= 1 only (P1's artefact: a KL spike at l = 0), and KL stays below the threshold
+                    from l through L-1.
+- overlap, p1:      the first l in [0, L-2] with Ov(l) > 0.3.
+- overlap, guarded: the first l from which Ov stays > 0.3 through L-1.
+- skip, proposed:   effdepth's rule (no paper defines one). With e(s) = sum_j M[s, j] / max(L-1-s, 1), the mean
+                    future effect of skipping s on the later layers (P2's depth-score "layer effect", from the
+                    future-effect matrix reduced over splits), ED = the last s with e(s) >= 0.5 * max e: the
+                    deepest layer whose removal still changes later computation substantially.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+KL_TAU = 0.5
+OVERLAP_TAU = 0.3
+SKIP_TAU = 0.5
+COSINE_HOLD = 3
+
+
+@dataclass(frozen=True)
+class EDResult:
+    probe: str
+    rule: str
+    ed: int | None
+    n_layers: int
+    threshold: float | None
+    description: str
+
+    @property
+    def edr(self) -> float | None:
+        return None if self.ed is None else (self.ed + 1) / self.n_layers
+
+    def as_row(self) -> dict:
+        return {"probe": self.probe, "rule": self.rule, "ed": self.ed, "edr": self.edr,
+                "n_layers": self.n_layers, "threshold": self.threshold, "description": self.description}
+
+
+def cosine_mean(cos_att: np.ndarray, cos_mlp: np.ndarray, cos_layer: np.ndarray) -> np.ndarray:
+    return (np.asarray(cos_att) + np.asarray(cos_mlp) + np.asarray(cos_layer)) / 3.0
+
+
+def ed_cosine(mu: np.ndarray, guarded: bool = False, hold: int = COSINE_HOLD) -> EDResult:
+    mu = np.asarray(mu, dtype=float)
+    n = len(mu)
+    crossings = [l for l in range(n - 1) if mu[l] < 0 <= mu[l + 1]]
+    if guarded:
+        crossings = [l for l in crossings if np.all(mu[l + 1:min(n, l + 1 + hold)] >= 0)]
+        desc = f"last negative→non-negative crossing of μ that stays ≥ 0 for {hold} layers"
+    else:
+        desc = "last l with μ(l) < 0 ≤ μ(l+1), μ = mean of the three cosines (P1)"
+    return EDResult("cosine", "guarded" if guarded else "p1", crossings[-1] if crossings else None,
+                    n, 0.0, desc)
+
+
+def ed_kl(kl: np.ndarray, guarded: bool = False, tau: float = KL_TAU) -> EDResult:
+    kl = np.asarray(kl, dtype=float)
+    n = len(kl)
+    if guarded:
+        threshold = tau * kl[1:].max() if n > 1 else tau * kl.max()
+        below = kl < threshold
+        found = next((l for l in range(1, n) if below[l:].all()), None)
+        desc = f"first l ≥ 1 from which KL stays < {tau}·max(KL over l ≥ 1)"
+    else:
+        threshold = tau * kl.max()
+        found = next((l for l in range(n - 1) if kl[l] < threshold), None)
+        desc = f"first l with KL(l) < {tau}·max KL (P1)"
+    return EDResult("kl", "guarded" if guarded else "p1", found, n, float(threshold), desc)
+
+
+def ed_overlap(overlap: np.ndarray, guarded: bool = False, tau: float = OVERLAP_TAU) -> EDResult:
+    overlap = np.asarray(overlap, dtype=float)
+    n = len(overlap)
+    above = overlap > tau
+    if guarded:
+        found = next((l for l in range(n) if above[l:].all()), None)
+        desc = f"first l from which top-5 overlap stays > {tau}"
+    else:
+        found = next((l for l in range(n - 1) if above[l]), None)
+        desc = f"first l with top-5 overlap > {tau} (P1)"
+    return EDResult("overlap", "guarded" if guarded else "p1", found, n, tau, desc)
+
+
+def layer_effect(matrix: np.ndarray) -> np.ndarray:
+    """e(s) = Σ_j M[s, j] / max(L-1-s, 1) (P2 §7.1), M = future-effect matrix [L, L]."""
+    matrix = np.asarray(matrix, dtype=float)
+    n = matrix.shape[0]
+    return np.array([matrix[s, s + 1:].sum() / max(n - 1 - s, 1) for s in range(n)])
+
+
+def ed_skip(matrix: np.ndarray, tau: float = SKIP_TAU) -> EDResult:
+    effect = layer_effect(matrix)
+    n = len(effect)
+    threshold = tau * effect.max() if n else 0.0
+    strong = [s for s in range(n) if effect[s] >= threshold and effect.max() > 0]
+    desc = (f"last skipped layer s whose mean effect on later layers e(s) ≥ {tau}·max e "
+            "(effdepth's rule; the papers define none)")
+    return EDResult("skip", "proposed", strong[-1] if strong else None, n, float(threshold), desc)
+
+
+def depth_score(effect: np.ndarray) -> float | None:
+    """Centre of mass Σ s·e(s) / Σ e(s) (P2 §7.1); None when every effect is 0."""
+    effect = np.asarray(effect, dtype=float)
+    total = effect.sum()
+    return None if total <= 0 else float((np.arange(len(effect)) * effect).sum() / total)
+
+
+def _curve(layer: pd.DataFrame, metric: str) -> np.ndarray | None:
+    rows = layer[layer["metric"] == metric].sort_values("layer")
+    return rows["value"].to_numpy() if len(rows) else None
+
+
+def future_matrix(skip: pd.DataFrame, variant: str = "future") -> np.ndarray | None:
+    """The reduced (split = -1) matrix M[s, j] of one variant as an [L, L] array."""
+    rows = skip[(skip["variant"] == variant) & (skip["split"] == -1)]
+    if not len(rows):
+        return None
+    return rows.pivot(index="skipped", columns="affected", values="value").sort_index().to_numpy()
+
+
+def ed_table(layer: pd.DataFrame, skip: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every ED rule that the available curves allow -> DataFrame[probe, rule, ed, edr, ...]."""
+    results: list[EDResult] = []
+    cos = [_curve(layer, m) for m in ("cos_att", "cos_mlp", "cos_layer")]
+    if all(c is not None for c in cos):
+        mu = cosine_mean(*cos)
+        results += [ed_cosine(mu), ed_cosine(mu, guarded=True)]
+    kl = _curve(layer, "kl")
+    if kl is not None:
+        results += [ed_kl(kl), ed_kl(kl, guarded=True)]
+    overlap = _curve(layer, "overlap")
+    if overlap is not None:
+        results += [ed_overlap(overlap), ed_overlap(overlap, guarded=True)]
+    if skip is not None and len(skip):
+        matrix = future_matrix(skip)
+        if matrix is not None:
+            results.append(ed_skip(matrix))
+    columns = ["probe", "rule", "ed", "edr", "n_layers", "threshold", "description"]
+    frame = pd.DataFrame([r.as_row() for r in results], columns=columns)
+    frame["ed"] = frame["ed"].astype("Int64")
+    return frame

@@ -1,0 +1,212 @@
+"""Run the probes on one model × one prompt and return tidy tables (the one entry point for CLI and app).
+
+The cache key is built here, in one place, from what determines the numbers: the model's weights
+fingerprint (which covers its tokenizer), the text, the chat-template switch, the dtype, the probe
+configuration and the code/probe version. It is computable without loading the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pandas as pd
+import torch
+
+import effdepth
+from effdepth import depth
+from effdepth.capture import Replayer
+from effdepth.errors import PromptError
+from effdepth.probes import cosine, logit_lens, skip
+from effdepth.probes._tables import layer_means
+
+PROBES = ("cosine", "logit_lens", "skip")
+DEFAULT_MAX_TOKENS = 2048  # a CPU-friendly cap on top of the model's own context
+TABLES = ("tokens", "layer_token", "layer", "skip", "skip_output", "lens_topk", "ed")
+
+Progress = Callable[[str, float | None], None]
+
+
+@dataclass
+class ProbeConfig:
+    """What was asked for; everything here is part of the cache key."""
+
+    probes: tuple[str, ...] = PROBES
+    splits: tuple[int, ...] | None = None  # None: drawn as in P2 with ``seed``
+    seed: int = skip.SEED_FUTURE
+    skip_variants: tuple[str, ...] = skip.VARIANTS
+
+    def __post_init__(self) -> None:
+        self.probes = tuple(self.probes)
+        unknown = set(self.probes) - set(PROBES)
+        if unknown or not self.probes:
+            raise PromptError(f"Unknown probe(s) {sorted(unknown) or '(none given)'}; "
+                              f"choose from {', '.join(PROBES)}.")
+        self.splits = tuple(int(t) for t in self.splits) if self.splits else None
+        self.skip_variants = tuple(self.skip_variants)
+
+    def as_dict(self) -> dict:
+        return {"probes": list(self.probes), "splits": list(self.splits) if self.splits else None,
+                "seed": self.seed, "skip_variants": list(self.skip_variants)}
+
+
+@dataclass
+class RunResult:
+    """One run: ``meta`` (a row of the store's runs table) and long-format ``tables``."""
+
+    meta: dict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [name for name in TABLES if name not in self.tables]
+        if missing:
+            raise ValueError(f"RunResult is missing tables {missing}")
+
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+    def layer_curve(self, metric: str) -> pd.Series:
+        rows = self.tables["layer"]
+        return rows[rows["metric"] == metric].set_index("layer")["value"].sort_index()
+
+
+def run_key(fingerprint: str, text: str, dtype: str, config: ProbeConfig, chat_template: bool) -> str:
+    payload = json.dumps({
+        "fingerprint": fingerprint, "text": text, "dtype": dtype, "chat_template": chat_template,
+        "config": config.as_dict(), "probe_version": effdepth.PROBE_VERSION,
+    }, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def prompt_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tokenize(loaded, text: str, chat_template: bool = False,
+             max_tokens: int = DEFAULT_MAX_TOKENS) -> torch.Tensor:
+    """Token ids [T] exactly as fed to the model (no chat template unless asked; PROBES.md §1)."""
+    if not text or not text.strip():
+        raise PromptError("The prompt is empty. Type some text or pick an example / benchmark item.")
+    tokenizer = loaded.tokenizer
+    if chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise PromptError(f"{loaded.spec.name} has no chat template; switch the chat template off.")
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    limit = min(max_tokens, loaded.max_context)
+    if len(ids) > limit:
+        raise PromptError(f"The prompt is {len(ids)} tokens long; the limit here is {limit} "
+                          f"(model context {loaded.max_context}, effdepth cap {max_tokens}). "
+                          "Shorten it.")
+    if len(ids) < 2:
+        raise PromptError("The prompt has fewer than 2 tokens; the probes need at least 2.")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Each token decoded on its own (what the heatmap axes show)."""
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_template: bool = False,
+               max_tokens: int = DEFAULT_MAX_TOKENS, progress: Progress | None = None,
+               extra_meta: dict | None = None) -> RunResult:
+    """Run the configured probes on one prompt; every number comes from one clean pass + replays."""
+    config = config or ProbeConfig()
+    notify = progress or (lambda stage, frac=None: None)
+    timings: dict[str, float] = {}
+    ids = tokenize(loaded, text, chat_template, max_tokens)
+    n_tokens = len(ids)
+
+    clock = time.perf_counter()
+    notify("forward pass", None)
+    replayer = Replayer(loaded.model, ids[None])
+    trace = replayer.trace
+    timings["forward"] = time.perf_counter() - clock
+
+    layer_token_parts, skip_matrix, skip_output, lens_top = [], None, None, None
+    splits_used: list[int] = []
+    if "cosine" in config.probes:
+        clock = time.perf_counter()
+        notify("contribution norms and cosines", None)
+        layer_token_parts.append(cosine.contributions(trace))
+        timings["cosine"] = time.perf_counter() - clock
+    if "logit_lens" in config.probes:
+        clock = time.perf_counter()
+        notify("logit lens", None)
+        lens_frame, lens_top = logit_lens.logit_lens(trace, replayer.taps, loaded.tokenizer)
+        layer_token_parts.append(lens_frame)
+        timings["logit_lens"] = time.perf_counter() - clock
+    if "skip" in config.probes:
+        clock = time.perf_counter()
+        notify("layer skipping", 0.0)
+        try:
+            result = skip.skip_effects(replayer, config.splits, config.skip_variants, config.seed,
+                                       progress=lambda stage, frac: notify(stage, frac))
+        except ValueError as err:
+            raise PromptError(str(err)) from err
+        skip_matrix, skip_output, splits_used = result.matrix, result.output, result.splits
+        timings["skip"] = time.perf_counter() - clock
+
+    layer_token = (pd.concat(layer_token_parts, ignore_index=True) if layer_token_parts
+                   else pd.DataFrame(columns=["metric", "layer", "pos", "value"]))
+    layer = layer_means(layer_token) if len(layer_token) else pd.DataFrame(
+        columns=["metric", "layer", "value"])
+    if skip_matrix is not None:
+        extra = _skip_curves(skip_matrix, skip_output)
+        layer = pd.concat([layer, extra], ignore_index=True)
+    ed = depth.ed_table(layer, skip_matrix)
+
+    tokens = pd.DataFrame({"pos": range(n_tokens), "token_id": ids.numpy(),
+                           "token": token_strings(loaded.tokenizer, ids.tolist())})
+    empty_skip = pd.DataFrame(columns=["variant", "split", "skipped", "affected", "value"])
+    tables = {
+        "tokens": tokens, "layer_token": layer_token, "layer": layer,
+        "skip": skip_matrix if skip_matrix is not None else empty_skip,
+        "skip_output": skip_output if skip_output is not None else empty_skip.drop(columns="affected"),
+        "lens_topk": lens_top if lens_top is not None else pd.DataFrame(
+            columns=["layer", "pos", "rank", "token_id", "prob", "token"]),
+        "ed": ed,
+    }
+    spec = loaded.spec
+    meta = {
+        "run_id": run_key(spec.fingerprint, text, loaded.dtype, config, chat_template),
+        "model_name": spec.name, "model_fingerprint": spec.fingerprint, "model_kind": spec.kind,
+        "architecture": loaded.family, "n_layers": loaded.n_layers, "d_model": loaded.d_model,
+        "vocab_size": loaded.vocab_size, "dtype": loaded.dtype,
+        "tokenizer": getattr(loaded.tokenizer, "name_or_path", "") or spec.name,
+        "add_bos": bool(loaded.add_bos), "bos_token": loaded.bos_token,
+        "first_token_is_bos": bool(loaded.tokenizer.bos_token_id is not None
+                                   and int(ids[0]) == loaded.tokenizer.bos_token_id),
+        "chat_template": chat_template, "prompt_text": text, "prompt_hash": prompt_hash(text),
+        "n_tokens": n_tokens, "probes": list(config.probes), "probe_config": config.as_dict(),
+        "splits_used": splits_used, "code_version": f"{effdepth.__version__}+p{effdepth.PROBE_VERSION}",
+        "timings": timings, "total_seconds": sum(timings.values()),
+        "device": str(next(loaded.model.parameters()).device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": None, "item_index": None,
+    }
+    meta.update(extra_meta or {})
+    return RunResult(meta=meta, tables=tables)
+
+
+def _skip_curves(matrix: pd.DataFrame, output: pd.DataFrame) -> pd.DataFrame:
+    """Per skipped layer: the layer effect e(s) (future, reduced) and output change O(s)."""
+    rows = []
+    fut = depth.future_matrix(matrix, "future")
+    if fut is not None:
+        rows += [{"metric": "skip_layer_effect", "layer": s, "value": float(v)}
+                 for s, v in enumerate(depth.layer_effect(fut))]
+    for variant, metric in (("future", "skip_output"), ("current", "skip_output_current")):
+        sel = output[(output["variant"] == variant) & (output["split"] == -1)]
+        rows += [{"metric": metric, "layer": int(r.skipped), "value": float(r.value)}
+                 for r in sel.itertuples()]
+    return pd.DataFrame(rows, columns=["metric", "layer", "value"])

@@ -1,0 +1,76 @@
+"""Probe B (PROBES.md §5): the logit lens on the residual entering each layer.
+
+z_l = unembed(final_norm(h_l)) for l = 0..L-1 (index 0 = embeddings); the reference is the model's own
+output. KL(P_layer || P_final), top-5 overlap, the entropy of P_layer and the rank of the final top-1
+token in P_layer, per layer and token. Rows are decoded in chunks so that memory stays bounded for
+150k-token vocabularies: at most ``budget_bytes`` of fp32 [rows, V] work tensors at a time.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from effdepth.arch import Taps
+from effdepth.capture import Trace
+from effdepth.probes._tables import layer_token_frame
+
+TOP_K = 5
+
+
+@torch.no_grad()
+def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: int = 5,
+                 budget_bytes: int = 256 * 2**20) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Returns ({kl, overlap, entropy, rank: [L, T]}, {top_ids, top_probs: [L, T, keep_top]})."""
+    n_layers, n_tokens = trace.n_layers, trace.n_tokens
+    vocab = trace.logits.shape[-1]
+    device = next(model_taps.unembed.parameters()).device
+    final_logp = torch.log_softmax(trace.logits, dim=-1)  # [T, V]
+    final_top = trace.logits.topk(top_k, dim=-1).indices  # [T, K]
+    final_best = trace.logits.argmax(dim=-1)  # [T]
+
+    rows = trace.resid[:-1].reshape(n_layers * n_tokens, -1)  # (layer, pos) flattened, [L*T, d]
+    out = {name: torch.empty(n_layers * n_tokens) for name in ("kl", "overlap", "entropy", "rank")}
+    top_ids = torch.empty(n_layers * n_tokens, keep_top, dtype=torch.long)
+    top_probs = torch.empty(n_layers * n_tokens, keep_top)
+    chunk = max(1, budget_bytes // (4 * vocab * 4))  # ~4 live [chunk, V] fp32 tensors
+    for start in range(0, rows.shape[0], chunk):
+        stop = min(start + chunk, rows.shape[0])
+        pos = torch.arange(start, stop) % n_tokens
+        z = model_taps.to_logits(rows[start:stop].to(device)).cpu()  # [c, V]
+        logp = torch.log_softmax(z, dim=-1)
+        p = logp.exp()
+        ref = final_logp[pos]
+        out["kl"][start:stop] = (p * (logp - ref)).sum(-1)
+        out["entropy"][start:stop] = -(p * logp).sum(-1)
+        layer_top = z.topk(max(top_k, keep_top), dim=-1).indices
+        hits = (layer_top[:, :top_k, None] == final_top[pos][:, None, :]).any(-1).sum(-1)
+        out["overlap"][start:stop] = hits.float() / top_k
+        best_logit = z.gather(1, final_best[pos][:, None])
+        out["rank"][start:stop] = 1 + (z > best_logit).sum(-1).float()  # 1 = it is the layer's top-1
+        top_ids[start:stop] = layer_top[:, :keep_top]
+        top_probs[start:stop] = p.gather(1, layer_top[:, :keep_top])
+    metrics = {name: values.reshape(n_layers, n_tokens) for name, values in out.items()}
+    tops = {"top_ids": top_ids.reshape(n_layers, n_tokens, keep_top),
+            "top_probs": top_probs.reshape(n_layers, n_tokens, keep_top)}
+    return metrics, tops
+
+
+def logit_lens(trace: Trace, model_taps: Taps, tokenizer=None,
+               keep_top: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(DataFrame[metric, layer, pos, value], DataFrame[layer, pos, rank, token_id, token, prob])."""
+    metrics, tops = lens_metrics(trace, model_taps, keep_top=keep_top)
+    ids, probs = tops["top_ids"], tops["top_probs"]
+    n_layers, n_tokens, k = ids.shape
+    grid = torch.stack(torch.meshgrid(torch.arange(n_layers), torch.arange(n_tokens),
+                                      torch.arange(k), indexing="ij"), -1).reshape(-1, 3)
+    top = pd.DataFrame({
+        "layer": grid[:, 0].numpy(), "pos": grid[:, 1].numpy(), "rank": grid[:, 2].numpy() + 1,
+        "token_id": ids.reshape(-1).numpy(), "prob": probs.reshape(-1).double().numpy(),
+    })
+    if tokenizer is not None:
+        vocab = {int(i): tokenizer.decode([int(i)]) for i in pd.unique(top["token_id"])}
+        top["token"] = top["token_id"].map(vocab)
+    else:
+        top["token"] = top["token_id"].astype(str)
+    return layer_token_frame(metrics), top

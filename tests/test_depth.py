@@ -1,0 +1,78 @@
+"""ED rules on synthetic curves (PROBES.md §8), including P1's KL artefact."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from effdepth import depth
+
+
+def test_cosine_p1_takes_the_last_crossing():
+    mu = np.array([-0.5, 0.1, -0.2, -0.3, 0.2, 0.3, 0.4, -0.1])
+    result = depth.ed_cosine(mu)
+    assert result.ed == 3 and result.edr == pytest.approx(4 / 8)
+
+
+def test_cosine_guarded_ignores_a_one_layer_blip():
+    mu = np.array([-0.5, -0.4, -0.1, 0.2, 0.3, 0.4, 0.2, -0.2, 0.1, -0.3])
+    assert depth.ed_cosine(mu).ed == 7          # P1: the blip at 7→8 is the last crossing
+    assert depth.ed_cosine(mu, guarded=True).ed == 2  # it stays ≥ 0 for 3 layers only from 3 on
+
+
+def test_no_crossing_is_a_result_not_an_error():
+    result = depth.ed_cosine(np.array([0.1, 0.2, 0.3]))
+    assert result.ed is None and result.edr is None
+    assert depth.ed_kl(np.zeros(5)).ed is None
+    assert depth.ed_overlap(np.zeros(5)).ed is None
+
+
+def test_kl_p1_rule_and_its_layer0_artefact():
+    kl = np.array([9.0, 4.0, 6.0, 5.5, 5.0, 3.0, 1.0, 0.5, 0.0])
+    p1 = depth.ed_kl(kl)
+    assert p1.ed == 1 and p1.threshold == pytest.approx(4.5)  # fires at once: max is at l = 0
+    guarded = depth.ed_kl(kl, guarded=True)
+    assert guarded.threshold == pytest.approx(3.0)  # 0.5 · max over l ≥ 1
+    assert guarded.ed == 6                           # and KL stays below it from 6 on
+    assert guarded.edr == pytest.approx(7 / 9)
+
+
+def test_kl_p1_never_picks_the_last_layer():
+    kl = np.array([4.0, 3.0, 2.5, 1.0])
+    assert depth.ed_kl(np.array([4.0, 3.0, 2.5, 2.1])).ed is None  # 2.1 > 2.0 until L-2
+    assert depth.ed_kl(np.array([4.0, 3.0, 2.5, 1.0])).ed is None  # l = L-1 is outside [0, L-2]
+
+
+def test_overlap_rules():
+    ov = np.array([0.0, 0.1, 0.4, 0.2, 0.35, 0.6, 0.8, 1.0])
+    assert depth.ed_overlap(ov).ed == 2
+    assert depth.ed_overlap(ov, guarded=True).ed == 4
+    assert depth.ed_overlap(ov).edr == pytest.approx(3 / 8)
+
+
+def test_skip_rule_and_depth_score():
+    L = 6
+    matrix = np.zeros((L, L))
+    for s in range(L):
+        matrix[s, s + 1:] = [0.9, 0.8, 0.7, 0.2, 0.1, 0.05][s]
+    effect = depth.layer_effect(matrix)
+    np.testing.assert_allclose(effect, [0.9, 0.8, 0.7, 0.2, 0.1, 0.0])
+    assert depth.ed_skip(matrix).ed == 2  # last s with e(s) ≥ 0.45
+    expected = (0 * 0.9 + 1 * 0.8 + 2 * 0.7 + 3 * 0.2 + 4 * 0.1) / 2.7
+    assert depth.depth_score(effect) == pytest.approx(expected)
+    assert depth.depth_score(np.zeros(4)) is None
+
+
+def test_ed_table_from_layer_frame():
+    L = 8
+    mu = [-0.3, -0.2, -0.1, -0.05, 0.1, 0.2, 0.3, 0.1]
+    rows = []
+    for metric in ("cos_att", "cos_mlp", "cos_layer"):
+        rows += [{"metric": metric, "layer": l, "value": v} for l, v in enumerate(mu)]
+    rows += [{"metric": "kl", "layer": l, "value": v} for l, v in enumerate([8, 7, 6, 5, 3, 2, 1, 0])]
+    rows += [{"metric": "overlap", "layer": l, "value": v}
+             for l, v in enumerate([0, 0, 0, 0.2, 0.4, 0.6, 0.8, 1])]
+    table = depth.ed_table(pd.DataFrame(rows))
+    got = table.set_index(["probe", "rule"])["ed"]
+    assert got[("cosine", "p1")] == 3 and got[("kl", "p1")] == 4 and got[("overlap", "p1")] == 4
+    assert set(table["rule"]) == {"p1", "guarded"}
+    assert table.set_index(["probe", "rule"]).loc[("cosine", "p1"), "edr"] == pytest.approx(0.5)
