@@ -153,7 +153,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             gguf_file="qwen2.5-coder-0.5b-instruct-q4.gguf",
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             n_layers=24, d_model=896, vocab=151936, size_mb=491, arch="qwen2",
-            n_params=494_032_768,
+            n_params=630_167_424,  # this GGUF has its own output.weight: lm_head is not tied
             description="Qwen2.5 coder instruct (0.5B, AWQ re-quantised to GGUF); same tokenizer as the 1.5B.",
             tokenizer="qwen2.5",
             chunks=_QWEN05_CHUNKS,
@@ -165,7 +165,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             gguf_file="qwen2.5-coder-1.5b-instruct-q4.gguf",
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             n_layers=28, d_model=1536, vocab=151936, size_mb=1117, arch="qwen2",
-            n_params=1_543_714_304,
+            n_params=1_777_088_000,  # untied lm_head (output.weight in the GGUF), as for the 0.5B
             description="Qwen2.5 coder instruct (1.5B); the larger half of the offline comparison pair (use bfloat16).",
             tokenizer="qwen2.5",
             chunks=_QWEN15_CHUNKS,
@@ -702,16 +702,17 @@ def _param_count(spec: ModelSpec) -> int:
 def estimate_memory_bytes(spec: ModelSpec, dtype: str = "float32", dequantise: bool | None = None) -> int:
     """Peak RAM needed to load ``spec`` in ``dtype``.
 
-    Loading from safetensors needs about the weights once (+20 %); dequantising a GGUF holds the
-    float32 weights and their numpy staging copies (measured peaks: 1.4-2.4x the float32 size).
+    Loading from safetensors needs about the weights once (+20 %) plus the interpreter; dequantising a
+    GGUF holds the float32 weights and numpy staging copies (measured peak RSS: 1.1 / 2.6 / 3.9 / 8.8 GB
+    for the four embedded models, i.e. about 1.25x the float32 size + 0.6-1 GB).
     """
     n_params = _param_count(spec)
     if dequantise is None:
         dequantise = spec.kind == "gguf" or (spec.kind == "embedded" and not _copy_valid(spec.name))
     per_param = 2 if _DTYPES.get(dtype, dtype) == "bfloat16" else 4
-    need = int(n_params * per_param * 1.2) + (256 << 20)
+    need = int(n_params * per_param * 1.2) + (512 << 20)
     if dequantise:
-        need = max(need, n_params * 4 * 2 + (512 << 20))
+        need = max(need, int(n_params * 4 * 1.4) + (1 << 30))
     return need
 
 
