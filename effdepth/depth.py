@@ -153,4 +153,5 @@ def ed_table(layer: pd.DataFrame, skip: pd.DataFrame | None = None) -> pd.DataFr
     columns = ["probe", "rule", "ed", "edr", "n_layers", "threshold", "description"]
     frame = pd.DataFrame([r.as_row() for r in results], columns=columns)
     frame["ed"] = frame["ed"].astype("Int64")
+    frame["edr"] = frame["edr"].astype("float64")  # None -> NaN even when every rule found nothing
     return frame
