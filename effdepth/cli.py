@@ -2,7 +2,8 @@
 
 Commands: ``probe`` (run the probes on one text, cached), ``runs`` (list cached runs), ``export``
 (parquet/CSV files of one run), ``cache`` (show / ``--reset`` the cache file) and ``install-default``
-(install and convert the default embedded model; what ``make setup`` runs).
+(install and convert the default embedded model; what ``make setup`` runs) and ``sweep`` (many
+benchmark items, resumable, with aggregates).
 
 User-facing errors (:class:`effdepth.errors.EffdepthError`) are printed as ``error: <message>`` on
 stderr with exit code 2 and no traceback. Heavy modules (torch, transformers) are imported only by
@@ -428,6 +429,68 @@ def cmd_install_default(args) -> int:
     return 0
 
 
+def _sweep_items(args):
+    from effdepth import datasets
+
+    if args.jsonl:
+        items = datasets.load_jsonl(Path(args.jsonl).expanduser(), name=Path(args.jsonl).stem)
+        return items[args.start: args.start + args.n if args.n else None]
+    return datasets.items(args.dataset, n=args.n, start=args.start)
+
+
+def cmd_sweep(args) -> int:
+    """Probe many benchmark items (resumable), then print the aggregate ED/EDR with bootstrap CIs."""
+    from effdepth import datasets, engine, models, sweep
+
+    items = _sweep_items(args)
+    if not items:
+        raise PromptError("No items selected: check --dataset/--jsonl, --start and --n.")
+    config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed)
+    store = _store(args)
+    max_tokens = args.max_tokens if args.max_tokens is not None else (
+        400 if (args.dataset or "").startswith("aime") else None)
+    load = None
+    if max_tokens:  # the ≤ 400-token filter (PROBES.md §2) needs the model's tokenizer
+        loaded = models.load_model(args.model, args.dtype)
+        items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, max_tokens)
+        print(f"token filter ≤ {max_tokens}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
+        load = lambda *_a, **_k: loaded  # noqa: E731 - reuse the model loaded for the filter
+    clock = time.perf_counter()
+    ids = sweep.sweep_distributed(args.model, items, store, config, args.dtype, load=load)
+    rank, _ = sweep.dist_env()
+    if rank != 0:
+        return 0
+    elapsed = time.perf_counter() - clock
+    frames, counts = sweep.collect(store, ids)
+    print(f"{args.model}: {len(ids)} items of {args.jsonl or args.dataset} "
+          f"[{elapsed:.1f} s this call, {elapsed / max(len(ids), 1):.1f} s/item]")
+    if not frames:
+        return 0
+    for how, label in (("token", "token-weighted (P1)"), ("prompt", "per-prompt mean (P2)")):
+        ci = sweep.bootstrap_ci(frames, counts, how=how, n_boot=args.n_boot)
+        print(f"\nED / EDR of the aggregate curve, {label}, 95% bootstrap CI over items:")
+        for r in ci.ed.itertuples():
+            if pd_isna(r.ed):
+                print(f"  {r.probe:8s} {r.rule:8s} no transition")
+            else:
+                print(f"  {r.probe:8s} {r.rule:8s} ED {int(r.ed):3d}  EDR {r.edr:.2f} "
+                      f"[{r.edr_lo:.2f}, {r.edr_hi:.2f}]  (no transition in {r.frac_none:.0%})")
+    if "skip" in config.probes:
+        matrices = {rid: store.table(rid, "skip") for rid in ids}
+        outputs = {rid: store.table(rid, "skip_output") for rid in ids}
+        bins = {rid: (store.meta(rid).get("bin") or store.meta(rid).get("dataset") or "all") for rid in ids}
+        scores = sweep.depth_score_by_bin(matrices, outputs, bins).scores
+        print("\ndepth score (centre of mass of the skip effect over the skipped layer):")
+        for r in scores.itertuples():
+            value = "n/a" if r.depth_score is None or pd_isna(r.depth_score) else f"{r.depth_score:.2f}"
+            print(f"  {r.bin:12s} {r.effect:5s} effect, {r.reduce:4s} over {r.n_items} items: {value}")
+    return 0
+
+
+def pd_isna(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == "<NA>"
+
+
 # ----------------------------------------------------------------------------------------------
 # Parser and entry point
 # ----------------------------------------------------------------------------------------------
@@ -477,6 +540,25 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--reset", action="store_true", help="move the cache file aside and start a new one")
     cache.set_defaults(func=cmd_cache)
 
+    sweep_p = sub.add_parser("sweep", parents=[cache_opt], help="probe many benchmark items (resumable)",
+                             description="Run the probes on benchmark items; items already cached are "
+                                         "skipped. Under `accelerate launch -m effdepth sweep ...` the items "
+                                         "are sharded across processes and merged into the cache at the end.")
+    sweep_p.add_argument("--model", required=True)
+    items_src = sweep_p.add_mutually_exclusive_group(required=True)
+    items_src.add_argument("--dataset", help="gsm8k, aime2025, manual, addition or multiplication")
+    items_src.add_argument("--jsonl", metavar="FILE",
+                           help='your own items: one {"prompt"|"question": ..., "answer": ..., "bin"?: ...} per line')
+    sweep_p.add_argument("--n", type=int, default=20, help="number of items (default 20)")
+    sweep_p.add_argument("--start", type=int, default=0, help="index of the first item")
+    sweep_p.add_argument("--max-tokens", type=int, default=None,
+                         help="drop items longer than this (default: 400 for AIME as in P1, else none)")
+    sweep_p.add_argument("--probes", type=_name_list, default=PROBE_CHOICES)
+    sweep_p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    sweep_p.add_argument("--splits", type=_int_list, default=None)
+    sweep_p.add_argument("--seed", type=int, default=123)
+    sweep_p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    sweep_p.set_defaults(func=cmd_sweep)
     install = sub.add_parser("install-default", help="install and convert the default embedded model")
     install.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     install.set_defaults(func=cmd_install_default)
