@@ -156,7 +156,7 @@ class Replayer:
         """Apply decoder layer ``layer`` to a batch of residuals [B, T, d]; returns fp32 [B, T, d]."""
         call = self._calls[layer]
         out = self.taps.layers[layer](hidden.to(self.device, self.dtype), *call.args, **call.kwargs)
-        return first_tensor(out).float()
+        return first_tensor(out).float().to(self.device)  # device_map may leave it on another device
 
     @torch.no_grad()
     def run_staggered(self, starts: Sequence[int], inputs: torch.Tensor,
@@ -169,9 +169,9 @@ class Replayer:
         """
         n_layers = self.taps.n_layers
         order = sorted(range(len(starts)), key=lambda k: starts[k])
-        final = torch.empty_like(inputs, dtype=torch.float32)
+        final = torch.empty(inputs.shape, dtype=torch.float32, device=self.device)
         active_rows: list[int] = []
-        state = inputs.new_zeros((0, *inputs.shape[1:]), dtype=torch.float32)
+        state = torch.zeros((0, *inputs.shape[1:]), dtype=torch.float32, device=self.device)
         cursor = 0
         for layer in range(n_layers):
             joining = []
@@ -179,7 +179,7 @@ class Replayer:
                 joining.append(order[cursor])
                 cursor += 1
             if joining:
-                state = torch.cat([state, inputs[joining].float()])
+                state = torch.cat([state, inputs[joining].float().to(self.device)])
                 active_rows.extend(joining)
             if not active_rows:
                 continue
@@ -190,7 +190,7 @@ class Replayer:
         if active_rows:
             final[active_rows] = state
         for k in order[cursor:]:  # variants that start after the last layer
-            final[k] = inputs[k].float()
+            final[k] = inputs[k].float().to(self.device)
         return final
 
 

@@ -91,17 +91,18 @@ class _Accumulator:
         trace = replayer.trace
         self.replayer = replayer
         self.variants = variants
-        self.clean_contrib = trace.contrib  # [L, T, d]
+        device = replayer.device  # comparisons run where the replayed activations live
+        self.clean_contrib = trace.contrib.to(device)  # [L, T, d]
         self.clean_norm = self.clean_contrib.norm(dim=-1).clamp_min(EPS)  # [L, T]
-        self.measure = torch.stack([v.measure for v in variants])  # [K, T]
-        self.effect = torch.zeros(len(variants), trace.n_layers)  # R [K, L]
+        self.measure = torch.stack([v.measure for v in variants]).to(device)  # [K, T]
+        self.effect = torch.zeros(len(variants), trace.n_layers)  # R [K, L], on the CPU
         self.output = torch.zeros(len(variants))  # O [K]
 
     def record(self, layer: int, rows: torch.Tensor, contrib: torch.Tensor) -> None:
         """contrib: the variants' layer-``layer`` contributions, [B, T, d]."""
         rel = (contrib - self.clean_contrib[layer]).norm(dim=-1) / self.clean_norm[layer]  # [B, T]
-        rel = rel.masked_fill(~self.measure[rows], 0.0)
-        self.effect[rows, layer] = rel.amax(dim=-1)
+        rel = rel.masked_fill(~self.measure[rows.to(rel.device)], 0.0)
+        self.effect[rows, layer] = rel.amax(dim=-1).cpu()
 
     def on_layer(self, layer: int, rows: torch.Tensor, inp: torch.Tensor, out: torch.Tensor) -> None:
         self.record(layer, rows, out - inp)
@@ -112,9 +113,9 @@ class _Accumulator:
         """O for each variant row from its final residual [B, T, d] (decoded only where measured)."""
         taps = self.replayer.taps
         device = next(taps.unembed.parameters()).device
-        measure = self.measure[rows]  # [B, T]
+        measure = self.measure[rows.to(self.measure.device)].cpu()  # [B, T]
         which, pos = measure.nonzero(as_tuple=True)
-        flat = final_resid[which, pos]  # [N, d]
+        flat = final_resid.cpu()[which, pos]  # [N, d]
         chunk = max(1, budget_bytes // (3 * clean_probs.shape[-1] * 4))
         dist = torch.empty(flat.shape[0])
         for start in range(0, flat.shape[0], chunk):
@@ -153,7 +154,7 @@ def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_token
         s = v.skipped
         # Layer s skipped in the window: its output is its input there, the clean output elsewhere.
         inputs[k] = torch.where(edited[:, None], trace.resid[s], trace.resid[s + 1])
-        acc.record(s, torch.tensor([k]), (inputs[k] - trace.resid[s])[None])
+        acc.record(s, torch.tensor([k]), (inputs[k] - trace.resid[s])[None].to(replayer.device))
     batch = max(1, max_batch_tokens // n_tokens)
     for first in range(0, len(variants), batch):
         rows = list(range(first, min(first + batch, len(variants))))
@@ -187,7 +188,7 @@ def _run_local(replayer: Replayer, splits: Sequence[int | None], max_batch_token
         rows = [k for k, v in enumerate(variants) if v.skipped < layer]  # noise rows have s = -1
         for first in range(0, len(rows), batch):
             chunk = torch.tensor(rows[first:first + batch])
-            inp = trace.resid[layer][None] - edits[chunk]
+            inp = (trace.resid[layer][None] - edits[chunk]).to(replayer.device)
             acc.on_layer(layer, chunk, inp, replayer.run_layer(layer, inp))
         if progress:
             progress(f"local layer {layer + 1}/{n_layers}", (layer + 1) / n_layers)
