@@ -27,7 +27,7 @@ import pandas as pd
 PX_PER_LAYER = 14
 MIN_HEIGHT = 250
 CURVE_HEIGHT = 230
-MAX_TOKEN_LABELS = 64  # beyond this many positions, label every k-th token only
+MAX_TOKEN_LABELS = 48  # beyond this many positions, label every k-th token only
 LABEL_CHARS = 12
 
 COS_SCHEME = "blueorange"
@@ -36,6 +36,9 @@ DELTA_SCHEME = "redblue"
 RULE_COLOURS = {"p1": "#d62728", "guarded": "#222222", "proposed": "#d62728"}
 RULE_DASH = {"p1": [], "guarded": [6, 4], "proposed": []}
 MODEL_COLOURS = ["#1f77b4", "#ff7f0e"]
+
+#: width fits the container, height is the plot area's (axes and titles come on top of it)
+FIT_X = alt.AutoSizeParams(type="fit-x", contains="padding")
 
 LAYER_TITLE = "layer"
 LENS_LAYER_TITLE = "layer (input of)"
@@ -111,7 +114,7 @@ def _rule_label(rule: str, ed_value: int) -> str:
 
 def _ed_rules(rows: list[dict], channel: str, field_type: str = "quantitative",
               scale_to: float | None = None, label: bool = True, colour: str | None = None,
-              suffix: str = "") -> list[alt.Chart]:
+              suffix: str = "", halo: str | None = None, extent: float | None = None) -> list[alt.Chart]:
     """Rule (+ text) layers at the ED positions. ``channel`` is "x" (vertical) or "y" (horizontal).
 
     The rule position is a ``datum`` (the ED layer itself, or ED / L when ``scale_to`` = L), so the
@@ -125,12 +128,18 @@ def _ed_rules(rows: list[dict], channel: str, field_type: str = "quantitative",
     for k, (ed_value, group) in enumerate(sorted(by_value.items())):
         value = ed_value / scale_to if scale_to else ed_value
         enc_value = alt.datum(value, type=field_type)
-        names = " = ".join(_rule_label(r["rule"], ed_value).rsplit(" = ", 1)[0] for r in group)
-        text_label = f"{names} = {ed_value}{suffix}"
+        rules = [r["rule"] for r in group]
+        if rules == ["proposed"]:
+            text_label = f"ED = {ed_value}{suffix}"
+        else:
+            text_label = f"ED ({', '.join('P1' if r == 'p1' else r for r in rules)}) = {ed_value}{suffix}"
         tip = f"{text_label} (EDR {group[0]['edr']:.2f})"
         for row in group:
             colour_value = colour or RULE_COLOURS.get(row["rule"], "#d62728")
             dash = RULE_DASH.get(row["rule"], [])
+            if halo:
+                layers.append(base.mark_rule(color=halo, strokeWidth=4, opacity=0.8).encode(
+                    **{channel: enc_value}))
             rule = base.mark_rule(color=colour_value, strokeWidth=2, strokeDash=dash, opacity=0.9).encode(
                 **{channel: enc_value}, tooltip=alt.value(tip))
             layers.append(rule)
@@ -138,11 +147,16 @@ def _ed_rules(rows: list[dict], channel: str, field_type: str = "quantitative",
             colour_value = colour or RULE_COLOURS.get(group[0]["rule"], "#d62728")
             text_kwargs = dict(color=colour_value, fontSize=11, fontWeight="bold")
             if channel == "x":
-                text = base.mark_text(align="left", baseline="top", dx=4, dy=4 + 14 * k, **text_kwargs).encode(
-                    x=enc_value, y=alt.value(0))
+                flip = extent is not None and value > 0.6 * extent  # keep labels near the right edge inside
+                text = base.mark_text(align="right" if flip else "left", baseline="top", dx=-4 if flip else 4,
+                                      dy=4 + 14 * k, **text_kwargs).encode(x=enc_value, y=alt.value(0))
             else:
                 text = base.mark_text(align="right", baseline="bottom", dx=-4, dy=-3, **text_kwargs).encode(
                     y=enc_value, x=alt.value("width"))
+            if halo:
+                layers.append(text.mark_text(align=text.mark.align, baseline=text.mark.baseline, dx=text.mark.dx,
+                                             dy=text.mark.dy, stroke=halo, strokeWidth=3, fontSize=11,
+                                             fontWeight="bold", color=halo).encode(text=alt.value(text_label)))
             layers.append(text.encode(text=alt.value(text_label)))
     return layers
 
@@ -166,6 +180,8 @@ def colour_scale(metric: str, values: pd.Series | np.ndarray | None = None,
         return alt.Scale(scheme=SEQ_SCHEME, type="symlog", constant=0.1, domain=list(domain), clamp=True)
     if kind == "rank":
         return alt.Scale(scheme=SEQ_SCHEME, type="log", domain=list(domain), clamp=True, reverse=True)
+    if kind == "ratio":
+        return alt.Scale(scheme=SEQ_SCHEME, type="log", domain=list(domain), clamp=True)
     return alt.Scale(scheme=SEQ_SCHEME, domain=list(domain), clamp=True)
 
 
@@ -181,9 +197,13 @@ def default_domain(metric: str, *values_list) -> list[float]:
     data = data[np.isfinite(data)]
     if not len(data):
         data = np.array([1.0])
-    if kind == "ratio":  # position 0 / attention sinks are huge: clip at the 98th percentile
-        top = float(np.quantile(data, 0.98))
-    elif kind == "rank":
+    if kind == "ratio":  # spans decades (layer 0, attention sinks): log scale over the 2nd-98th percentile
+        positive = data[data > 0]
+        if not len(positive):
+            return [1e-3, 1.0]
+        low, high = (float(np.quantile(positive, q)) for q in (0.02, 0.98))
+        return [low, high if high > low else low * 10]
+    if kind == "rank":
         return [1.0, max(2.0, float(data.max()))]
     else:
         top = float(data.max())
@@ -208,10 +228,10 @@ def _token_frame(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric: str) -
     return rows.reset_index(drop=True)
 
 
-def _token_axis(labels: list[str], title: str = "token") -> alt.Axis:
-    stride = label_stride(len(labels))
+def _token_axis(labels: list[str], title: str = "token", max_labels: int = MAX_TOKEN_LABELS) -> alt.Axis:
+    stride = label_stride(len(labels), max_labels)
     shown = labels[::stride]
-    return alt.Axis(title=title if stride == 1 else f"{title} (every {stride}th label shown)",
+    return alt.Axis(title=title if stride == 1 else f"{title} (1 label in {stride} shown)",
                     labelAngle=-55, labelAlign="right", labelBaseline="middle", labelFontSize=10,
                     labelLimit=110, values=shown, ticks=False, domain=False, labelOverlap=False)
 
@@ -220,7 +240,7 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
                         ed: pd.DataFrame | None = None, domain: Sequence[float] | None = None,
                         title: str | None = None, width: int | str = "container",
                         select: bool = True, selected_pos: int | None = None,
-                        ed_probe: str | None = None) -> alt.LayerChart:
+                        ed_probe: str | None = None, max_labels: int = MAX_TOKEN_LABELS) -> alt.LayerChart:
     """Rect heatmap layer (y, bottom → top) × token (x) of one metric, with the ED as horizontal rules.
 
     ``select`` adds a click selection named ``cell`` over the ``pos`` field (Streamlit returns it with
@@ -233,12 +253,15 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
     probe = ed_probe or default_probe
     is_lens = metric in ("kl", "overlap", "entropy", "rank")
     scale = colour_scale(metric, frame["value"], domain)
-    legend = alt.Legend(title=None, orient="right", gradientLength=max(120, min(300, heatmap_height(n_layers) - 40)))
+    legend = alt.Legend(title=None, orient="right", type="gradient",
+                        gradientLength=max(120, min(300, heatmap_height(n_layers) - 40)))
     base = alt.Chart(frame)
     rect = base.mark_rect().encode(
-        x=alt.X("label:O", sort=labels, axis=_token_axis(labels), scale=alt.Scale(paddingInner=0)),
+        x=alt.X("label:O", sort=labels, axis=_token_axis(labels, max_labels=max_labels),
+                scale=alt.Scale(paddingInner=0)),
         y=alt.Y("layer:O", sort="descending", title=LENS_LAYER_TITLE if is_lens else LAYER_TITLE,
-                axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False),
+                axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False,
+                              labelOverlap=False),
                 scale=alt.Scale(paddingInner=0)),
         color=alt.Color("value:Q", scale=scale, legend=legend),
         tooltip=[alt.Tooltip("layer:O", title="layer"), alt.Tooltip("pos:O", title="position"),
@@ -253,17 +276,21 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
         layers.append(alt.Chart(sel).mark_rect(fill=None, stroke="#111", strokeWidth=1.5).encode(
             x=alt.X("label:O", sort=labels), y=alt.value(0), y2=alt.value("height")))
     if probe:
-        layers += _ed_rules(ed_rows(ed, probe), "y", field_type="ordinal", label=True, colour="#ffffff"
-                            if kind in ("kl", "entropy", "rank", "ratio", "unit") else "#111111")
+        dark = kind in ("kl", "entropy", "rank", "ratio", "unit")
+        layers += _ed_rules(ed_rows(ed, probe), "y", field_type="ordinal", label=True,
+                            colour="#ffffff" if dark else "#111111", halo="#111111" if dark else "#ffffff")
     chart = alt.layer(*layers).properties(
+        autosize=FIT_X,
         width=width, height=heatmap_height(n_layers),
         title=alt.Title(title or name, anchor="start", fontSize=13),
     )
     return chart
 
 
-def _layer_ticks(n_layers: int) -> list[int]:
-    step = 1 if n_layers <= 32 else 2 if n_layers <= 64 else 4
+def _layer_ticks(n_layers: int, height: int | None = None) -> list[int]:
+    """Layer tick values from 0, every layer when rows are tall enough for a 10 px label, else every k-th."""
+    row = (height or heatmap_height(n_layers)) / max(1, n_layers)
+    step = max(1, math.ceil(16 / row))
     return list(range(0, n_layers, step))
 
 
@@ -299,7 +326,8 @@ def skip_chart(skip: pd.DataFrame, skip_output: pd.DataFrame, variant: str = "fu
     n_layers = int(max(frame["skipped"].max(), frame["affected"].max())) + 1 if len(frame) else 1
     layer_values = list(range(n_layers))
     y = alt.Y("skipped:O", sort="descending", title="skipped layer", scale=alt.Scale(domain=layer_values[::-1], paddingInner=0),
-              axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False))
+              axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False,
+                              labelOverlap=False))
     rect = alt.Chart(frame).mark_rect().encode(
         x=alt.X("affected:O", title="affected layer", scale=alt.Scale(domain=layer_values, paddingInner=0),
                 axis=alt.Axis(values=_layer_ticks(n_layers), labelAngle=0, labelFontSize=10, ticks=False, domain=False)),
@@ -310,7 +338,7 @@ def skip_chart(skip: pd.DataFrame, skip_output: pd.DataFrame, variant: str = "fu
                  alt.Tooltip("value:Q", title="relative change", format=".4g")],
     )
     layers: list[alt.Chart] = [rect]
-    layers += _ed_rules(ed_rows(ed, "skip"), "y", field_type="ordinal", colour="#ffffff")
+    layers += _ed_rules(ed_rows(ed, "skip"), "y", field_type="ordinal", colour="#ffffff", halo="#111111")
     height = heatmap_height(n_layers)
     matrix = alt.layer(*layers).properties(
         width=height if width == "container" else width, height=height,
@@ -326,7 +354,8 @@ def skip_chart(skip: pd.DataFrame, skip_output: pd.DataFrame, variant: str = "fu
         tooltip=[alt.Tooltip("skipped:O", title="skipped layer"),
                  alt.Tooltip("value:Q", title="output change", format=".4g")],
     ).properties(width=bar_width, height=height, title=alt.Title("output change", anchor="start", fontSize=13))
-    return alt.hconcat(matrix, bars, spacing=8).resolve_scale(y="shared")
+    return alt.hconcat(matrix, bars, spacing=8).resolve_scale(y="shared").properties(
+        autosize=alt.AutoSizeParams(type="pad"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,8 +385,8 @@ def probe_curve_frame(layer: pd.DataFrame, probe: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-CURVE_NAMES = {"cos_mu": "μ (mean of the three)", "cos_att": "attention", "cos_mlp": "MLP",
-               "cos_layer": "whole layer", "kl": "KL", "overlap": "overlap", "skip_layer_effect": "e(s)"}
+CURVE_NAMES = {"cos_mu": "μ (mean)", "cos_att": "attention", "cos_mlp": "MLP",
+               "cos_layer": "layer", "kl": "KL", "overlap": "overlap", "skip_layer_effect": "e(s)"}
 
 
 def probe_curve(layer: pd.DataFrame, probe: str, ed: pd.DataFrame | None = None,
@@ -381,8 +410,9 @@ def probe_curve(layer: pd.DataFrame, probe: str, ed: pd.DataFrame | None = None,
         layers.append(alt.Chart(thin).mark_line(strokeWidth=1.2, opacity=0.75).encode(
             x=x, y=alt.Y("value:Q", title=y_title),
             color=alt.Color("series:N", title=None, scale=alt.Scale(
-                domain=["μ (mean of the three)", "attention", "MLP", "whole layer"],
-                range=["#111111", "#4c78a8", "#f58518", "#54a24b"]), legend=alt.Legend(orient="bottom")),
+                domain=["μ (mean)", "attention", "MLP", "layer"],
+                range=["#111111", "#4c78a8", "#f58518", "#54a24b"]),
+                            legend=alt.Legend(orient="top", direction="horizontal", labelLimit=160)),
             tooltip=tooltip))
         main = frame[frame["metric"] == "cos_mu"]
         layers.append(alt.Chart(main).mark_line(strokeWidth=2.5, color="#111", point=alt.OverlayMarkDef(size=18, color="#111")).encode(
@@ -396,8 +426,9 @@ def probe_curve(layer: pd.DataFrame, probe: str, ed: pd.DataFrame | None = None,
         if threshold is not None:
             layers.append(alt.Chart(pd.DataFrame({"y": [threshold]})).mark_rule(
                 color="#999", strokeDash=[2, 2]).encode(y="y:Q", tooltip=[alt.Tooltip("y:Q", title="threshold", format=".4g")]))
-    layers += _ed_rules(ed_rows(ed, probe), "x", label=True)
+    layers += _ed_rules(ed_rows(ed, probe), "x", label=True, extent=max(1, n_layers - 1))
     return alt.layer(*layers).properties(
+        autosize=FIT_X,
         width=width, height=height,
         title=alt.Title(title or PROBE_TITLES.get(probe, probe), anchor="start", fontSize=13))
 
@@ -426,13 +457,14 @@ def lens_topk_frame(lens_topk: pd.DataFrame, pos: int) -> pd.DataFrame:
     return rows.sort_values(["layer", "rank"]).reset_index(drop=True)
 
 
-def lens_topk_chart(lens_topk: pd.DataFrame, pos: int, token: str | None = None,
+def lens_topk_chart(lens_topk: pd.DataFrame, pos: int, label: str | None = None,
                     width: int | str = "container", ed: pd.DataFrame | None = None) -> alt.LayerChart:
     """Top-5 tokens of the logit lens at one position, per layer: cells coloured by probability."""
     frame = lens_topk_frame(lens_topk, pos)
     n_layers = int(frame["layer"].max()) + 1 if len(frame) else 1
     y = alt.Y("layer:O", sort="descending", title=LENS_LAYER_TITLE,
-              axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False))
+              axis=alt.Axis(values=_layer_ticks(n_layers, 18 * n_layers), labelFontSize=10, ticks=False, domain=False,
+                              labelOverlap=False))
     x = alt.X("rank:O", title="rank", axis=alt.Axis(labelAngle=0, orient="top"))
     base = alt.Chart(frame)
     rect = base.mark_rect(stroke="white", strokeWidth=0.5).encode(
@@ -440,15 +472,17 @@ def lens_topk_chart(lens_topk: pd.DataFrame, pos: int, token: str | None = None,
                                   legend=alt.Legend(title="p", orient="right", gradientLength=120)),
         tooltip=[alt.Tooltip("layer:O"), alt.Tooltip("rank:O"), alt.Tooltip("token:N"),
                  alt.Tooltip("prob:Q", format=".3f")])
-    text = base.mark_text(fontSize=11, limit=110).encode(
+    text = base.mark_text(fontSize=12, limit=150).encode(
         x=x, y=y, text="shown:N",
         color=alt.condition(alt.datum.prob > 0.5, alt.value("white"), alt.value("#111")))
     layers: list[alt.Chart] = [rect, text]
     layers += _ed_rules(ed_rows(ed, "kl"), "y", field_type="ordinal", label=False, colour="#d62728")
-    shown = f" {visible_token(token, 20)}" if token is not None else ""
+    shown = label if label is not None else str(pos)
     return alt.layer(*layers).properties(
-        width=width, height=heatmap_height(n_layers),
-        title=alt.Title(f"logit lens at position {pos}{shown}: top-5 tokens per layer", anchor="start", fontSize=13))
+        autosize=FIT_X,
+        width=width, height=max(MIN_HEIGHT, 18 * n_layers),  # taller rows: the cells carry text
+        title=alt.Title(f"logit lens at position {shown}: top-5 tokens per layer (dashed/solid red: KL ED)",
+                        anchor="start", fontSize=13))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -501,13 +535,14 @@ def compare_curves(runs: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]]
     layers.append(line)
     layers += rules
     return alt.layer(*layers).properties(
+        autosize=FIT_X,
         width=width, height=height,
         title=alt.Title(f"{PROBE_TITLES.get(probe, probe)} vs relative depth", anchor="start", fontSize=13))
 
 
 def delta_heatmap(layer_token_a: pd.DataFrame, layer_token_b: pd.DataFrame, tokens: pd.DataFrame,
                   metric: str, labels: tuple[str, str] = ("A", "B"),
-                  width: int | str = "container") -> alt.LayerChart:
+                  width: int | str = "container", max_labels: int = MAX_TOKEN_LABELS) -> alt.LayerChart:
     """B − A per (layer, token) for two runs with the same L and tokenisation (diverging, centred at 0)."""
     a = layer_token_a[layer_token_a["metric"] == metric].set_index(["layer", "pos"])["value"]
     b = layer_token_b[layer_token_b["metric"] == metric].set_index(["layer", "pos"])["value"]
@@ -520,9 +555,10 @@ def delta_heatmap(layer_token_a: pd.DataFrame, layer_token_b: pd.DataFrame, toke
     toks = token_labels(tokens.sort_values("pos")["token"].tolist())
     n_layers = int(frame["layer"].max()) + 1 if len(frame) else 1
     rect = alt.Chart(frame).mark_rect().encode(
-        x=alt.X("label:O", sort=toks, axis=_token_axis(toks), scale=alt.Scale(paddingInner=0)),
+        x=alt.X("label:O", sort=toks, axis=_token_axis(toks, max_labels=max_labels), scale=alt.Scale(paddingInner=0)),
         y=alt.Y("layer:O", sort="descending", title=LAYER_TITLE,
-                axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False),
+                axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False,
+                              labelOverlap=False),
                 scale=alt.Scale(paddingInner=0)),
         color=alt.Color("value:Q", scale=alt.Scale(scheme=DELTA_SCHEME, domain=[-bound, bound], domainMid=0,
                                                    clamp=True, reverse=True),
@@ -532,6 +568,7 @@ def delta_heatmap(layer_token_a: pd.DataFrame, layer_token_b: pd.DataFrame, toke
     )
     name = METRICS.get(metric, (metric,))[0]
     return alt.layer(rect).properties(
+        autosize=FIT_X,
         width=width, height=heatmap_height(n_layers),
         title=alt.Title(f"Δ {name}: {labels[1]} − {labels[0]}", anchor="start", fontSize=13))
 

@@ -133,6 +133,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     timings["forward"] = time.perf_counter() - clock
 
     layer_token_parts, skip_matrix, skip_output, lens_top = [], None, None, None
+    notes: list[str] = []
     splits_used: list[int] = []
     if "cosine" in config.probes:
         clock = time.perf_counter()
@@ -148,8 +149,14 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     if "skip" in config.probes:
         clock = time.perf_counter()
         notify("layer skipping", 0.0)
+        variants = config.skip_variants
+        if not config.splits and not skip.draw_splits(n_tokens, config.seed):
+            # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
+            variants = tuple(v for v in variants if v.endswith("current"))
+            notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
+                         "8 ≤ t < T−4 (at least 13 tokens), so only the current-effect variants ran.")
         try:
-            result = skip.skip_effects(replayer, config.splits, config.skip_variants, config.seed,
+            result = skip.skip_effects(replayer, config.splits, variants, config.seed,
                                        progress=lambda stage, frac: notify(stage, frac))
         except ValueError as err:
             raise PromptError(str(err)) from err
@@ -192,7 +199,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
         "timings": timings, "total_seconds": sum(timings.values()),
         "device": str(next(loaded.model.parameters()).device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": None, "item_index": None,
+        "dataset": None, "item_index": None, "notes": notes,
     }
     meta.update(extra_meta or {})
     return RunResult(meta=meta, tables=tables)

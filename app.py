@@ -1,0 +1,62 @@
+"""effdepth — home: what effective depth is, the model and prompt to analyse, and the way to each view."""
+
+import streamlit as st
+
+from effdepth import ui, views
+
+ui.page_setup("Home")
+view = ui.state()
+ui.nav(view, "home")
+ui.demo_toggle(view)
+
+st.title("effdepth: how much of its depth does a language model use?")
+st.markdown(
+    "A transformer has **L** layers, but not all of them compose new features: past a transition "
+    "layer the residual stream is only refined toward an output that is already decided. "
+    "effdepth runs three probes on one prompt — residual cosines and relative contributions, the "
+    "logit lens, and layer skipping — and turns each per-layer curve into the **effective depth ED**, "
+    "the layer of that transition. The **effective depth ratio** is **EDR = (ED + 1) / L**, the share "
+    "of layers up to and including the transition (the rules are P1's, next to guarded variants)."
+)
+
+left, right = st.columns([1, 1.35], gap="large")
+with left:
+    st.subheader("Model")
+    ui.model_input(view, left)
+    with st.expander("Embedded models (install offline from PyPI on first use)"):
+        st.dataframe(views.embedded_models_table(), hide_index=True, width="stretch")
+with right:
+    st.subheader("Prompt")
+    ui.prompt_input(view, right, height=130)
+
+ui.sync_url(view)
+query = views.state_to_query(view)
+
+with ui.guard():
+    run_store = views.open_store()
+    views.check_prompt(view.prompt)
+    _, cached = views.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
+    if cached is not None:
+        st.success(f"This prompt on **{view.model}** ({view.dtype}) is in the cache: Explore opens instantly.",
+                   icon=":material/bolt:")
+    elif view.demo:
+        st.warning("This prompt on this model is not in the cache, and demo mode computes nothing. "
+                   "Pick a cached run on the Runs page.", icon=":material/block:")
+    else:
+        st.info("Not in the cache yet: Explore computes it (a short prompt on the default model takes "
+                "well under a minute on a CPU).", icon=":material/hourglass_top:")
+
+st.subheader("Views")
+cols = st.columns(3, gap="medium")
+for col, (page, label, text, kind) in zip(cols, [
+    ("explore", "Explore one model × one prompt", "Heatmaps layer × token, per-layer curves with the ED, the skip "
+     "matrix, the logit lens at a token.", "primary"),
+    ("compare", "Compare two models", "Same prompt, shared colour scales, curves on relative depth layer / L, "
+     "Δ heatmap, EDR table.", "secondary"),
+    ("runs", "Browse cached runs", "Filter, reopen, compare, delete and export runs (CSV, Parquet, PNG, SVG).",
+     "secondary"),
+]):
+    path, _, icon = ui.PAGES[page]
+    if col.button(label, key=f"go_{page}", type=kind, icon=icon, width="stretch"):
+        st.switch_page(path, query_params=query)
+    col.caption(text)

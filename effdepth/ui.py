@@ -1,0 +1,286 @@
+"""Streamlit glue shared by the pages: state <-> widgets <-> URL, the error boundary, the model
+holder, the compute-with-progress call, summary strip and chart downloads.
+
+Pages call these and ``effdepth.views`` / ``effdepth.charts``; nothing here touches a tensor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import streamlit as st
+
+from effdepth import views
+from effdepth.errors import CacheError, EffdepthError
+
+STATE = "_effdepth_state"
+URL = "_effdepth_url"
+PAGES = {"home": ("app.py", "Home", ":material/home:"),
+         "explore": ("pages/1_Explore.py", "Explore", ":material/grid_on:"),
+         "compare": ("pages/2_Compare.py", "Compare", ":material/compare_arrows:"),
+         "runs": ("pages/3_Runs.py", "Runs", ":material/table_rows:")}
+OTHER = "__other__"
+
+
+# --------------------------------------------------------------------------------------------------
+# Page, state and URL
+# --------------------------------------------------------------------------------------------------
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"effdepth · {title}", page_icon=":material/stacked_line_chart:",
+                       layout="wide", initial_sidebar_state="expanded")
+
+
+def _current_query() -> dict[str, str]:
+    return {key: st.query_params.get(key) for key in st.query_params.keys()}
+
+
+def state() -> views.ViewState:
+    """The view state of this session; (re)read from the URL when the URL is not the one we wrote."""
+    query = _current_query()
+    current = st.session_state.get(STATE)
+    if current is None or (query and query != st.session_state.get(URL)):
+        current = views.state_from_query(query)
+        st.session_state[STATE] = current
+        # widget values follow the state on this run
+        for key in [k for k in st.session_state.keys() if str(k).startswith("w_")]:
+            del st.session_state[key]
+    return current
+
+
+def sync_url(view: views.ViewState) -> None:
+    """Write the view into the URL (so a copied link reopens this exact view)."""
+    query = views.state_to_query(view)
+    if query != _current_query():
+        st.query_params.from_dict(query)
+    st.session_state[URL] = query
+
+
+def _set(field: str, widget_key: str, transform: Callable | None = None, clears_run: bool = False,
+         clears_run_b: bool = False) -> Callable[[], None]:
+    def callback() -> None:
+        view = st.session_state[STATE]
+        value = st.session_state[widget_key]
+        setattr(view, field, transform(value) if transform else value)
+        if clears_run:
+            view.run = None
+            view.pos = None
+        if clears_run_b:
+            view.run_b = None
+    return callback
+
+
+def bind(widget: Callable, field: str, label: str, *, container=None, key: str | None = None,
+         transform: Callable | None = None, to_widget: Callable | None = None, clears_run: bool = False,
+         clears_run_b: bool = False, **kwargs):
+    """Render ``widget`` bound to ``state().<field>``: its value comes from the state, and a change by
+    the user is written back (and clears the run id when it changes what is analysed)."""
+    view = st.session_state[STATE]
+    widget_key = key or f"w_{field}"
+    value = getattr(view, field)
+    st.session_state[widget_key] = to_widget(value) if to_widget else value
+    target = container or st
+    return getattr(target, widget.__name__)(
+        label, key=widget_key, on_change=_set(field, widget_key, transform, clears_run, clears_run_b), **kwargs)
+
+
+def nav(view: views.ViewState, current: str) -> None:
+    """Sidebar navigation that carries the shared state (model, prompt, dtype, ...) in the URL."""
+    query = views.state_to_query(view)
+    with st.sidebar:
+        st.markdown("### effdepth")
+        for name, (path, title, icon) in PAGES.items():
+            st.page_link(path, label=title, icon=icon, query_params=query, disabled=(name == current))
+        if view.demo:
+            st.info("**Demo mode**: read-only, cached runs only — no model is loaded.", icon=":material/slideshow:")
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs shared by the pages
+# --------------------------------------------------------------------------------------------------
+
+
+def model_input(view: views.ViewState, container=None, which: str = "a", label: str = "Model") -> None:
+    """Embedded model picker, or a path / HF id / GGUF file for "Other"."""
+    target = container or st
+    field, dtype_field = ("model", "dtype") if which == "a" else ("model_b", "dtype_b")
+    options = [name for name, _ in views.model_options()]
+    labels = dict(views.model_options())
+    labels[OTHER] = "Other: a local directory, an HF cache id, or a .gguf file…"
+    current = getattr(view, field)
+    choice_key, path_key = f"w_{field}_choice", f"w_{field}_path"
+
+    def on_choice() -> None:
+        picked = st.session_state[choice_key]
+        if picked != OTHER:
+            setattr(view, field, picked)
+        else:
+            setattr(view, field, st.session_state.get(path_key) or "")
+        _clear(view, which)
+
+    def on_path() -> None:
+        setattr(view, field, (st.session_state[path_key] or "").strip())
+        _clear(view, which)
+
+    st.session_state[choice_key] = current if current in options else OTHER
+    target.selectbox(label, options + [OTHER], format_func=lambda n: labels.get(n, n), key=choice_key,
+                     on_change=on_choice)
+    if st.session_state[choice_key] == OTHER:
+        st.session_state[path_key] = "" if current in options else current
+        target.text_input("Model path, HF id or GGUF file", key=path_key, on_change=on_path,
+                          placeholder="/path/to/model-dir · Qwen/Qwen2.5-1.5B · ~/models/x.gguf")
+    bind(st.radio, dtype_field, "dtype", container=target, options=list(views.DTYPES),
+         horizontal=True, clears_run=(which == "a"), clears_run_b=(which == "b"),
+         help="bfloat16 is 2–3× faster on this CPU; float32 matches the papers' reductions best.")
+
+
+def _clear(view: views.ViewState, which: str) -> None:
+    if which == "a":
+        view.run = None
+        view.pos = None
+    else:
+        view.run_b = None
+
+
+def prompt_input(view: views.ViewState, container=None, height: int = 110) -> None:
+    target = container or st
+    examples = list(views.EXAMPLES)
+    example_key = "w_example"
+
+    def on_example() -> None:
+        picked = st.session_state[example_key]
+        if picked in views.EXAMPLES:
+            view.prompt = views.EXAMPLES[picked]
+            view.run = None
+            view.run_b = None
+            view.pos = None
+
+    current = next((k for k, v in views.EXAMPLES.items() if v == view.prompt), None)
+    st.session_state[example_key] = current
+    target.selectbox("Examples", examples, key=example_key, on_change=on_example,
+                     placeholder="Pick a ready example…")
+    bind(st.text_area, "prompt", "Prompt (teacher-forced: question and answer together)", container=target,
+         height=height, clears_run=True, clears_run_b=True,
+         help="The text is fed to the model as is (no chat template unless switched on); nothing is generated.")
+    bind(st.toggle, "chat", "Apply the chat template", container=target, clears_run=True, clears_run_b=True,
+         help="Off in both papers. With a template, ED values are not comparable to the papers' tables.")
+
+
+def demo_toggle(view: views.ViewState, container=None) -> None:
+    bind(st.toggle, "demo", "Demo mode (read-only, cache only)", container=container or st.sidebar,
+         help="For talks: every view reads the cache only; no model loads and no compute buttons.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------------
+
+
+def show_error(err: BaseException) -> None:
+    """The one place where user-facing errors are shown (never a traceback)."""
+    st.error(str(err), icon=":material/error:")
+    if isinstance(err, CacheError) and views.error_kind(err) == "corrupt":
+        if st.button("Move the broken cache aside", key=f"move_aside_{abs(hash(str(err))) % 10**8}",
+                     type="primary"):
+            try:
+                moved = _move_aside()
+                st.success(f"Moved the broken cache to {moved}. A fresh, empty cache is used from now on."
+                           if moved else "Moved the broken cache aside; a fresh, empty cache is used from now on.")
+            except EffdepthError as again:
+                st.error(str(again))
+
+
+def _move_aside():
+    return views.open_store().move_aside()
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Show an EffdepthError raised inside the block with st.error and carry on with the page."""
+    try:
+        yield
+    except EffdepthError as err:
+        show_error(err)
+
+
+def store():
+    """The result store, or None after showing why it cannot be opened."""
+    try:
+        return views.open_store()
+    except EffdepthError as err:
+        show_error(err)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Model holder and compute
+# --------------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def model_holder() -> views.ModelHolder:
+    """The process-wide holder of the one loaded model (keyed by (name, dtype); switching drops the old
+    model before the new one loads, so at most one model is in memory)."""
+    return views.ModelHolder()
+
+
+def held_model(name: str, dtype: str, progress=None):
+    return model_holder().get(name, dtype, progress)
+
+
+def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes"):
+    """Compute (or fetch) a run with a status box and a progress bar showing the stage."""
+    with st.status(f"{label} on {name} ({dtype})…", expanded=True) as box:
+        bar = st.progress(0.0, text="Starting")
+        started = time.perf_counter()
+
+        def sink(stage: str, fraction: float) -> None:
+            bar.progress(min(1.0, fraction), text=f"{stage} · {time.perf_counter() - started:.0f} s")
+
+        tracker = views.ProgressTracker(sink=sink)
+        try:
+            result = views.compute_run(run_store, name, text, dtype, chat, held_model, tracker)
+        except EffdepthError:
+            box.update(label="Failed", state="error", expanded=False)
+            raise
+        bar.progress(1.0, text=f"done in {time.perf_counter() - started:.1f} s")
+        box.update(label=f"Done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Display helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def summary_strip(items: Sequence[tuple[str, str, str | None, str]], per_row: int = 6) -> None:
+    for start in range(0, len(items), per_row):
+        cols = st.columns(per_row)
+        for col, (label, value, delta, help_text) in zip(cols, items[start:start + per_row]):
+            col.metric(label, value, delta=delta, delta_color="off", delta_arrow="off", help=help_text or None)
+
+
+def downloads(chart, name: str, key: str) -> None:
+    """PNG and SVG download buttons under a chart (rendered lazily by vl-convert on click)."""
+    base = views.safe_name(name)
+    row = st.container(horizontal=True, gap="small")
+    row.download_button("PNG", data=lambda: views.chart_png(chart), file_name=f"{base}.png", mime="image/png",
+                         key=f"png_{key}", on_click="ignore", icon=":material/download:", type="tertiary")
+    row.download_button("SVG", data=lambda: views.chart_svg(chart), file_name=f"{base}.svg",
+                          mime="image/svg+xml", key=f"svg_{key}", on_click="ignore", icon=":material/download:",
+                          type="tertiary")
+
+
+def chart(chart_obj, name: str, key: str, on_select: str | Callable | None = None, download: bool = True):
+    """st.altair_chart at container width + its downloads; returns the selection state if selectable."""
+    if on_select:
+        event = st.altair_chart(chart_obj, width="stretch", key=key, on_select=on_select,
+                                selection_mode=["cell"])
+    else:
+        event = st.altair_chart(chart_obj, width="stretch", key=key)
+    if download:
+        downloads(chart_obj, name, key)
+    return event

@@ -1,0 +1,152 @@
+"""Explore: one model × one prompt — heatmaps, per-layer curves with ED, skip matrix, logit lens."""
+
+import streamlit as st
+
+from effdepth import charts, ui, views
+
+ui.page_setup("Explore")
+view = ui.state()
+run_store = ui.store()
+
+# A run id in the URL wins: the inputs then describe that run.
+result = None
+if run_store is not None and view.run:
+    with ui.guard():
+        result = views.get_run(run_store, view.run)
+        if result is not None:
+            views.adopt_meta(view, result.meta)
+
+ui.nav(view, "explore")
+with st.sidebar:
+    st.markdown("#### Input")
+    ui.model_input(view, st.sidebar)
+    ui.prompt_input(view, st.sidebar)
+    st.divider()
+    ui.demo_toggle(view)
+ui.sync_url(view)
+
+st.title("Explore")
+if run_store is None:
+    st.stop()
+
+computed = st.session_state.setdefault("_computed", {})
+with ui.guard():
+    if result is None:
+        views.check_prompt(view.prompt)
+        _, result = views.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
+    if result is None:
+        if view.demo:
+            st.warning(f"**Not cached.** This prompt on **{view.model}** ({view.dtype}) has no stored run, and "
+                       "demo mode loads no model. Pick a cached run on the Runs page or leave demo mode.",
+                       icon=":material/block:")
+        else:
+            views.preflight(view.model)
+            st.info(f"This prompt on **{view.model}** ({view.dtype}) is not in the cache yet.",
+                    icon=":material/hourglass_top:")
+            if st.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
+                result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat)
+                computed[result.run_id] = result.meta.get("total_seconds")
+
+if result is None:
+    st.stop()
+
+meta, t = result.meta, result.tables
+view.run = result.run_id
+n_tokens = int(meta["n_tokens"])
+n_layers = int(meta["n_layers"])
+view.pos = views.clamp_position(view.pos, n_tokens)
+ed = t["ed"]
+
+st.caption(f"**{meta['model_name']}** · run `{result.run_id}` · {n_tokens} tokens · "
+           f"probe config {', '.join(meta.get('probes') or [])} · created {meta.get('created', '')}")
+with st.expander("Prompt as analysed", expanded=False):
+    st.code(meta.get("prompt_text", ""), language=None, wrap_lines=True)
+ui.summary_strip(views.summary_items(meta, ed, from_cache=result.run_id not in computed))
+if "future" not in set(t["skip"]["variant"]) and len(t["skip"]):
+    st.info("The prompt is shorter than 13 tokens: the future-effect skip needs a split point t with "
+            "8 ≤ t < T − 4, so only the current-token skip variants were computed (and no skip ED).",
+            icon=":material/info:")
+
+# ---------------------------------------------------------------------------------------------- ED
+st.subheader("Effective depth per probe")
+st.dataframe(views.ed_comparison_table(ed), hide_index=True, width="stretch")
+st.caption("ED = the transition layer (curves indexed by the *input* of each layer, as in P1); "
+           "EDR = (ED + 1) / L. “P1” applies the paper's rule exactly; “guarded” adds the guard described "
+           "next to it. Solid rules mark P1, dashed rules the guarded variant.")
+
+probes_with_curves = [p for p in views.CURVE_METRICS if len(charts.probe_curve_frame(t["layer"], p))]
+for start in range(0, len(probes_with_curves), 2):
+    row = st.columns(2, gap="medium")
+    for col, probe in zip(row, probes_with_curves[start:start + 2]):
+        with col:
+            ui.chart(charts.probe_curve(t["layer"], probe, ed), f"{result.run_id}_curve_{probe}", f"curve_{probe}")
+            st.caption(views.ed_caption(ed, probe))
+
+# -------------------------------------------------------------------------------- click → position
+
+
+def _on_cell(key: str):
+    def callback() -> None:
+        pos = views.selected_position(st.session_state.get(key))
+        if pos is not None:
+            st.session_state[ui.STATE].pos = pos
+    return callback
+
+
+# ----------------------------------------------------------------------------------- contributions
+st.subheader("Contributions to the residual stream (probe A)")
+c1, c2 = st.columns(2)
+ui.bind(st.radio, "contrib", "Quantity", container=c1, options=list(views.CONTRIB_FAMILIES),
+        format_func=views.CONTRIB_FAMILIES.get, horizontal=True)
+ui.bind(st.radio, "part", "Sublayer", container=c2, options=list(views.SUBLAYERS),
+        format_func=views.SUBLAYERS.get, horizontal=True)
+metric = views.contrib_metric(view.contrib, view.part)
+heat = charts.layer_token_heatmap(t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos)
+ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
+st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
+           "amplifies/refines. Relative contribution = ‖sublayer output‖ / ‖residual it is added to‖ (log "
+           "colour scale, 2nd–98th percentile). The horizontal rule is the cosine ED. Click a cell to pick a token.")
+
+# -------------------------------------------------------------------------------------- logit lens
+st.subheader("Logit lens (probe B)")
+ui.bind(st.radio, "lens", "Quantity", options=list(views.LENS_METRICS), format_func=views.LENS_METRICS.get,
+        horizontal=True, key="w_lens")
+lens_heat = charts.layer_token_heatmap(t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos)
+ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
+st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
+           "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "
+           "The rules mark the KL ED (entropy) or the overlap ED.")
+
+positions = views.position_options(t["tokens"])
+ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", options=positions,
+        format_func=lambda p: views.position_label(t["tokens"], p))
+top_chart = charts.lens_topk_chart(t["lens_topk"], view.pos, views.position_label(t["tokens"], view.pos), ed=ed)
+ui.chart(top_chart, f"{result.run_id}_lens_top5_pos{view.pos}", "lens_topk")
+with st.expander(f"Top-5 per layer at position {views.position_label(t['tokens'], view.pos)} as a table"):
+    st.dataframe(views.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
+                 height=min(36 * (n_layers + 1), 560))
+
+# ------------------------------------------------------------------------------------ layer skipping
+st.subheader("Layer skipping (probe C)")
+variants = views.available_variants(t["skip"])
+if variants:
+    if view.variant not in variants:
+        view.variant = variants[0]
+    ui.bind(st.radio, "variant", "Variant", options=variants, format_func=views.SKIP_VARIANTS.get, horizontal=True)
+    skip_col, noise_col = st.columns([4, 1], gap="medium")
+    with skip_col:
+        ui.chart(charts.skip_chart(t["skip"], t["skip_output"], view.variant, ed),
+                 f"{result.run_id}_skip_{view.variant}", "skip")
+    with noise_col:
+        number, caption = views.noise_caption(t["skip"], view.variant)
+        st.metric("Noise floor", number, help="max relative change of an identity intervention")
+        st.caption(caption)
+        if meta.get("splits_used"):
+            st.caption(f"Split positions t used: {', '.join(map(str, meta['splits_used']))} (max over splits).")
+    st.caption("Rows: the skipped layer s; columns: the layer j whose contribution changes; colour: max "
+               "relative change ‖c_j − c′_j‖ / ‖c_j‖ over the measured tokens (P2 scale, 0–1). Bars: the output "
+               "change ‖Δp‖₂. The rule marks the skip ED (effdepth's proposed rule).")
+else:
+    st.info("This run has no layer-skip results.")
+
+ui.sync_url(view)

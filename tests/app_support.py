@@ -1,0 +1,93 @@
+"""Helpers for the app tests (test_charts, test_app, test_browser): tiny saved models and cached runs.
+
+A tiny model is a random Llama saved as a Hugging Face directory together with a small byte-level BPE
+tokenizer trained here (no download), so it loads through ``models.load_model(path)`` like any local
+model. Runs of the default embedded model (smollm2-135m) are computed once through the engine and
+pickled under pytest's cache directory, keyed by the run id (which covers the weights, the text, the
+dtype, the probe configuration and the probe version), so a re-run of the suite reuses them.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+CORPUS = [
+    "The spouse of the performer of Imagine is Yoko Ono.",
+    "5 + 7 + 5 + 3 + 1 + 7 = 28",
+    "Tom has 3 boxes with 4 apples in each box. He eats 2 of the apples. How many apples are left?",
+    "The Eiffel Tower is in Paris, the capital of France, and it was finished in 1889.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "The quick brown fox jumps over the lazy dog. 0123456789",
+] * 4
+
+PROMPT = "5 + 7 + 5 + 3 + 1 + 7 = 28"  # 20 tokens on smollm2: enough for the future-effect skip
+TINY_PROMPT = "The Eiffel Tower is in Paris, the capital of France, and it was finished in 1889."
+
+
+def build_tiny_dir(path: Path, seed: int = 0, n_layers: int = 6, vocab_size: int = 320) -> Path:
+    """Write a random tiny Llama (+ tokenizer) to ``path``; returns the directory."""
+    import torch
+    import transformers as tf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(CORPUS, trainer)
+    tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")
+    tokenizer.save_pretrained(path)
+
+    torch.manual_seed(seed)
+    config = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96,
+                            num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                            max_position_embeddings=128, bos_token_id=0, eos_token_id=1, tie_word_embeddings=False)
+    model = tf.LlamaForCausalLM(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # a larger init so that the layers do visible work
+        for name, param in model.named_parameters():
+            if param.dim() == 2:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.15)
+    model.save_pretrained(path)
+    return path
+
+
+def compute_run(model: str, text: str, dtype: str = "float32"):
+    """RunResult of ``text`` on ``model`` through the engine, with the app's probe configuration."""
+    from effdepth import engine, models, views
+
+    loaded = models.load_model(model, dtype=dtype)
+    config = views.config_for(len(engine.tokenize(loaded, text)))
+    return engine.run_probes(loaded, text, config)
+
+
+def cached_run(cache_dir: Path, model: str, text: str, dtype: str = "float32"):
+    """``compute_run`` memoised on disk under ``cache_dir`` by the run id (no model load on a hit)."""
+    from effdepth import views
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for key in views.run_keys(model, text, dtype, False):
+        path = cache_dir / f"{key}.pkl"
+        if path.is_file():
+            try:
+                return pickle.loads(path.read_bytes())
+            except Exception:  # a stale or truncated pickle: recompute
+                path.unlink(missing_ok=True)
+    result = compute_run(model, text, dtype)
+    (cache_dir / f"{result.run_id}.pkl").write_bytes(pickle.dumps(result))
+    return result
+
+
+def fill_store(path: Path, results) -> Path:
+    """A fresh DuckDB cache at ``path`` holding ``results``."""
+    from effdepth.store import Store
+
+    store = Store(path)
+    for result in results:
+        store.put(result)
+    return Path(path)

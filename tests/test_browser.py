@@ -1,0 +1,280 @@
+"""The real app in a real browser: `streamlit run app.py` + Playwright driving Debian's chromium.
+
+The server gets its own DuckDB cache (``EFFDEPTH_CACHE``), pre-filled through the engine with one
+prompt on two models: the default embedded model (smollm2-135m) and a tiny random Llama saved as a
+local directory. Each page is opened, the charts are waited for (Vega renders large heatmaps to a
+<canvas>, small charts to <svg>, both inside ``.vega-embed``), the ED marker is checked in the page
+text, a prompt is typed and probed, a Compare view of the two cached runs is opened, a Runs export is
+downloaded, and a full-page screenshot of every page is saved under tests/artifacts/.
+
+Timings printed (run pytest with -s to see them): a cached Explore view from navigation to its
+heatmap drawn, and a cold probe of a 64-token prompt on the default model (click → heatmap drawn).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from effdepth import models, views
+from tests import app_support
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: 64 tokens on smollm2-135m (checked in the test)
+PROMPT_64 = ("Question: A baker makes 24 muffins and 18 more. She sells 30 of them. How many are left?\n"
+             "Answer: 24 + 18 = 42 muffins. 42 - 30 = 12. The answer is 12")
+CHART = ".vega-embed canvas, .vega-embed svg.marks"
+TIMINGS: dict[str, float] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    cache = Path(request.config.cache.mkdir("effdepth-app-runs"))
+    tiny_dir = app_support.build_tiny_dir(tmp_path_factory.mktemp("browser-models") / "tiny-llama", seed=3)
+    return {"smol": app_support.cached_run(cache, models.DEFAULT_MODEL, app_support.PROMPT),
+            "tiny": app_support.compute_run(str(tiny_dir), app_support.PROMPT), "tiny_dir": str(tiny_dir)}
+
+
+@pytest.fixture(scope="module")
+def server(runs, tmp_path_factory):
+    """`streamlit run app.py` on a free port with a pre-filled cache; always stopped at the end."""
+    tmp = tmp_path_factory.mktemp("browser-server")
+    cache = app_support.fill_store(tmp / "effdepth.duckdb", [runs["smol"], runs["tiny"]])
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp / "streamlit.log", "w")
+    env = os.environ | {"EFFDEPTH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"streamlit did not start:\n{(tmp / 'streamlit.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield {"url": url, "cache": cache, "log": tmp / "streamlit.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if TIMINGS:
+            print("\n[effdepth browser timings] " + ", ".join(f"{k}: {v:.0f} ms" for k, v in TIMINGS.items()))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (make setup-browser installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def _url(server, path: str = "", **query) -> str:
+    return f"{server['url']}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+
+def _wait_charts(page, count: int, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        """([sel, n]) => [...document.querySelectorAll('.vega-embed')]
+              .filter(e => e.querySelector('canvas, svg.marks')).length >= n""",
+        arg=[CHART, count], timeout=timeout)
+
+
+def _wait_idle(page) -> None:
+    """Wait until Streamlit has finished the current script run (no running indicator)."""
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget] button')"
+                           " && !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')",
+                           timeout=120_000)
+
+
+def _canvas_has_pixels(page, selector: str) -> bool:
+    return page.evaluate("""(sel) => {
+        const c = document.querySelector(sel);
+        if (!c) return false;
+        if (c.tagName.toLowerCase() === 'svg') return c.querySelectorAll('path, rect').length > 0;
+        const ctx = c.getContext('2d');
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        let inked = 0;
+        for (let i = 0; i < d.length; i += 4 * 97) if (d[i + 3] > 0 && (d[i] < 245 || d[i+1] < 245 || d[i+2] < 245)) inked++;
+        return inked > 50;
+    }""", selector)
+
+
+def shoot(page, name: str) -> Path:
+    """A full-page screenshot: Streamlit scrolls inside its main block, so grow the viewport to it first."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate("""() => Math.max(900, ...[...document.querySelectorAll(
+        '[data-testid=stMain], [data-testid=stAppViewContainer], section.main')].map(e => e.scrollHeight))""")
+    page.set_viewport_size({"width": 1400, "height": int(height) + 40})
+    page.wait_for_timeout(2500)  # charts re-fit to the new size
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_home(server, page):
+    page.goto(_url(server))
+    page.get_by_text("effective depth ratio").first.wait_for()
+    page.get_by_role("button", name="Explore one model × one prompt").wait_for()
+    page.get_by_text("Not in the cache yet").first.wait_for()  # the default prompt is not cached here
+    shoot(page, "home")
+
+
+def test_cached_explore_view(server, page, runs):
+    smol = runs["smol"]
+    start = time.perf_counter()
+    page.goto(_url(server, "Explore", run=smol.run_id))
+    page.locator(".st-key-heat_contrib .vega-embed").locator("canvas, svg.marks").first.wait_for()
+    TIMINGS["cached Explore: navigation → heatmap drawn"] = (time.perf_counter() - start) * 1000
+    print(f"\ncached Explore view, navigation → first heatmap drawn: "
+          f"{TIMINGS['cached Explore: navigation → heatmap drawn']:.0f} ms")
+    _wait_charts(page, 8)
+    # the same view again in this tab (frontend already loaded, browser cache warm)
+    start = time.perf_counter()
+    page.goto(_url(server, "Explore", run=smol.run_id, lens="overlap"))
+    page.locator(".st-key-heat_lens .vega-embed").locator("canvas, svg.marks").first.wait_for()
+    TIMINGS["cached Explore again (warm tab): navigation → heatmap drawn"] = (time.perf_counter() - start) * 1000
+    _wait_charts(page, 8)
+    assert _canvas_has_pixels(page, ".st-key-heat_contrib .vega-embed canvas, .st-key-heat_contrib svg.marks")
+    ed, edr = views.ed_value(smol.tables["ed"], "cosine", "p1")
+    body = page.inner_text("body")
+    assert f"ED = {ed}, EDR = {edr:.2f}" in body  # the caption under the cosine curve
+    assert "Noise floor" in body and "L (layers)" in body
+    # clicking a heatmap cell selects that token for the logit-lens read-out (URL pos changes)
+    heat = page.locator(".st-key-heat_contrib .vega-embed")
+    heat.scroll_into_view_if_needed()
+    box = heat.bounding_box()
+    before = page.url
+    page.mouse.click(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.3)
+    page.wait_for_function("(u) => window.location.href !== u && window.location.href.includes('pos=')",
+                           arg=before, timeout=30_000)
+    pos = int(urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["pos"][0])
+    assert 0 <= pos < smol.meta["n_tokens"] - 1
+    page.get_by_text(f"logit lens at position {pos}:").first.wait_for()
+    _wait_charts(page, 8)
+    shoot(page, "explore")
+
+
+def test_probe_a_typed_prompt_cold(server, page):
+    """Type a 64-token prompt, click Run probes on the default model (not loaded yet): time to heatmap."""
+    page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt="Hello"))
+    box = page.get_by_role("textbox", name="Prompt (teacher-forced: question and answer together)")
+    box.wait_for()
+    box.fill(PROMPT_64)
+    box.press("Control+Enter")
+    run = page.get_by_role("button", name="Run probes")
+    run.wait_for(timeout=60_000)
+    start = time.perf_counter()
+    run.click()
+    page.locator(".st-key-heat_contrib .vega-embed").locator("canvas, svg.marks").first.wait_for(timeout=600_000)
+    TIMINGS["cold 64-token probe on smollm2-135m: click → heatmap drawn"] = (time.perf_counter() - start) * 1000
+    print(f"\ncold probe, 64 tokens, {models.DEFAULT_MODEL}: click → first heatmap drawn: "
+          f"{TIMINGS['cold 64-token probe on smollm2-135m: click → heatmap drawn']:.0f} ms")
+    _wait_charts(page, 8)
+    assert "64" in page.locator("[data-testid=stMetric]").nth(1).inner_text()  # T (tokens)
+    assert "Done in" in page.inner_text("body")
+    stored = [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == PROMPT_64]
+    assert stored and stored[0].n_tokens == 64
+    print(f"engine time for it (forward + probes, no model load): {stored[0].total_seconds:.1f} s")
+
+
+def test_compare_two_cached_runs(server, page, runs):
+    page.goto(_url(server, "Compare", run=runs["smol"].run_id, run_b=runs["tiny"].run_id))
+    _wait_charts(page, 6)
+    body = page.inner_text("body")
+    assert "relative depth" in body and "No Δ heatmap" in body
+    assert page.locator("[data-testid=stDataFrame]").count() >= 1  # the EDR table
+    shoot(page, "compare")
+
+
+def test_runs_export_and_reopen(server, page, runs, tmp_path):
+    page.goto(_url(server, "Runs"))
+    grid = page.locator("[data-testid=stDataFrame]").first
+    grid.wait_for()
+    page.wait_for_timeout(1000)
+    shoot(page, "runs")
+    # tick the first row's checkbox (the grid is a canvas: click its selection column)
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)
+    csv_button = page.get_by_role("button", name="Tables as CSV (zip)")
+    csv_button.wait_for(timeout=30_000)
+    with page.expect_download(timeout=60_000) as info:
+        csv_button.click()
+    download = info.value
+    target = tmp_path / download.suggested_filename
+    download.save_as(target)
+    names = zipfile.ZipFile(io.BytesIO(target.read_bytes())).namelist()
+    run_id = names[0].split("/")[0]
+    assert {f"{run_id}/meta.csv", f"{run_id}/layer_token.csv", f"{run_id}/ed.csv"} <= set(names)
+    assert run_id in {runs["smol"].run_id, runs["tiny"].run_id} or len(run_id) == 16
+    shoot(page, "runs-selected")
+    page.get_by_role("link", name="Open in Explore").click()
+    page.wait_for_url("**/Explore?**")
+    assert f"run={run_id}" in page.url
+    page.locator(".st-key-heat_contrib .vega-embed").locator("canvas, svg.marks").first.wait_for()
+
+
+def test_demo_mode_in_the_browser(server, page):
+    page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt="never computed", demo="1"))
+    page.get_by_text("Not cached.").first.wait_for()
+    assert page.get_by_role("button", name="Run probes").count() == 0
+    assert "Demo mode" in page.inner_text("body")
+
+
+def test_server_log_has_no_tracebacks(server):
+    text = Path(server["log"]).read_text()
+    assert "Traceback" not in text, text[-3000:]
