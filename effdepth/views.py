@@ -6,6 +6,9 @@ Nothing here imports Streamlit (see ``effdepth.ui`` for the Streamlit glue).
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
+
 import gc
 import io
 import math
@@ -259,10 +262,42 @@ def find_cached(store, name: str, text: str, dtype: str, chat: bool) -> tuple[st
     return keys[0], None
 
 
+_RUN_MEMO: OrderedDict = OrderedDict()
+_CHART_MEMO: OrderedDict = OrderedDict()
+
+
+def _file_stamp(path) -> tuple:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return (None, None)
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+def _remember(memo: OrderedDict, key, build, size: int):
+    if key in memo:
+        memo.move_to_end(key)
+        return memo[key]
+    value = build()
+    if value is not None:
+        memo[key] = value
+        if len(memo) > size:
+            memo.popitem(last=False)
+    return value
+
+
 def get_run(store, run_id: str | None):
+    """A stored run, memoised in-process: a run id fixes its numbers, and the cache file's stamp
+    (mtime, size) changes with any write or delete, so a memoised run is never stale."""
     if not run_id:
         return None
-    return store.get(run_id)
+    key = (str(getattr(store, "path", id(store))), run_id, _file_stamp(getattr(store, "path", "")))
+    return _remember(_RUN_MEMO, key, lambda: store.get(run_id), size=8)
+
+
+def memo_chart(key: tuple, build):
+    """Chart specs memoised by (run id, chart, options): reruns of a cached view rebuild nothing."""
+    return _remember(_CHART_MEMO, key, build, size=128)
 
 
 # --------------------------------------------------------------------------------------------------

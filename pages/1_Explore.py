@@ -79,7 +79,8 @@ for start in range(0, len(probes_with_curves), 2):
     row = st.columns(2, gap="medium")
     for col, probe in zip(row, probes_with_curves[start:start + 2]):
         with col:
-            ui.chart(charts.probe_curve(t["layer"], probe, ed), f"{result.run_id}_curve_{probe}", f"curve_{probe}")
+            curve = views.memo_chart((result.run_id, "curve", probe), lambda: charts.probe_curve(t["layer"], probe, ed))
+            ui.chart(curve, f"{result.run_id}_curve_{probe}", f"curve_{probe}")
             st.caption(views.ed_caption(ed, probe))
 
 # -------------------------------------------------------------------------------- click → position
@@ -101,7 +102,8 @@ ui.bind(st.radio, "contrib", "Quantity", container=c1, options=list(views.CONTRI
 ui.bind(st.radio, "part", "Sublayer", container=c2, options=list(views.SUBLAYERS),
         format_func=views.SUBLAYERS.get, horizontal=True)
 metric = views.contrib_metric(view.contrib, view.part)
-heat = charts.layer_token_heatmap(t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos)
+heat = views.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
+    t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos))
 ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
 st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
            "amplifies/refines. Relative contribution = ‖sublayer output‖ / ‖residual it is added to‖ (log "
@@ -111,7 +113,8 @@ st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writ
 st.subheader("Logit lens (probe B)")
 ui.bind(st.radio, "lens", "Quantity", options=list(views.LENS_METRICS), format_func=views.LENS_METRICS.get,
         horizontal=True, key="w_lens")
-lens_heat = charts.layer_token_heatmap(t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos)
+lens_heat = views.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
+    t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos))
 ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
 st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
            "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "
@@ -120,7 +123,8 @@ st.caption("Row l decodes the residual *entering* layer l (row 0 = the embedding
 positions = views.position_options(t["tokens"])
 ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", options=positions,
         format_func=lambda p: views.position_label(t["tokens"], p))
-top_chart = charts.lens_topk_chart(t["lens_topk"], view.pos, views.position_label(t["tokens"], view.pos), ed=ed)
+top_chart = views.memo_chart((result.run_id, "topk", view.pos), lambda: charts.lens_topk_chart(
+    t["lens_topk"], view.pos, views.position_label(t["tokens"], view.pos), ed=ed))
 ui.chart(top_chart, f"{result.run_id}_lens_top5_pos{view.pos}", "lens_topk")
 with st.expander(f"Top-5 per layer at position {views.position_label(t['tokens'], view.pos)} as a table"):
     st.dataframe(views.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
@@ -135,8 +139,9 @@ if variants:
     ui.bind(st.radio, "variant", "Variant", options=variants, format_func=views.SKIP_VARIANTS.get, horizontal=True)
     skip_col, noise_col = st.columns([4, 1], gap="medium")
     with skip_col:
-        ui.chart(charts.skip_chart(t["skip"], t["skip_output"], view.variant, ed),
-                 f"{result.run_id}_skip_{view.variant}", "skip")
+        skip_chart = views.memo_chart((result.run_id, "skip", view.variant),
+                                      lambda: charts.skip_chart(t["skip"], t["skip_output"], view.variant, ed))
+        ui.chart(skip_chart, f"{result.run_id}_skip_{view.variant}", "skip")
     with noise_col:
         number, caption = views.noise_caption(t["skip"], view.variant)
         st.metric("Noise floor", number, help="max relative change of an identity intervention")
