@@ -262,6 +262,13 @@ def summarize(result, from_cache: bool, load_seconds: float | None = None) -> st
 def _read_text(args) -> str:
     if args.text is not None:
         return args.text
+    if getattr(args, "item", None):
+        from effdepth import datasets
+
+        name, _, index = args.item.partition(":")
+        if not index.strip().lstrip("-").isdigit():
+            raise PromptError(f"--item takes DATASET:INDEX, e.g. gsm8k:0, not {args.item!r}.")
+        return datasets.get_item(name.strip(), int(index)).text
     if args.text_file == "-":
         return sys.stdin.read()
     path = Path(args.text_file).expanduser()
@@ -317,7 +324,12 @@ def cmd_probe(args) -> int:
         try:
             loaded = models.load_model(spec, args.dtype, progress=progress)
             load_seconds.append(time.perf_counter() - clock)
-            return engine.run_probes(loaded, text, config, args.chat_template, progress=progress)
+            extra = None
+            if getattr(args, "item", None):
+                name, _, index = args.item.partition(":")
+                extra = {"dataset": name.strip(), "item_index": int(index)}
+            return engine.run_probes(loaded, text, config, args.chat_template, progress=progress,
+                                     extra_meta=extra)
         finally:
             progress.close()
 
@@ -513,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = probe.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the prompt")
     source.add_argument("--text-file", metavar="FILE", help="read the prompt from FILE ('-': stdin)")
+    source.add_argument("--item", metavar="DATASET:INDEX",
+                        help="a benchmark item, teacher-forced as in PROBES.md §2, e.g. gsm8k:0 or aime2025:3")
     probe.add_argument("--probes", type=_name_list, default=PROBE_CHOICES,
                        help="comma-separated subset of " + ",".join(PROBE_CHOICES) + " (default: all)")
     probe.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")

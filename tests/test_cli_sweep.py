@@ -26,3 +26,17 @@ def test_sweep_cli_bad_jsonl_line_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["sweep", "--model", "smollm2-135m", "--jsonl", str(bad),
                      "--cache", str(tmp_path / "c.duckdb")]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_probe_takes_a_benchmark_item(tmp_path, capsys):
+    import json
+
+    from effdepth import datasets
+
+    out = tmp_path / "o.json"
+    assert cli.main(["probe", "--model", "smollm2-135m", "--item", "manual:0", "--probes", "cosine",
+                     "--json", str(out), "--cache", str(tmp_path / "c.duckdb"), "-q"]) == 0
+    assert json.loads(out.read_text())["prompt"]["text"] == datasets.get_item("manual", 0).text
+    assert cli.main(["probe", "--model", "smollm2-135m", "--item", "gsm8k:99999",
+                     "--cache", str(tmp_path / "c.duckdb")]) == 2
+    assert "out of range" in capsys.readouterr().err
