@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 #: Bumped whenever a probe's numbers change, so cached runs computed by older code are not reused.
-PROBE_VERSION = "1"
+PROBE_VERSION = "2"

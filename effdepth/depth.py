@@ -16,8 +16,9 @@ Rules (``rule`` column):
 - overlap, guarded: the first l from which Ov stays > 0.3 through L-1.
 - skip, proposed:   effdepth's rule (no paper defines one). With e(s) = sum_j M[s, j] / max(L-1-s, 1), the mean
                     future effect of skipping s on the later layers (P2's depth-score "layer effect", from the
-                    future-effect matrix reduced over splits), ED = the last s with e(s) >= 0.5 * max e: the
-                    deepest layer whose removal still changes later computation substantially.
+                    future-effect matrix reduced over splits), ED = the last s with e(s) >= 0.5 * max_{s>=1} e:
+                    the deepest layer whose removal still changes later computation substantially (the max
+                    skips s = 0, whose removal often wrecks everything, as the guarded KL rule does).
 """
 
 from __future__ import annotations
@@ -106,9 +107,12 @@ def layer_effect(matrix: np.ndarray) -> np.ndarray:
 def ed_skip(matrix: np.ndarray, tau: float = SKIP_TAU) -> EDResult:
     effect = layer_effect(matrix)
     n = len(effect)
-    threshold = tau * effect.max() if n else 0.0
-    strong = [s for s in range(n) if effect[s] >= threshold and effect.max() > 0]
-    desc = (f"last skipped layer s whose mean effect on later layers e(s) ≥ {tau}·max e "
+    # Like the guarded KL rule, the maximum is taken over s >= 1: skipping layer 0 often wrecks
+    # everything (e(0) >> the rest), which would otherwise pin the ED at 0.
+    peak = effect[1:].max() if n > 1 else (effect.max() if n else 0.0)
+    threshold = tau * peak
+    strong = [s for s in range(n) if effect[s] >= threshold and peak > 0]
+    desc = (f"last skipped layer s whose mean effect on later layers e(s) ≥ {tau}·max_(s≥1) e "
             "(effdepth's rule; the papers define none)")
     return EDResult("skip", "proposed", strong[-1] if strong else None, n, float(threshold), desc)
 

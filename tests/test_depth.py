@@ -76,3 +76,13 @@ def test_ed_table_from_layer_frame():
     assert got[("cosine", "p1")] == 3 and got[("kl", "p1")] == 4 and got[("overlap", "p1")] == 4
     assert set(table["rule"]) == {"p1", "guarded"}
     assert table.set_index(["probe", "rule"]).loc[("cosine", "p1"), "edr"] == pytest.approx(0.5)
+
+
+def test_skip_rule_ignores_a_layer0_spike():
+    L = 8
+    matrix = np.zeros((L, L))
+    for s, value in enumerate([4.0, 0.5, 0.45, 0.4, 0.3, 0.1, 0.05, 0.0]):
+        matrix[s, s + 1:] = value
+    result = depth.ed_skip(matrix)
+    assert result.threshold == pytest.approx(0.25)  # 0.5 · max over s ≥ 1
+    assert result.ed == 4
