@@ -191,6 +191,8 @@ def test_cached_explore_view(server, page, runs):
     _wait_charts(page, 8)
     assert _canvas_has_pixels(page, ".st-key-heat_contrib .vega-embed canvas, .st-key-heat_contrib svg.marks")
     ed, edr = views.ed_value(smol.tables["ed"], "cosine", "p1")
+    # the script may still be streaming the last elements (the noise-floor column) under load
+    page.get_by_text("Noise floor", exact=True).first.wait_for(timeout=60_000)
     body = page.inner_text("body")
     assert f"ED = {ed}, EDR = {edr:.2f}" in body  # the caption under the cosine curve
     assert "Noise floor" in body and "L (layers)" in body
