@@ -47,12 +47,14 @@ with ui.guard():
                 "well under a minute on a CPU).", icon=":material/hourglass_top:")
 
 st.subheader("Views")
-cols = st.columns(3, gap="medium")
+cols = st.columns(4, gap="medium")
 for col, (page, label, text, kind) in zip(cols, [
     ("explore", "Explore one model × one prompt", "Heatmaps layer × token, per-layer curves with the ED, the skip "
      "matrix, the logit lens at a token.", "primary"),
     ("compare", "Compare two models", "Same prompt, shared colour scales, curves on relative depth layer / L, "
-     "Δ heatmap, EDR table.", "secondary"),
+     "Δ heatmap, EDR table; or two models over benchmark items.", "secondary"),
+    ("difficulty", "Difficulty across benchmark items", "EDR per bin with bootstrap CIs, aggregate curves, depth "
+     "score, the ED of every item (reads sweeps from the cache).", "secondary"),
     ("runs", "Browse cached runs", "Filter, reopen, compare, delete and export runs (CSV, Parquet, PNG, SVG).",
      "secondary"),
 ]):

@@ -56,7 +56,14 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
     "overlap": ("logit-lens top-5 overlap with the final top-5", "unit", "overlap"),
     "entropy": ("logit-lens entropy [nats]", "entropy", "kl"),
     "rank": ("rank of the final top-1 token in the layer's distribution", "rank", "kl"),
+    "erasure": ("residual erasure: max ‖Δp‖₂ over the answer positions", "seq", "cosine"),
+    "ig_layer": ("integrated gradients, layer output", "diverging", "cosine"),
+    "ig_attn": ("integrated gradients, attention output", "diverging", "cosine"),
+    "ig_mlp": ("integrated gradients, MLP output", "diverging", "cosine"),
 }
+#: y-axis titles of heatmaps whose rows are not "layer"
+ROW_TITLES = {"kl": LENS_LAYER_TITLE, "overlap": LENS_LAYER_TITLE, "entropy": LENS_LAYER_TITLE,
+              "rank": LENS_LAYER_TITLE, "erasure": "depth k (h_k erased; 0 = embeddings)"}
 
 PROBE_TITLES = {"cosine": "cosine μ", "kl": "logit-lens KL", "overlap": "top-5 overlap",
                 "skip": "layer-skip effect"}
@@ -176,6 +183,8 @@ def colour_scale(metric: str, values: pd.Series | np.ndarray | None = None,
         return alt.Scale(scheme=SEQ_SCHEME, domain=list(domain or [0.0, 1.0]), clamp=True)
     if domain is None:
         domain = default_domain(metric, values)
+    if kind == "diverging":
+        return alt.Scale(scheme=DELTA_SCHEME, domain=list(domain), domainMid=0, clamp=True)
     if kind == "kl":
         return alt.Scale(scheme=SEQ_SCHEME, type="symlog", constant=0.1, domain=list(domain), clamp=True)
     if kind == "rank":
@@ -205,6 +214,9 @@ def default_domain(metric: str, *values_list) -> list[float]:
         return [low, high if high > low else low * 10]
     if kind == "rank":
         return [1.0, max(2.0, float(data.max()))]
+    if kind == "diverging":
+        top = float(np.abs(data).max())
+        return [-top, top] if top > 0 else [-1.0, 1.0]
     else:
         top = float(data.max())
     return [0.0, top if top > 0 else 1.0]
@@ -251,7 +263,6 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
     n_layers = int(frame["layer"].max()) + 1 if len(frame) else 1
     name, kind, default_probe = METRICS.get(metric, (metric, "seq", None))
     probe = ed_probe or default_probe
-    is_lens = metric in ("kl", "overlap", "entropy", "rank")
     scale = colour_scale(metric, frame["value"], domain)
     legend = alt.Legend(title=None, orient="right", type="gradient",
                         gradientLength=max(120, min(300, heatmap_height(n_layers) - 40)))
@@ -259,7 +270,7 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
     rect = base.mark_rect().encode(
         x=alt.X("label:O", sort=labels, axis=_token_axis(labels, max_labels=max_labels),
                 scale=alt.Scale(paddingInner=0)),
-        y=alt.Y("layer:O", sort="descending", title=LENS_LAYER_TITLE if is_lens else LAYER_TITLE,
+        y=alt.Y("layer:O", sort="descending", title=ROW_TITLES.get(metric, LAYER_TITLE),
                 axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False,
                               labelOverlap=False),
                 scale=alt.Scale(paddingInner=0)),
@@ -276,7 +287,7 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
         layers.append(alt.Chart(sel).mark_rect(fill=None, stroke="#111", strokeWidth=1.5).encode(
             x=alt.X("label:O", sort=labels), y=alt.value(0), y2=alt.value("height")))
     if probe:
-        dark = kind in ("kl", "entropy", "rank", "ratio", "unit")
+        dark = kind in ("kl", "entropy", "rank", "ratio", "unit", "seq")
         layers += _ed_rules(ed_rows(ed, probe), "y", field_type="ordinal", label=True,
                             colour="#ffffff" if dark else "#111111", halo="#111111" if dark else "#ffffff")
     chart = alt.layer(*layers).properties(

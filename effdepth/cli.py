@@ -23,7 +23,9 @@ from typing import Any
 
 from effdepth.errors import EffdepthError, PromptError
 
-PROBE_CHOICES = ("cosine", "logit_lens", "skip")
+PROBE_CHOICES = ("cosine", "logit_lens", "skip", "erasure", "igrad")
+DEFAULT_PROBES = ("cosine", "logit_lens", "skip")
+SKIP_VARIANTS = ("future", "current", "local_future", "local_current")
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
              ("skip", "layer skipping"))
 LAYER_METRICS = ("cos_att", "cos_mlp", "cos_layer", "rc_att", "rc_mlp", "rc_layer", "kl", "overlap", "entropy",
@@ -197,6 +199,16 @@ def to_json(result, from_cache: bool) -> dict[str, Any]:
         section["noise_floor"] = noise_floor(result)
         section["splits"] = [int(t) for t in meta.get("splits_used") or []]
         doc["skip"] = section
+    erased = tables.get("erasure")
+    if erased is not None and len(erased):
+        grid = erased.pivot(index="depth", columns="pos", values="value").sort_index().sort_index(axis=1)
+        doc["erasure"] = [[_clean(v) for v in row] for row in grid.to_numpy()]  # [L+1, T]
+    attributions = tables.get("igrad")
+    if attributions is not None and len(attributions):
+        doc["igrad"] = {}
+        for part, rows in attributions.groupby("part", sort=False):
+            grid = rows.pivot(index="layer", columns="pos", values="value").sort_index().sort_index(axis=1)
+            doc["igrad"][str(part)] = [[_clean(v) for v in row] for row in grid.to_numpy()]  # [L, T]
     doc["ed"] = ed_rows(result)
     doc["timings"] = {k: _clean(v) for k, v in (meta.get("timings") or {}).items()}
     doc["total_seconds"] = _clean(meta.get("total_seconds"))
@@ -259,16 +271,36 @@ def summarize(result, from_cache: bool, load_seconds: float | None = None) -> st
     return "\n".join(lines)
 
 
+def _item(args):
+    """The benchmark item of ``--item DATASET:INDEX``, or None."""
+    if not getattr(args, "item", None):
+        return None
+    from effdepth import datasets
+
+    name, _, index = args.item.partition(":")
+    if not index.strip().lstrip("-").isdigit():
+        raise PromptError(f"--item takes DATASET:INDEX, e.g. gsm8k:0, not {args.item!r}.")
+    return datasets.get_item(name.strip(), int(index))
+
+
+def _answer(args, text: str) -> str | None:
+    """The answer span for erasure / IG: --answer, else the item's gold answer, else the last word."""
+    from effdepth import engine
+
+    if not any(p in args.probes for p in engine.ANSWER_PROBES):
+        return None
+    if getattr(args, "answer", None):
+        return args.answer
+    item = _item(args)
+    return item.answer if item is not None else engine.default_answer(text)
+
+
 def _read_text(args) -> str:
     if args.text is not None:
         return args.text
-    if getattr(args, "item", None):
-        from effdepth import datasets
-
-        name, _, index = args.item.partition(":")
-        if not index.strip().lstrip("-").isdigit():
-            raise PromptError(f"--item takes DATASET:INDEX, e.g. gsm8k:0, not {args.item!r}.")
-        return datasets.get_item(name.strip(), int(index)).text
+    item = _item(args)
+    if item is not None:
+        return item.text
     if args.text_file == "-":
         return sys.stdin.read()
     path = Path(args.text_file).expanduser()
@@ -313,7 +345,9 @@ def cmd_probe(args) -> int:
     text = _read_text(args)
     if not text.strip():
         raise PromptError("The prompt is empty. Give some text with --text or a non-empty --text-file.")
-    config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed)
+    config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
+                                skip_variants=args.skip_variants, answer=_answer(args, text),
+                                ig_steps=args.ig_steps, ig_parts=args.ig_parts)
     spec = models.resolve_model(args.model)
     key = engine.run_key(spec.fingerprint, text, args.dtype, config, args.chat_template)
     progress = TqdmProgress(enabled=not args.quiet)
@@ -457,7 +491,9 @@ def cmd_sweep(args) -> int:
     items = _sweep_items(args)
     if not items:
         raise PromptError("No items selected: check --dataset/--jsonl, --start and --n.")
-    config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed)
+    config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
+                                skip_variants=args.skip_variants, ig_steps=args.ig_steps,
+                                ig_parts=args.ig_parts)  # sweep gives each item its own answer
     store = _store(args)
     max_tokens = args.max_tokens if args.max_tokens is not None else (
         400 if (args.dataset or "").startswith("aime") else None)
@@ -487,6 +523,15 @@ def cmd_sweep(args) -> int:
             else:
                 print(f"  {r.probe:8s} {r.rule:8s} ED {int(r.ed):3d}  EDR {r.edr:.2f} "
                       f"[{r.edr_lo:.2f}, {r.edr_hi:.2f}]  (no transition in {r.frac_none:.0%})")
+    dist = sweep.ed_distribution(sweep.per_item_ed(frames))
+    if len(dist):
+        print("\nper-item ED (each item on its own): median [min, max], mean EDR, items with no transition")
+        for r in dist.itertuples():
+            if r.n_none == r.n:
+                print(f"  {r.probe:8s} {r.rule:8s} no transition in any of {r.n} items")
+            else:
+                print(f"  {r.probe:8s} {r.rule:8s} ED {r.ed_median:5.1f} [{r.ed_min:.0f}, {r.ed_max:.0f}]  "
+                      f"EDR {r.edr_mean:.2f}  none {r.n_none}/{r.n}")
     if "skip" in config.probes:
         matrices = {rid: store.table(rid, "skip") for rid in ids}
         outputs = {rid: store.table(rid, "skip_output") for rid in ids}
@@ -518,7 +563,24 @@ def build_parser() -> argparse.ArgumentParser:
     cache_opt.add_argument("--cache", metavar="PATH", default=None,
                            help="result cache file (default: $EFFDEPTH_CACHE or cache/effdepth.duckdb)")
 
-    probe = sub.add_parser("probe", parents=[cache_opt], help="run the probes on one text",
+    # What is probed and how: shared by `probe` and `sweep` (all of it is part of the cache key).
+    probe_opts = argparse.ArgumentParser(add_help=False)
+    probe_opts.add_argument("--probes", type=_name_list, default=DEFAULT_PROBES,
+                            help="comma-separated subset of " + ",".join(PROBE_CHOICES)
+                                 + " (default: " + ",".join(DEFAULT_PROBES) + "; erasure and igrad are slow)")
+    probe_opts.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    probe_opts.add_argument("--splits", type=_int_list, default=None,
+                            help="split points t for the future-effect skip, e.g. 8,16 (default: drawn as in P2)")
+    probe_opts.add_argument("--seed", type=int, default=123, help="seed for drawing split points (default 123)")
+    probe_opts.add_argument("--skip-variants", type=_name_list, default=SKIP_VARIANTS,
+                            help="comma-separated subset of " + ",".join(SKIP_VARIANTS)
+                                 + " (default: all; each adds its noise floor)")
+    probe_opts.add_argument("--ig-steps", type=int, default=256,
+                            help="integrated-gradient steps (P2: 256; fewer is faster and less exact)")
+    probe_opts.add_argument("--ig-parts", type=_name_list, default=("layer",),
+                            help="comma-separated subset of layer,attn,mlp (P1: layer; P2: all three)")
+
+    probe = sub.add_parser("probe", parents=[cache_opt, probe_opts], help="run the probes on one text",
                            description="Run the probes on one text and print ED / EDR per probe.")
     probe.add_argument("--model", required=True,
                        help="embedded model name, model directory, hub id in the HF cache, or .gguf file")
@@ -527,12 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--text-file", metavar="FILE", help="read the prompt from FILE ('-': stdin)")
     source.add_argument("--item", metavar="DATASET:INDEX",
                         help="a benchmark item, teacher-forced as in PROBES.md §2, e.g. gsm8k:0 or aime2025:3")
-    probe.add_argument("--probes", type=_name_list, default=PROBE_CHOICES,
-                       help="comma-separated subset of " + ",".join(PROBE_CHOICES) + " (default: all)")
-    probe.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    probe.add_argument("--splits", type=_int_list, default=None,
-                       help="split points t for the future-effect skip, e.g. 8,16 (default: drawn as in P2)")
-    probe.add_argument("--seed", type=int, default=123, help="seed for drawing split points (default 123)")
+    probe.add_argument("--answer", metavar="TEXT",
+                       help="erasure / IG: the answer that ends the text (default: the item's gold answer, "
+                            "else the last word)")
     probe.add_argument("--chat-template", action="store_true", help="wrap the text in the model's chat template")
     probe.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT ('-': stdout)")
     probe.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
@@ -554,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--reset", action="store_true", help="move the cache file aside and start a new one")
     cache.set_defaults(func=cmd_cache)
 
-    sweep_p = sub.add_parser("sweep", parents=[cache_opt], help="probe many benchmark items (resumable)",
+    sweep_p = sub.add_parser("sweep", parents=[cache_opt, probe_opts], help="probe many benchmark items (resumable)",
                              description="Run the probes on benchmark items; items already cached are "
                                          "skipped. Under `accelerate launch -m effdepth sweep ...` the items "
                                          "are sharded across processes and merged into the cache at the end.")
@@ -567,10 +626,6 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_p.add_argument("--start", type=int, default=0, help="index of the first item")
     sweep_p.add_argument("--max-tokens", type=int, default=None,
                          help="drop items longer than this (default: 400 for AIME as in P1, else none)")
-    sweep_p.add_argument("--probes", type=_name_list, default=PROBE_CHOICES)
-    sweep_p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    sweep_p.add_argument("--splits", type=_int_list, default=None)
-    sweep_p.add_argument("--seed", type=int, default=123)
     sweep_p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     sweep_p.set_defaults(func=cmd_sweep)
     install = sub.add_parser("install-default", help="install and convert the default embedded model")

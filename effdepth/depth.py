@@ -137,19 +137,27 @@ def future_matrix(skip: pd.DataFrame, variant: str = "future") -> np.ndarray | N
     return rows.pivot(index="skipped", columns="affected", values="value").sort_index().to_numpy()
 
 
+CURVE_INPUTS = ("cos_att", "cos_mlp", "cos_layer", "kl", "overlap")  # the per-layer curves the rules read
+
+
+def ed_results(curves: dict[str, np.ndarray]) -> list[EDResult]:
+    """The cosine / KL / overlap rules (P1 and guarded) on plain arrays {metric: [L]} — the fast path
+    used by ``ed_table`` and by the bootstrap (which evaluates it once per resample)."""
+    results: list[EDResult] = []
+    if all(m in curves for m in ("cos_att", "cos_mlp", "cos_layer")):
+        mu = cosine_mean(curves["cos_att"], curves["cos_mlp"], curves["cos_layer"])
+        results += [ed_cosine(mu), ed_cosine(mu, guarded=True)]
+    if "kl" in curves:
+        results += [ed_kl(curves["kl"]), ed_kl(curves["kl"], guarded=True)]
+    if "overlap" in curves:
+        results += [ed_overlap(curves["overlap"]), ed_overlap(curves["overlap"], guarded=True)]
+    return results
+
+
 def ed_table(layer: pd.DataFrame, skip: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every ED rule that the available curves allow -> DataFrame[probe, rule, ed, edr, ...]."""
-    results: list[EDResult] = []
-    cos = [_curve(layer, m) for m in ("cos_att", "cos_mlp", "cos_layer")]
-    if all(c is not None for c in cos):
-        mu = cosine_mean(*cos)
-        results += [ed_cosine(mu), ed_cosine(mu, guarded=True)]
-    kl = _curve(layer, "kl")
-    if kl is not None:
-        results += [ed_kl(kl), ed_kl(kl, guarded=True)]
-    overlap = _curve(layer, "overlap")
-    if overlap is not None:
-        results += [ed_overlap(overlap), ed_overlap(overlap, guarded=True)]
+    curves = {m: _curve(layer, m) for m in CURVE_INPUTS}
+    results = ed_results({m: c for m, c in curves.items() if c is not None})
     if skip is not None and len(skip):
         matrix = future_matrix(skip)
         if matrix is not None:

@@ -21,12 +21,17 @@ import effdepth
 from effdepth import depth
 from effdepth.capture import Replayer
 from effdepth.errors import PromptError
-from effdepth.probes import cosine, logit_lens, skip
+from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
 from effdepth.probes._tables import layer_means
 
-PROBES = ("cosine", "logit_lens", "skip")
+PROBES = ("cosine", "logit_lens", "skip", "erasure", "igrad")
+DEFAULT_PROBES = ("cosine", "logit_lens", "skip")  # erasure and IG cost (L+1)·T and L·N passes: opt-in
+ANSWER_PROBES = ("erasure", "igrad")  # the probes that need the answer span at the end of the prompt
 DEFAULT_MAX_TOKENS = 2048  # a CPU-friendly cap on top of the model's own context
-TABLES = ("tokens", "layer_token", "layer", "skip", "skip_output", "lens_topk", "ed")
+TABLES = ("tokens", "layer_token", "layer", "skip", "skip_output", "lens_topk", "ed", "erasure", "igrad")
+#: Tables added after the first release: a RunResult built (or cached) without them gets them empty.
+OPTIONAL_COLUMNS = {"erasure": ["depth", "pos", "value"], "igrad": ["part", "layer", "pos", "value"]}
+ERASURE_BASELINE_ITEMS = 10  # P2: the mean residual over all positions of the first 10 GSM8K prompts
 
 Progress = Callable[[str, float | None], None]
 
@@ -35,10 +40,13 @@ Progress = Callable[[str, float | None], None]
 class ProbeConfig:
     """What was asked for; everything here is part of the cache key."""
 
-    probes: tuple[str, ...] = PROBES
+    probes: tuple[str, ...] = DEFAULT_PROBES
     splits: tuple[int, ...] | None = None  # None: drawn as in P2 with ``seed``
     seed: int = skip.SEED_FUTURE
     skip_variants: tuple[str, ...] = skip.VARIANTS
+    answer: str | None = None  # erasure / IG: the answer text that ends the prompt (teacher-forced)
+    ig_steps: int = igrad.N_STEPS  # P2: 256 (left Riemann sum)
+    ig_parts: tuple[str, ...] = ("layer",)  # P1 uses "layer" only; P2 adds "attn" and "mlp"
 
     def __post_init__(self) -> None:
         self.probes = tuple(self.probes)
@@ -48,10 +56,32 @@ class ProbeConfig:
                               f"choose from {', '.join(PROBES)}.")
         self.splits = tuple(int(t) for t in self.splits) if self.splits else None
         self.skip_variants = tuple(self.skip_variants)
+        bad = set(self.skip_variants) - set(skip.VARIANTS)
+        if bad or not self.skip_variants:
+            raise PromptError(f"Unknown skip variant(s) {sorted(bad) or '(none given)'}; "
+                              f"choose from {', '.join(skip.VARIANTS)}.")
+        self.ig_parts = tuple(self.ig_parts)
+        bad = set(self.ig_parts) - set(igrad.PARTS)
+        if bad or not self.ig_parts:
+            raise PromptError(f"Unknown IG part(s) {sorted(bad) or '(none given)'}; "
+                              f"choose from {', '.join(igrad.PARTS)}.")
+        if self.answer is not None:  # " Yoko Ono" and "Yoko Ono" pick the same tokens: one cache key
+            self.answer = self.answer.strip() or None
+        if int(self.ig_steps) < 1:
+            raise PromptError("Integrated gradients need at least 1 step (P2 uses 256).")
+        self.ig_steps = int(self.ig_steps)
 
     def as_dict(self) -> dict:
-        return {"probes": list(self.probes), "splits": list(self.splits) if self.splits else None,
-                "seed": self.seed, "skip_variants": list(self.skip_variants)}
+        """The cache-key view: keys of the opt-in probes appear only when they run (old keys stay valid)."""
+        out = {"probes": list(self.probes), "splits": list(self.splits) if self.splits else None,
+               "seed": self.seed, "skip_variants": list(self.skip_variants)}
+        if any(p in self.probes for p in ANSWER_PROBES):
+            out["answer"] = self.answer
+        if "erasure" in self.probes:
+            out["erasure_baseline"] = f"gsm8k[:{ERASURE_BASELINE_ITEMS}] token mean"
+        if "igrad" in self.probes:
+            out.update(ig_steps=self.ig_steps, ig_parts=list(self.ig_parts), ig_baseline="p2")
+        return out
 
 
 @dataclass
@@ -62,6 +92,9 @@ class RunResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, columns in OPTIONAL_COLUMNS.items():
+            if name not in self.tables or self.tables[name] is None:
+                self.tables[name] = pd.DataFrame(columns=columns)
         missing = [name for name in TABLES if name not in self.tables]
         if missing:
             raise ValueError(f"RunResult is missing tables {missing}")
@@ -163,6 +196,27 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
         skip_matrix, skip_output, splits_used = result.matrix, result.output, result.splits
         timings["skip"] = time.perf_counter() - clock
 
+    erasure_frame = igrad_frame = None
+    if any(p in config.probes for p in ANSWER_PROBES):
+        answer_len = answer_length(loaded, text, config.answer, chat_template, ids)
+        if "erasure" in config.probes:
+            clock = time.perf_counter()
+            notify("residual erasure: baseline", None)
+            baseline = erasure_baseline(loaded)
+            erasure_frame = erasure.residual_erasure(replayer, baseline, answer_len,
+                                                     progress=lambda stage, frac: notify(stage, frac))
+            timings["erasure"] = time.perf_counter() - clock
+        if "igrad" in config.probes:
+            clock = time.perf_counter()
+            notify("integrated gradients", 0.0)
+            igrad_frame = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts,
+                                                     n_steps=config.ig_steps,
+                                                     progress=lambda stage, frac: notify(stage, frac))
+            timings["igrad"] = time.perf_counter() - clock
+        notes.append(f"Erasure / IG answer span: the last {answer_len} tokens "
+                     f"(positions {n_tokens - answer_len}–{n_tokens - 1}), measured at the positions "
+                     f"{n_tokens - answer_len - 1}–{n_tokens - 2} that predict them.")
+
     layer_token = (pd.concat(layer_token_parts, ignore_index=True) if layer_token_parts
                    else pd.DataFrame(columns=["metric", "layer", "pos", "value"]))
     layer = layer_means(layer_token) if len(layer_token) else pd.DataFrame(
@@ -181,7 +235,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
         "skip_output": skip_output if skip_output is not None else empty_skip.drop(columns="affected"),
         "lens_topk": lens_top if lens_top is not None else pd.DataFrame(
             columns=["layer", "pos", "rank", "token_id", "prob", "token"]),
-        "ed": ed,
+        "ed": ed, "erasure": erasure_frame, "igrad": igrad_frame,
     }
     spec = loaded.spec
     meta = {
@@ -203,6 +257,82 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     }
     meta.update(extra_meta or {})
     return RunResult(meta=meta, tables=tables)
+
+
+def default_answer(text: str) -> str:
+    """The last word of ``text`` (the answer span used when none is given)."""
+    words = (text or "").split()
+    return words[-1] if words else ""
+
+
+def answer_length(loaded, text: str, answer: str | None, chat_template: bool,
+                  ids: torch.Tensor | None = None) -> int:
+    """Number of tokens of ``answer`` at the end of ``text`` as the model sees it.
+
+    A token counts as an answer token when its characters end after the answer starts (a token that
+    straddles the boundary, e.g. " Yoko" for the answer "Yoko Ono", belongs to the answer). Whitespace
+    around the answer and at the end of the text does not matter. Needs a fast tokenizer (character offsets).
+    """
+    answer = answer or ""
+    if not answer.strip():
+        raise PromptError("Residual erasure and integrated gradients measure the answer span at the end of "
+                          "the prompt: give the answer text (a benchmark item brings its gold answer).")
+    if chat_template:
+        raise PromptError("Erasure and IG measure the answer at the very end of the prompt; with the chat "
+                          "template the generation prompt follows it. Switch the chat template off.")
+    answer, body = answer.strip(), text.rstrip()
+    if not body.endswith(answer):
+        raise PromptError(f"The answer {answer[:40]!r} is not the end of the prompt; erasure and IG need "
+                          "the prompt to end with its (teacher-forced) answer.")
+    start = len(body) - len(answer)
+    try:
+        enc = loaded.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise PromptError(f"{loaded.spec.name}'s tokenizer gives no character offsets, so the answer span "
+                          f"cannot be located ({err}).") from err
+    offsets = enc["offset_mapping"]
+    if ids is not None and len(offsets) != len(ids):
+        raise PromptError("The tokenizer's offsets do not match the tokens; the answer span cannot be located.")
+    n_answer = sum(1 for first, last in offsets if last > start and last > first)
+    if not 1 <= n_answer <= len(offsets) - 1:
+        raise PromptError(f"The answer covers {n_answer} of {len(offsets)} tokens; it must cover at least "
+                          "one token and leave at least one before it.")
+    return n_answer
+
+
+_BASELINES: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def erasure_baseline(loaded) -> torch.Tensor:
+    """P2's erasure baseline for this model: mean h_k over all positions of the first 10 GSM8K
+    prompts, fp32 [L+1, d]; kept in memory and in ``cache/baselines/`` (safetensors) per weights."""
+    from safetensors.torch import load_file, save_file
+
+    from effdepth import datasets, models
+
+    key = (loaded.spec.fingerprint, loaded.dtype)
+    if key in _BASELINES:
+        return _BASELINES[key]
+    path = models.cache_dir() / "baselines" / f"{key[0]}-{key[1]}.safetensors"
+    expected = (loaded.n_layers + 1, loaded.d_model)
+    if path.exists():
+        try:
+            value = load_file(str(path))["baseline"]
+            if tuple(value.shape) == expected:
+                _BASELINES[key] = value
+                return value
+        except Exception:  # noqa: BLE001 - a broken file is recomputed
+            pass
+    texts = [item.text for item in datasets.items("gsm8k", n=ERASURE_BASELINE_ITEMS)]
+    # Prompts longer than the model's context are cut to it (only tiny test models have such contexts).
+    prompts = [loaded.tokenizer(t, add_special_tokens=True)["input_ids"][: loaded.max_context] for t in texts]
+    value = erasure.erasure_baseline(loaded.model, prompts).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"baseline": value}, str(tmp))
+    tmp.replace(path)
+    _BASELINES[key] = value
+    return value
 
 
 def _skip_curves(matrix: pd.DataFrame, output: pd.DataFrame) -> pd.DataFrame:

@@ -65,6 +65,9 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "ed": [("probe", "VARCHAR", "str"), ("rule", "VARCHAR", "str"), ("ed", "INTEGER", "Int64"),
            ("edr", "DOUBLE", "float64"), ("n_layers", "INTEGER", "int64"), ("threshold", "DOUBLE", "float64"),
            ("description", "VARCHAR", "str")],
+    "erasure": [("depth", "INTEGER", "int64"), ("pos", "INTEGER", "int64"), ("value", "DOUBLE", "float64")],
+    "igrad": [("part", "VARCHAR", "str"), ("layer", "INTEGER", "int64"), ("pos", "INTEGER", "int64"),
+              ("value", "DOUBLE", "float64")],
 }
 #: The long tables, in engine.TABLES order (tests check that the two agree).
 TABLES = tuple(TABLE_COLUMNS)

@@ -38,6 +38,7 @@ so pass explicit splits per bin by calling ``sweep`` once per bin if needed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -53,7 +54,7 @@ import pandas as pd
 
 from effdepth import depth
 from effdepth.datasets import Item
-from effdepth.engine import ProbeConfig, run_key, run_probes
+from effdepth.engine import ANSWER_PROBES, ProbeConfig, run_key, run_probes
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ _DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "
 N_BOOT = 1000
 BOOT_SEED = 0
 LEVEL = 0.95
-ED_METRICS = ("cos_att", "cos_mlp", "cos_layer", "kl", "overlap")  # the curves depth.ed_table uses
+ED_METRICS = depth.CURVE_INPUTS  # the curves depth.ed_table uses
 
 
 # --------------------------------------------------------------------------------------- running
@@ -84,11 +85,19 @@ def item_meta(item: Item) -> dict:
     return {"dataset": item.dataset, "item_index": item.index, "bin": item.bin}
 
 
+def item_config(config: ProbeConfig, item: Item) -> ProbeConfig:
+    """The item's own config: erasure / IG measure its gold answer (the end of its teacher-forced text)."""
+    if any(p in config.probes for p in ANSWER_PROBES):
+        return dataclasses.replace(config, answer=item.answer)
+    return config
+
+
 def item_keys(fingerprint: str, items: Sequence[Item], dtype: str, config: ProbeConfig,
               chat_template: bool = False) -> list[str]:
     """The run_id of every item, as ``engine.run_probes`` will compute it (no model needed)."""
     dtype = _DTYPE_ALIASES.get(dtype, dtype)
-    return [run_key(fingerprint, item.text, dtype, config, chat_template) for item in items]
+    return [run_key(fingerprint, item.text, dtype, item_config(config, item), chat_template)
+            for item in items]
 
 
 def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequence,
@@ -123,7 +132,7 @@ def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequ
                     progress(f"loading {model_name}", None)
                 loaded = load(model_name, dtype=dtype)
             try:
-                result = run_probes(loaded, item.text, config, chat_template=chat_template,
+                result = run_probes(loaded, item.text, item_config(config, item), chat_template=chat_template,
                                     extra_meta=item_meta(item))
             except Exception as err:  # noqa: BLE001 - reported, optionally skipped
                 if not skip_errors:
@@ -437,11 +446,16 @@ def bootstrap_ci(layer_frames: Mapping[str, pd.DataFrame], token_counts: Mapping
 
     point_ed = depth.ed_table(_frame(columns, point))
     samples = {(r.probe, r.rule): [] for r in point_ed.itertuples()}
-    keep = np.isin(columns.get_level_values(0), ED_METRICS)  # what ed_table reads (speed)
+    # The rules on plain arrays per resample (ed_table's pandas round trip would dominate the time).
+    metrics, layers = columns.get_level_values(0), columns.get_level_values(1)
+    picks = {}
+    for metric in depth.CURVE_INPUTS:
+        where = np.flatnonzero(metrics == metric)
+        if len(where):
+            picks[metric] = where[np.argsort(np.asarray(layers[where], dtype=int))]
     for b in range(n_boot):
-        table = depth.ed_table(_frame(columns[keep], boot[b][keep]))
-        for r in table.itertuples():
-            samples.setdefault((r.probe, r.rule), []).append(np.nan if pd.isna(r.ed) else float(r.ed))
+        for r in depth.ed_results({m: boot[b][idx] for m, idx in picks.items()}):
+            samples.setdefault((r.probe, r.rule), []).append(np.nan if r.ed is None else float(r.ed))
     rows = []
     for r in point_ed.itertuples():
         eds = np.array(samples[(r.probe, r.rule)], dtype=float)

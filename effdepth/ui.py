@@ -20,6 +20,7 @@ URL = "_effdepth_url"
 PAGES = {"home": ("app.py", "Home", ":material/home:"),
          "explore": ("pages/1_Explore.py", "Explore", ":material/grid_on:"),
          "compare": ("pages/2_Compare.py", "Compare", ":material/compare_arrows:"),
+         "difficulty": ("pages/4_Difficulty.py", "Difficulty", ":material/signal_cellular_alt:"),
          "runs": ("pages/3_Runs.py", "Runs", ":material/table_rows:")}
 OTHER = "__other__"
 
@@ -162,11 +163,39 @@ def prompt_input(view: views.ViewState, container=None, height: int = 110) -> No
     st.session_state[example_key] = current
     target.selectbox("Examples", examples, key=example_key, on_change=on_example,
                      placeholder="Pick a ready example…")
+    item_picker(view, target)
     bind(st.text_area, "prompt", "Prompt (teacher-forced: question and answer together)", container=target,
          height=height, clears_run=True, clears_run_b=True,
          help="The text is fed to the model as is (no chat template unless switched on); nothing is generated.")
     bind(st.toggle, "chat", "Apply the chat template", container=target, clears_run=True, clears_run_b=True,
          help="Off in both papers. With a template, ED values are not comparable to the papers' tables.")
+
+
+def item_picker(view: views.ViewState, container=None) -> None:
+    """Benchmark item → prompt: dataset + index; the prompt becomes the teacher-forced item (PROBES.md §2)."""
+    target = container or st
+    item = views.current_item(view)
+    names = list(views.ITEM_DATASETS)
+    ds_key, idx_key = "w_item_dataset", "w_item_index"
+    st.session_state[ds_key] = item.dataset if item is not None and item.dataset in names else None
+    if item is not None:
+        st.session_state[idx_key] = int(item.index)
+    elif idx_key not in st.session_state:
+        st.session_state[idx_key] = 0
+
+    def on_pick() -> None:
+        dataset = st.session_state.get(ds_key)
+        if not dataset:
+            return
+        index = min(int(st.session_state.get(idx_key) or 0), views.item_size(dataset) - 1)
+        picked = views.load_item(views.item_spec(dataset, index))
+        view.prompt, view.item, view.answer = picked.text, views.item_spec(dataset, index), None
+        view.run = view.run_b = view.pos = None
+
+    left, right = target.columns([3, 2])
+    left.selectbox("Benchmark item", names, format_func=views.ITEM_DATASETS.get, key=ds_key, on_change=on_pick,
+                   placeholder="Dataset…", help="Question + gold answer, teacher-forced, in P1's format.")
+    right.number_input("Index", min_value=0, step=1, key=idx_key, on_change=on_pick)
 
 
 def demo_toggle(view: views.ViewState, container=None) -> None:
@@ -231,7 +260,8 @@ def held_model(name: str, dtype: str, progress=None):
     return model_holder().get(name, dtype, progress)
 
 
-def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes"):
+def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes",
+            config=None):
     """Compute (or fetch) a run with a status box and a progress bar showing the stage."""
     with st.status(f"{label} on {name} ({dtype})…", expanded=True) as box:
         bar = st.progress(0.0, text="Starting")
@@ -242,7 +272,7 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
 
         tracker = views.ProgressTracker(sink=sink)
         try:
-            result = views.compute_run(run_store, name, text, dtype, chat, held_model, tracker)
+            result = views.compute_run(run_store, name, text, dtype, chat, held_model, tracker, config=config)
         except EffdepthError:
             box.update(label="Failed", state="error", expanded=False)
             raise

@@ -14,7 +14,7 @@ import io
 import math
 import threading
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -102,6 +102,16 @@ class ViewState:
     run_b: str | None = None
     cmp_metric: str = "cos_layer"
     demo: bool = False
+    answer: str | None = None  # erasure / IG answer span (None: the item's gold answer or the last word)
+    ig_steps: int = 64
+    attr: str = "erasure"  # which attribution heatmap Explore shows: erasure | ig_layer | ig_attn | ig_mlp
+    # Difficulty page and Compare's benchmark-items mode (effdepth/difficulty.py)
+    cmp_mode: str = "prompt"  # Compare: "prompt" (one prompt) | "items" (benchmark items)
+    dataset: str = ""  # Compare items: the dataset ("" = the first one both models share)
+    agg: str = "token"  # aggregation over items: "token" (P1) | "prompt" (P2)
+    ed_probe: str = "cosine"  # Difficulty: the probe of the per-item ED distribution
+    ed_rule: str = "p1"  # ... and its rule
+    item: str | None = None  # "dataset:index": the benchmark item the prompt is (Explore) / selected (Difficulty)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -111,7 +121,9 @@ class ViewState:
 
 
 _CHOICES = {"dtype": DTYPES, "dtype_b": DTYPES, "contrib": tuple(CONTRIB_FAMILIES), "part": tuple(SUBLAYERS),
-            "lens": tuple(LENS_METRICS), "variant": tuple(SKIP_VARIANTS), "cmp_metric": tuple(charts.METRICS)}
+            "lens": tuple(LENS_METRICS), "variant": tuple(SKIP_VARIANTS), "cmp_metric": tuple(charts.METRICS),
+            "cmp_mode": ("prompt", "items"), "agg": ("token", "prompt"), "ed_probe": ("cosine", "kl", "overlap"),
+            "ed_rule": ("p1", "guarded")}
 _BOOLS = {"chat", "demo"}
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -133,15 +145,15 @@ def state_from_query(query: Mapping[str, object]) -> ViewState:
             continue
         if f.name in _BOOLS:
             values[f.name] = raw.strip().lower() in _TRUE
-        elif f.name == "pos":
+        elif f.name in ("pos", "ig_steps"):
             try:
-                values["pos"] = max(0, int(raw))
+                values[f.name] = max(0 if f.name == "pos" else 1, int(raw))
             except ValueError:
                 pass
         elif f.name in _CHOICES:
             if raw in _CHOICES[f.name]:
                 values[f.name] = raw
-        elif f.name in ("run", "run_b"):
+        elif f.name in ("run", "run_b", "item", "answer"):
             values[f.name] = raw.strip() or None
         else:
             values[f.name] = raw
@@ -220,6 +232,92 @@ def candidate_configs() -> list[engine.ProbeConfig]:
     return [config_for()]
 
 
+#: datasets whose items the prompt picker offers (teacher-forced prompt + gold answer, PROBES.md §2)
+ITEM_DATASETS = {"gsm8k": "GSM8K (test)", "aime2025": "AIME 2025"}
+IG_STEP_CHOICES = (16, 32, 64, 128, 256)
+ATTR_METRICS = {"erasure": "residual erasure", "ig_layer": "IG: layer output", "ig_attn": "IG: attention output",
+                "ig_mlp": "IG: MLP output"}
+
+
+def item_spec(dataset: str, index: int) -> str:
+    return f"{dataset}:{int(index)}"
+
+
+def load_item(spec: str | None):
+    """The benchmark item of a "dataset:index" string (PromptError naming the problem if bad)."""
+    from effdepth import datasets
+
+    if not spec or ":" not in spec:
+        raise PromptError(f"A benchmark item is written DATASET:INDEX (e.g. gsm8k:0), not {spec!r}.")
+    name, _, index = spec.partition(":")
+    try:
+        number = int(index)
+    except ValueError:
+        raise PromptError(f"A benchmark item is written DATASET:INDEX (e.g. gsm8k:0), not {spec!r}.") from None
+    return datasets.get_item(name.strip(), number)
+
+
+def item_size(dataset: str) -> int:
+    from effdepth import datasets
+
+    return next(info.size for info in datasets.list_datasets() if info.name == dataset)
+
+
+def current_item(view: ViewState):
+    """The view's benchmark item if the prompt still is that item's text, else None."""
+    if not view.item:
+        return None
+    try:
+        item = load_item(view.item)
+    except Exception:  # noqa: BLE001 - a stale or bad item in the URL is simply not an item
+        return None
+    return item if item.text == view.prompt else None
+
+
+def answer_for(view: ViewState) -> str:
+    """The erasure / IG answer span: the view's own, else the item's gold answer, else the last word."""
+    if view.answer and view.answer.strip():
+        return view.answer
+    item = current_item(view)
+    return item.answer if item is not None else engine.default_answer(view.prompt or "")
+
+
+def attribution_config(answer: str, ig_steps: int, probes: Sequence[str] = ("erasure", "igrad"),
+                       ig_parts: Sequence[str] = ("layer",)) -> engine.ProbeConfig:
+    """The config of an erasure / IG run (a run of its own: these probes are slow and opt-in)."""
+    return engine.ProbeConfig(probes=tuple(probes), answer=answer, ig_steps=int(ig_steps),
+                              ig_parts=tuple(ig_parts))
+
+
+def attribution_layer_token(result) -> pd.DataFrame:
+    """Erasure and IG tables as DataFrame[metric, layer, pos, value] (metric erasure / ig_<part>; erasure's
+    "layer" is the depth k = 0..L) so the layer × token heatmap draws them."""
+    parts = []
+    erased = result.tables.get("erasure")
+    if erased is not None and len(erased):
+        parts.append(pd.DataFrame({"metric": "erasure", "layer": erased["depth"].astype(int),
+                                   "pos": erased["pos"].astype(int), "value": erased["value"].astype(float)}))
+    attributions = result.tables.get("igrad")
+    if attributions is not None and len(attributions):
+        parts.append(pd.DataFrame({"metric": "ig_" + attributions["part"].astype(str),
+                                   "layer": attributions["layer"].astype(int),
+                                   "pos": attributions["pos"].astype(int),
+                                   "value": attributions["value"].astype(float)}))
+    if not parts:
+        return pd.DataFrame(columns=["metric", "layer", "pos", "value"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def attribution_domain(frame: pd.DataFrame, metric: str) -> list[float] | None:
+    """IG colour domain symmetric around 0 and, as in P2, computed without column 0 (position 0 is an
+    attention sink whose attribution would wash out the rest); None for other metrics."""
+    if not metric.startswith("ig_"):
+        return None
+    values = frame[(frame["metric"] == metric) & (frame["pos"] > 0)]["value"].abs()
+    top = float(values.max()) if len(values) else 0.0
+    return [-top, top] if top > 0 else [-1.0, 1.0]
+
+
 def resolve(name: str):
     from effdepth import models
 
@@ -251,10 +349,16 @@ def open_store(path: str | Path | None = None):
     return Store(path) if path is not None else Store()
 
 
-def find_cached(store, name: str, text: str, dtype: str, chat: bool) -> tuple[str, object | None]:
-    """(run id, RunResult or None) for an input, looked up without loading the model."""
+def find_cached(store, name: str, text: str, dtype: str, chat: bool,
+                config: engine.ProbeConfig | None = None) -> tuple[str, object | None]:
+    """(run id, RunResult or None) for an input, looked up without loading the model.
+
+    ``config``: look for a run of that probe config (e.g. an erasure / IG run) instead of the app's."""
     check_prompt(text)
-    keys = run_keys(name, text, dtype, chat)
+    if config is not None:
+        keys = [engine.run_key(resolve(name).fingerprint, text, dtype, config, chat)]
+    else:
+        keys = run_keys(name, text, dtype, chat)
     for key in keys:
         result = store.get(key)
         if result is not None:
@@ -318,6 +422,9 @@ _STAGE_SPANS = [  # (prefix of a stage name, overall start, overall end, label)
     ("layer skipping", 0.24, 0.25, "Layer skipping"),
     ("skip ", 0.25, 0.65, "Layer skipping"),
     ("local layer", 0.65, 1.00, "Layer skipping (direct path)"),
+    ("residual erasure", 0.12, 0.14, "Residual erasure"),
+    ("erasure ", 0.14, 0.60, "Residual erasure"),
+    ("integrated gradients", 0.60, 1.00, "Integrated gradients"),
 ]
 
 
@@ -387,7 +494,7 @@ class ModelHolder:
 
 def compute_run(store, name: str, text: str, dtype: str, chat: bool,
                 get_model: Callable[[str, str, Progress | None], object],
-                progress: Progress | None = None):
+                progress: Progress | None = None, config: engine.ProbeConfig | None = None):
     """Look up a run; on a miss load the model (via ``get_model``), run the probes and store the result.
 
     The cache is checked first with keys computed without the model; the model is loaded only on a
@@ -395,13 +502,13 @@ def compute_run(store, name: str, text: str, dtype: str, chat: bool,
     skip needs a split point 8 <= t < T-4).
     """
     text = check_prompt(text)
-    key, cached = find_cached(store, name, text, dtype, chat)
+    key, cached = find_cached(store, name, text, dtype, chat, config)
     if cached is not None:
         return cached
     notify = progress or (lambda stage, frac=None: None)
     loaded = get_model(name, dtype, notify)
     ids = engine.tokenize(loaded, text, chat)
-    config = config_for(len(ids))
+    config = config or config_for(len(ids))
     key = engine.run_key(loaded.spec.fingerprint, text, loaded.dtype, config, chat)
     result, _ = store.get_or_compute(
         key, lambda: engine.run_probes(loaded, text, config, chat_template=chat, progress=notify))

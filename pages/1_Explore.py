@@ -154,4 +154,47 @@ if variants:
 else:
     st.info("This run has no layer-skip results.")
 
+# ------------------------------------------------------------------- erasure and integrated gradients
+st.subheader("Residual erasure and integrated gradients (probes E, F)")
+answer = views.answer_for(view)
+with ui.guard():
+    attr_config = views.attribution_config(answer, view.ig_steps)
+    _, attr = views.find_cached(run_store, view.model, meta["prompt_text"], view.dtype, view.chat, attr_config)
+    if attr is None:
+        st.caption("Both measure the **answer span** at the end of the prompt: erasure replaces one residual "
+                   "h_k[t] by P2's baseline (mean over the first 10 GSM8K prompts) and measures the largest change "
+                   "‖Δp‖₂ at the answer-predicting positions; IG attributes the gold answer's probability to each "
+                   "layer's output (P2's baseline: the token mean). They cost (L+1)·T and L·steps passes, so they "
+                   "run on request.")
+        a1, a2 = st.columns([3, 1])
+        ui.bind(st.text_input, "answer", "Answer span (must end the prompt)", container=a1,
+                transform=lambda v: v or None, to_widget=lambda v: v or "", help="Default: the benchmark item's gold answer, else the last word.")
+        if not view.answer:
+            a1.caption(f"Using {answer!r}")
+        ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(views.IG_STEP_CHOICES),
+                to_widget=lambda v: min(views.IG_STEP_CHOICES, key=lambda c: abs(c - v)),
+                help="P2 uses 256 (a left Riemann sum); fewer steps are faster and less exact.")
+        if view.demo:
+            st.info("Not cached for this answer span and step count; demo mode loads no model.",
+                    icon=":material/block:")
+        elif st.button("Run erasure + integrated gradients", icon=":material/play_arrow:", key="run_attr"):
+            attr = ui.compute(run_store, view.model, meta["prompt_text"], view.dtype, view.chat,
+                              label="Residual erasure and integrated gradients", config=attr_config)
+if attr is not None:
+    attr_frame = views.attribution_layer_token(attr)
+    choices = [m for m in views.ATTR_METRICS if m in set(attr_frame["metric"])]
+    if view.attr not in choices:
+        view.attr = choices[0]
+    ui.bind(st.radio, "attr", "Heatmap", options=choices, format_func=views.ATTR_METRICS.get, horizontal=True,
+            key="w_attr")
+    attr_chart = views.memo_chart((attr.run_id, "attr", view.attr, view.pos), lambda: charts.layer_token_heatmap(
+        attr_frame, attr.tables["tokens"], view.attr, ed, domain=views.attribution_domain(attr_frame, view.attr),
+        selected_pos=view.pos))
+    ui.chart(attr_chart, f"{attr.run_id}_{view.attr}", "heat_attr", on_select=_on_cell("heat_attr"))
+    st.caption(f"Answer span {answer!r}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, k = L the final "
+               "residual); the colour is the largest ‖Δp‖₂ over the answer-predicting positions — where a column "
+               "turns dark, that token's information has moved on. IG (P2 baseline = token mean, "
+               f"{attr.meta['probe_config'].get('ig_steps')} steps): red lowers, blue raises the answer's "
+               "probability; the colour scale leaves out position 0 as in P2. The horizontal rule is the cosine ED.")
+
 ui.sync_url(view)

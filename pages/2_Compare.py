@@ -1,8 +1,9 @@
-"""Compare: two models on the same prompt — shared colour scales, curves on relative depth, Δ, EDR table."""
+"""Compare: two models on the same prompt — shared colour scales, curves on relative depth, Δ, EDR table —
+or, in the "benchmark items" mode, over the items both were swept on (aggregate curves with bootstrap bands)."""
 
 import streamlit as st
 
-from effdepth import charts, ui, views
+from effdepth import charts, ui, ui_sweep, views
 
 ui.page_setup("Compare")
 view = ui.state()
@@ -10,7 +11,7 @@ run_store = ui.store()
 
 # Run ids in the URL win: the inputs then describe those runs.
 results = {"a": None, "b": None}
-if run_store is not None:
+if run_store is not None and view.cmp_mode == "prompt":
     with ui.guard():
         for which, run_id in (("a", view.run), ("b", view.run_b)):
             results[which] = views.get_run(run_store, run_id)
@@ -19,12 +20,18 @@ if run_store is not None:
 
 ui.nav(view, "compare")
 with st.sidebar:
-    st.markdown("#### Prompt (shared)")
-    ui.prompt_input(view, st.sidebar)
-    st.divider()
+    if view.cmp_mode == "prompt":
+        st.markdown("#### Prompt (shared)")
+        ui.prompt_input(view, st.sidebar)
+        st.divider()
     ui.demo_toggle(view)
 
 st.title("Compare two models")
+ui.bind(st.radio, "cmp_mode", "Compare on", options=["prompt", "items"], horizontal=True,
+        format_func={"prompt": "one prompt", "items": "benchmark items (aggregate over a sweep)"}.get)
+if view.cmp_mode == "items":
+    ui_sweep.compare_items(view, run_store)
+    st.stop()
 col_a, col_b = st.columns(2, gap="large")
 with col_a:
     ui.model_input(view, col_a, "a", "Model A")

@@ -75,7 +75,9 @@ def cached_run(cache_dir: Path, model: str, text: str, dtype: str = "float32"):
         path = cache_dir / f"{key}.pkl"
         if path.is_file():
             try:
-                return pickle.loads(path.read_bytes())
+                result = pickle.loads(path.read_bytes())
+                # re-validate: a pickle from older code may lack tables added since (filled empty)
+                return type(result)(meta=result.meta, tables=dict(result.tables))
             except Exception:  # a stale or truncated pickle: recompute
                 path.unlink(missing_ok=True)
     result = compute_run(model, text, dtype)
@@ -90,4 +92,51 @@ def fill_store(path: Path, results) -> Path:
     store = Store(path)
     for result in results:
         store.put(result)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmark sweeps (Difficulty page, Compare's items mode)
+# --------------------------------------------------------------------------------------------------
+
+#: (dataset, prompt, answer): two datasets of three items each, every text long enough (>= 13 tokens
+#: on the tiny tokenizer) for the future-effect skip
+SWEEP_TEXTS = [
+    ("arith", "Question: 5 + 7 + 5 + 3 + 1 + 7 = ", "28, and 28 + 4 = 32"),
+    ("arith", "Question: Tom has 3 boxes with 4 apples in each box. How many apples? ", "3 * 4 = 12"),
+    ("arith", "Question: 0123456789 and then 5 + 7 = ", "12 apples in April"),
+    ("story", "The spouse of the performer of Imagine is ", "Yoko Ono, the capital of France is Paris."),
+    ("story", "The Eiffel Tower is in Paris, the capital of France, and ", "it was finished in 1889."),
+    ("story", "The quick brown fox jumps over the lazy dog. Natalia sold clips to ", "48 of her friends."),
+]
+
+
+def sweep_items():
+    from effdepth.datasets import Item
+
+    counters: dict[str, int] = {}
+    items = []
+    for dataset, prompt, answer in SWEEP_TEXTS:
+        index = counters.get(dataset, 0)
+        counters[dataset] = index + 1
+        items.append(Item(dataset=dataset, index=index, prompt=prompt, answer=answer))
+    return items
+
+
+def fill_sweeps(path: Path, model_a: str, model_b: str | None = None, skip: bool = True) -> Path:
+    """A DuckDB cache at ``path`` with benchmark sweeps: ``model_a`` with cosine + logit lens on every
+    item and (``skip``) a separate skip-only future sweep of the same items (two configs per item, merged
+    by the Difficulty view); ``model_b`` (if given) with cosine + logit lens on the same items."""
+    from effdepth import sweep
+    from effdepth.engine import ProbeConfig
+    from effdepth.store import Store
+
+    store = Store(path)
+    items = sweep_items()
+    quiet = lambda *_a, **_k: None  # noqa: E731 - no progress bar in tests
+    sweep.sweep(model_a, items, store, ProbeConfig(probes=("cosine", "logit_lens")), progress=quiet)
+    if skip:
+        sweep.sweep(model_a, items, store, ProbeConfig(probes=("skip",), skip_variants=("future",)), progress=quiet)
+    if model_b:
+        sweep.sweep(model_b, items, store, ProbeConfig(probes=("cosine", "logit_lens")), progress=quiet)
     return Path(path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,15 +61,21 @@ def _healthy(url: str) -> bool:
 @pytest.fixture(scope="module")
 def runs(request, tmp_path_factory):
     cache = Path(request.config.cache.mkdir("effdepth-app-runs"))
-    tiny_dir = app_support.build_tiny_dir(tmp_path_factory.mktemp("browser-models") / "tiny-llama", seed=3)
+    base = tmp_path_factory.mktemp("browser-models")
+    tiny_dir = app_support.build_tiny_dir(base / "tiny-llama", seed=3)
+    tiny_8 = app_support.build_tiny_dir(base / "tiny-llama-8", seed=4, n_layers=8)
+    # benchmark sweeps for Difficulty / Compare's items mode, made first so the runs below stay the newest
+    sweeps = app_support.fill_sweeps(base / "sweeps.duckdb", str(tiny_dir), str(tiny_8))
     return {"smol": app_support.cached_run(cache, models.DEFAULT_MODEL, app_support.PROMPT),
-            "tiny": app_support.compute_run(str(tiny_dir), app_support.PROMPT), "tiny_dir": str(tiny_dir)}
+            "tiny": app_support.compute_run(str(tiny_dir), app_support.PROMPT), "tiny_dir": str(tiny_dir),
+            "tiny_8": str(tiny_8), "sweeps": sweeps}
 
 
 @pytest.fixture(scope="module")
 def server(runs, tmp_path_factory):
     """`streamlit run app.py` on a free port with a pre-filled cache; always stopped at the end."""
     tmp = tmp_path_factory.mktemp("browser-server")
+    shutil.copy(runs["sweeps"], tmp / "effdepth.duckdb")
     cache = app_support.fill_store(tmp / "effdepth.duckdb", [runs["smol"], runs["tiny"]])
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -289,6 +296,61 @@ def test_runs_export_and_reopen(server, page, runs, tmp_path):
     page.wait_for_url("**/Explore?**")
     assert f"run={run_id}" in page.url
     page.locator(".st-key-heat_contrib .vega-embed").locator("canvas, svg.marks").first.wait_for()
+
+
+def _svg_texts(page, scope: str) -> list[str]:
+    return page.evaluate("(sel) => [...document.querySelectorAll(sel + ' svg.marks text')].map(t => t.textContent)",
+                         scope)
+
+
+def test_difficulty_page(server, page, runs):
+    """Difficulty on the pre-filled sweeps: every chart drawn as SVG, the ED legends are the backend's, and a
+    click on an item's point offers the link that opens that item's run in Explore."""
+    from effdepth import charts_sweep
+    from effdepth import difficulty as D
+
+    page.goto(_url(server, "Difficulty", model=runs["tiny_dir"]))
+    page.locator(".st-key-diff_items svg.marks").first.wait_for(timeout=180_000)
+    _wait_charts(page, 10)
+    assert page.locator(".vega-embed svg.marks").count() >= 10
+    body = page.inner_text("body")
+    assert "Effective depth per bin" in body and "Depth score (layer skipping, P2)" in body
+    store = views.open_store(server["cache"])
+    sets = D.sweep_sets(D.item_runs(store))
+    item_set = D.load_items(store, D.pick_set(sets, runs["tiny_dir"], "float32", False))
+    agg = D.aggregate_by_bin(item_set, "token", n_boot=50)  # point EDs do not depend on the resamples
+    legend = charts_sweep.ed_legend_labels(D.probe_eds(agg, "kl"), item_set.bins)
+    texts = _svg_texts(page, "[data-testid=stMain]")
+    assert set(legend.values()) <= set(texts), (legend, texts)
+    assert {"arith", "story"} <= set(_svg_texts(page, ".st-key-diff_items"))
+    points = page.locator(".st-key-diff_items svg .mark-symbol path")
+    assert points.count() >= 3
+    point = points.first
+    point.scroll_into_view_if_needed()
+    point.click()
+    link = page.get_by_role("link", name="Open this item in Explore")
+    link.wait_for(timeout=60_000)
+    assert "item=" in page.url
+    _wait_idle(page)
+    _wait_charts(page, 10)
+    shoot(page, "difficulty")
+    link.click()
+    page.wait_for_url("**/Explore?**")
+    run_id = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["run"][0]
+    assert any(run_id in ids for ids in item_set.items["run_ids"])
+    page.locator(".st-key-heat_contrib .vega-embed").locator("canvas, svg.marks").first.wait_for()
+
+
+def test_compare_items_mode(server, page, runs):
+    page.goto(_url(server, "Compare", cmp_mode="items", model=runs["tiny_dir"], model_b=runs["tiny_8"]))
+    page.get_by_text("Effective depth over the shared items").first.wait_for(timeout=180_000)
+    _wait_charts(page, 5)
+    assert page.locator(".vega-embed svg.marks").count() >= 5
+    body = page.inner_text("body")
+    assert "Aggregate curves on relative depth" in body and "3 items" in body
+    texts = _svg_texts(page, "[data-testid=stMain]")
+    assert "relative depth  layer / L" in " ".join(texts)
+    shoot(page, "compare-items")
 
 
 def test_demo_mode_in_the_browser(server, page):

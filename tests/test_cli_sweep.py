@@ -40,3 +40,38 @@ def test_probe_takes_a_benchmark_item(tmp_path, capsys):
     assert cli.main(["probe", "--model", "smollm2-135m", "--item", "gsm8k:99999",
                      "--cache", str(tmp_path / "c.duckdb")]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_accelerate_launch_cli_sweep_into_duckdb(tmp_path):
+    """`accelerate launch --num_processes 2 -m effdepth sweep ...` on CPU: two real processes, each
+    writing its own DuckDB shard, rank 0 merging them into the one cache file (no two writers)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from effdepth.store import Store
+    from tests.test_store import tiny_model_dir
+
+    model = tiny_model_dir(tmp_path / "tiny")
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"prompt": f"w{i} w{i + 1} w{i + 2} w{i + 3}", "answer": f" w{i + 4}"})
+                             + "\n" for i in range(5)))
+    cache = tmp_path / "main.duckdb"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "EFFDEPTH_CACHE_DIR": str(tmp_path / "cachedir")}
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    # --multi_gpu starts N processes through torchrun even without GPUs (accelerate's --cpu path
+    # starts one unless given an mpirun hostfile); the sweep then reads RANK / WORLD_SIZE.
+    proc = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "effdepth", "sweep",
+                           "--model", str(model), "--jsonl", str(items), "--probes", "cosine,logit_lens",
+                           "--n-boot", "10", "--cache", str(cache)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "5 items of" in proc.stdout and "token-weighted (P1)" in proc.stdout
+    runs = Store(cache).runs()
+    assert len(runs) == 5 and sorted(runs["item_index"]) == [0, 1, 2, 3, 4]
+    shards = tmp_path / "cachedir" / "shards"
+    assert not shards.exists() or not [p for p in shards.iterdir() if p.suffix == ".duckdb"]

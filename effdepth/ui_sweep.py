@@ -1,0 +1,186 @@
+"""Streamlit glue for the views over benchmark items: the Difficulty page and Compare's items mode.
+
+Widgets read and write the shared ``ViewState`` (so the URL reopens the view); the numbers come from
+``effdepth.difficulty`` and the charts from ``effdepth.charts_sweep``. No model is ever loaded here.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from effdepth import charts, charts_sweep, sweep, ui, views
+from effdepth import difficulty as D
+from effdepth.errors import EffdepthError
+
+
+def load_sets(run_store) -> pd.DataFrame | None:
+    """The sweep sets in the cache, or None after showing why the cache cannot be read."""
+    try:
+        return D.sweep_sets(D.item_runs(run_store))
+    except EffdepthError as err:
+        ui.show_error(err)
+        return None
+
+
+def no_sweeps(view: views.ViewState, run_store, what: str = "This view") -> None:
+    model = view.model or views.default_model()
+    st.info(f"**No benchmark sweeps in the cache yet.** {what} aggregates runs of benchmark items "
+            f"(`{run_store.path}` has none). Fill it from a shell, e.g.\n\n"
+            f"```\n{D.sweep_command(model, run_store)}\n"
+            f"{D.sweep_command(model, run_store, dataset='aime2025', n=30)}\n```\n\n"
+            "(add `--probes skip --skip-variants future` runs for the depth score). The sweeps are resumable; "
+            "this page updates when you reload it.", icon=":material/inbox:")
+
+
+def _set_options(sets: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    return list(sets["key"]), dict(zip(sets["key"], sets["label"]))
+
+
+def set_picker(view: views.ViewState, sets: pd.DataFrame, which: str = "a", label: str = "Model (sweep)",
+               container=None, avoid: str | None = None) -> str:
+    """A selectbox of the sweep sets bound to the view's model / dtype / chat template (``which`` = "a")
+    or model_b / dtype_b ("b"); returns the chosen set's key. ``avoid``: a key not to default to."""
+    target = container or st
+    field, dtype_field = ("model", "dtype") if which == "a" else ("model_b", "dtype_b")
+    options, labels = _set_options(sets)
+    current = D.pick_set(sets, getattr(view, field), getattr(view, dtype_field), view.chat)
+    if avoid is not None and current == avoid and len(options) > 1:  # B defaults to another sweep than A
+        current = next(k for k in options if k != avoid)
+    _adopt(view, sets, current, which)
+    widget_key = f"w_set_{which}"
+
+    def on_change() -> None:
+        _adopt(view, sets, st.session_state[widget_key], which)
+        if which == "a":
+            view.run, view.pos, view.item = None, None, None
+        else:
+            view.run_b = None
+
+    st.session_state[widget_key] = current
+    target.selectbox(label, options, format_func=lambda k: labels.get(k, k), key=widget_key, on_change=on_change)
+    return current
+
+
+def _adopt(view: views.ViewState, sets: pd.DataFrame, key: str, which: str) -> None:
+    row = sets[sets["key"] == key].iloc[0]
+    if which == "a":
+        if view.model_b == view.model and view.dtype_b == view.dtype:  # B follows A unless set apart
+            view.model_b, view.dtype_b = str(row["model_name"]), str(row["dtype"])
+        view.model, view.dtype, view.chat = str(row["model_name"]), str(row["dtype"]), bool(row["chat_template"])
+    else:
+        view.model_b, view.dtype_b = str(row["model_name"]), str(row["dtype"])
+
+
+def agg_picker(view: views.ViewState, container=None) -> None:
+    ui.bind(st.radio, "agg", "Aggregation over items", container=container, options=list(D.HOWS),
+            format_func=D.HOWS.get, horizontal=True,
+            help="Token-weighted (P1): Σ over all tokens of all items / total tokens. Per-prompt mean (P2): "
+                 "the plain mean of each item's token mean.")
+
+
+def boot_caption(agg: D.Aggregate) -> str:
+    return (f"Aggregation: {D.HOWS[agg.how]}; 95% percentile bootstrap over items ({agg.n_boot} resamples, "
+            f"seed {sweep.BOOT_SEED}); the ED of each resample comes from the same rules as a single run.")
+
+
+def ed_curves(agg: D.Aggregate, order, relative: bool, group_title: str, key: str,
+              colours=None, per_row: int = 3) -> None:
+    """The three probes' aggregate curves side by side, with downloads."""
+    probes = [p for p in D.PROBES if len(D.probe_curves(agg, p))]
+    for start in range(0, len(probes), per_row):
+        row = st.columns(per_row, gap="medium")
+        for column, probe in zip(row, probes[start:start + per_row]):
+            with column:
+                chart = charts_sweep.group_curves(D.probe_curves(agg, probe), D.probe_eds(agg, probe), probe,
+                                                  order=order, relative=relative, colours=colours,
+                                                  group_title=group_title)
+                ui.chart(chart, f"{key}_{probe}", f"{key}_{probe}")
+
+
+def edr_section(agg: D.Aggregate, order, group_title: str, key: str) -> None:
+    left, right = st.columns(2, gap="medium")
+    for column, rule in ((left, "p1"), (right, "guarded")):
+        with column:
+            chart = charts_sweep.edr_ci_chart(agg.ed, rule, order=order, group_title=group_title)
+            ui.chart(chart, f"{key}_edr_{rule}", f"{key}_edr_{rule}")
+    st.dataframe(D.edr_display(agg.ed, group_title), hide_index=True, width="stretch", height="content",
+                 placeholder="none")
+
+
+# --------------------------------------------------------------------------------------------------
+# Compare: benchmark items mode
+# --------------------------------------------------------------------------------------------------
+
+
+def compare_items(view: views.ViewState, run_store) -> None:
+    """Two models over the benchmark items they share: curves on layer / L with bands, EDR with CIs."""
+    if run_store is None:
+        ui.sync_url(view)
+        return
+    sets = load_sets(run_store)
+    if sets is None:
+        ui.sync_url(view)
+        return
+    if not len(sets):
+        no_sweeps(view, run_store, "Compare's items mode")
+        ui.sync_url(view)
+        return
+    col_a, col_b = st.columns(2, gap="large")
+    key_a = set_picker(view, sets, "a", "Model A (sweep)", col_a)
+    key_b = set_picker(view, sets, "b", "Model B (sweep)", col_b, avoid=key_a)
+    set_a = set_b = None
+    with ui.guard():
+        set_a, set_b = D.load_items(run_store, key_a), D.load_items(run_store, key_b)
+    if set_a is None or set_b is None:
+        ui.sync_url(view)
+        return
+    if key_a == key_b:
+        other = next((name for name, _ in views.model_options() if name != set_a.model_name), "MODEL")
+        st.info("The cache holds benchmark sweeps of one model only; sweep a second model on the same items to "
+                f"compare, e.g.\n\n```\n{D.sweep_command(other, run_store, dataset=set_a.items['dataset'].iloc[0])}"
+                "\n```", icon=":material/info:")
+        ui.sync_url(view)
+        return
+    datasets = D.shared_datasets(set_a, set_b)
+    if not datasets:
+        ui.sync_url(view)
+        missing = set_a.items["dataset"].iloc[0] if len(set_a.items) else "gsm8k"
+        st.info(f"**{view.model_b}** and **{view.model}** share no dataset with cosine / logit-lens curves. "
+                f"Sweep the other model on the same items, e.g.\n\n"
+                f"```\n{D.sweep_command(view.model_b, run_store, dataset=missing)}\n```",
+                icon=":material/info:")
+        return
+    if view.dataset not in datasets:
+        view.dataset = datasets[0]
+    c1, c2 = st.columns([1, 2], gap="large")
+    ui.bind(st.selectbox, "dataset", "Dataset", container=c1, options=datasets)
+    agg_picker(view, c2)
+    ui.sync_url(view)
+
+    ids = D.shared_items(set_a, set_b, view.dataset)
+    label_a, label_b = views.pair_labels(set_a.meta(), set_b.meta())
+    st.caption(f"**{len(ids)} items** of {view.dataset} with curves for both models (same text): "
+               f"{label_a} L = {set_a.n_layers}, {label_b} L = {set_b.n_layers}.")
+    if not ids:
+        st.warning("No shared item with the same text in this dataset. Sweep the same items for both models.",
+                   icon=":material/warning:")
+        return
+    if len(ids) < 5:
+        st.warning(f"Only {len(ids)} shared item(s): the bootstrap intervals say little. Sweep more items of this "
+                   "dataset for both models.", icon=":material/warning:")
+    agg = None
+    with st.spinner(f"Bootstrapping the aggregate over {len(ids)} items…"), ui.guard():
+        agg = D.compare_aggregate(set_a, set_b, (label_a, label_b), ids, view.agg)
+    if agg is None:
+        return
+    order = [label_a, label_b]
+    st.subheader("Aggregate curves on relative depth")
+    ed_curves(agg, order, relative=True, group_title="model", key="cmpi", colours=charts.MODEL_COLOURS)
+    st.caption("x = layer / L, so models of different depth line up; band: 95% bootstrap CI of the aggregate "
+               "curve; rules: each model's ED of the aggregate curve at ED / L (solid P1, dashed guarded). "
+               + boot_caption(agg))
+    st.subheader("Effective depth over the shared items")
+    edr_section(agg, order, "model", "cmpi")
+    st.caption("EDR of the aggregate curve; the bar is its 95% bootstrap CI over items (resampled per model). "
+               "“no transition”: share of resamples whose aggregate curve has no transition.")

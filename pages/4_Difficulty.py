@@ -1,0 +1,119 @@
+"""Difficulty: one model over benchmark items — EDR per bin with bootstrap CIs, aggregate curves,
+depth score, and the ED of every item (a click opens the item in Explore)."""
+
+import streamlit as st
+
+from effdepth import charts, charts_sweep, ui, ui_sweep, views
+from effdepth import difficulty as D
+
+ui.page_setup("Difficulty")
+view = ui.state()
+ui.nav(view, "difficulty")
+ui.demo_toggle(view)
+
+st.title("Difficulty and effective depth")
+st.caption("Does a model use more of its depth on harder inputs? Each bin (a dataset, or a difficulty level "
+           "within one) aggregates the per-layer curves of its items; the ED rules then run on the aggregate "
+           "curve, and a bootstrap over items gives its 95% CI. Read from the cache only: no model is loaded.")
+run_store = ui.store()
+sets = ui_sweep.load_sets(run_store) if run_store is not None else None
+if sets is not None and not len(sets):
+    ui_sweep.no_sweeps(view, run_store)
+if sets is None or not len(sets):
+    ui.sync_url(view)
+    st.stop()
+
+top_left, top_right = st.columns([3, 2], gap="large")
+key = ui_sweep.set_picker(view, sets, "a", container=top_left)
+ui_sweep.agg_picker(view, top_right)
+ui.sync_url(view)
+
+item_set = agg = None
+with ui.guard(), st.spinner("Bootstrapping the aggregate curves per bin…"):
+    item_set = D.load_items(run_store, key)
+    if item_set is not None:
+        agg = D.aggregate_by_bin(item_set, view.agg)
+if item_set is None or agg is None:
+    st.stop()
+order = [b for b in item_set.bins if b in set(agg.ed["group"])]
+counts = item_set.items[item_set.items["has_curves"]]["bin"].value_counts()
+st.caption(f"**{views.short_model_name(item_set.model_name)}** ({item_set.dtype}, L = {item_set.n_layers}) · "
+           + " · ".join(f"{b}: {int(counts.get(b, 0))} items" for b in order))
+
+# ------------------------------------------------------------------------------------------- EDR
+st.subheader("Effective depth per bin")
+if not order:
+    st.info("No item of this model has cosine or logit-lens curves, only skip runs. Run "
+            f"`{D.sweep_command(item_set.model_name, run_store)}` for them.", icon=":material/info:")
+else:
+    ui_sweep.edr_section(agg, order, "bin", "diff")
+    st.caption(ui_sweep.boot_caption(agg) + " “no transition”: share of resamples whose aggregate has none.")
+
+    st.subheader("Aggregate per-layer curves per bin")
+    ui_sweep.ed_curves(agg, order, relative=False, group_title="bin", key="diff_curve")
+    st.caption("Line: the aggregate curve of each bin; band: its 95% bootstrap CI; rules: the ED of the aggregate "
+               "curve in the bin's colour (solid P1, dashed guarded). Cosine: μ = mean of the attention, MLP and "
+               "layer cosines; KL and overlap are indexed by the residual entering each layer.")
+
+# ------------------------------------------------------------------------------------- depth score
+st.subheader("Depth score (layer skipping, P2)")
+scores = D.depth_scores(item_set)
+if scores is None:
+    st.info("No item of this model has a reduced future-effect skip matrix, which the depth score needs. Add "
+            f"them with\n\n```\n{D.skip_command(item_set.model_name, run_store)}\n```\n\n(the cosine / logit-lens "
+            "runs of the same items are kept: each item merges the tables of all its runs).",
+            icon=":material/info:")
+else:
+    skip_order = [b for b in item_set.bins if b in set(scores.scores["bin"])]
+    left, right = st.columns(2, gap="medium")
+    for column, reduce in ((left, "max"), (right, "mean")):
+        with column:
+            ui.chart(charts_sweep.depth_score_bars(scores.scores, reduce, skip_order, item_set.n_layers),
+                     f"depth_score_{reduce}", f"diff_ds_{reduce}")
+    left, right = st.columns(2, gap="medium")
+    for column, effect in ((left, "layer"), (right, "logit")):
+        with column:
+            ui.chart(charts_sweep.effect_profiles(scores.profiles, scores.scores, "max", effect, skip_order),
+                     f"effect_profile_{effect}", f"diff_prof_{effect}")
+    st.caption(f"{len(D.skip_items(item_set))} items with a future-effect skip matrix. Per bin the item matrices "
+               "M[s, j] and output changes O(s) are reduced by max or mean over items; layer effect e(s) = "
+               "Σ_j M[s, j] / max(L − 1 − s, 1), logit effect O(s); depth score = Σ s·e(s) / Σ e(s), the centre "
+               "of mass over the skipped layer. A harder bin using more depth would score higher.")
+
+# ----------------------------------------------------------------------------------- items
+if order:
+    st.subheader("ED of each item")
+    c1, c2 = st.columns(2)
+    ui.bind(st.radio, "ed_probe", "Probe", container=c1, options=list(D.PROBES),
+            format_func=lambda p: charts.PROBE_TITLES.get(p, p), horizontal=True)
+    ui.bind(st.radio, "ed_rule", "Rule", container=c2, options=list(D.RULES),
+            format_func=charts_sweep.RULE_NAMES.get, horizontal=True)
+    eds = D.item_eds(item_set)
+    options = D.item_options(item_set.subset(item_set.items[item_set.items["has_curves"]]["item_id"]))
+    selected = view.item if view.item in options else None  # the shared item may be another page's
+
+    def _on_pick() -> None:
+        picked = charts_sweep.selected_item(st.session_state.get("diff_items"))
+        if picked is not None:
+            st.session_state[ui.STATE].item = picked
+
+    strip = charts_sweep.item_ed_strip(eds, view.ed_probe, view.ed_rule, order, item_set.n_layers,
+                                       D.probe_eds(agg, view.ed_probe), selected=selected)
+    st.altair_chart(strip, width="stretch", key="diff_items", on_select=_on_pick, selection_mode=["item"])
+    ui.downloads(strip, f"item_ed_{view.ed_probe}_{view.ed_rule}", "diff_items")
+    sel = eds[(eds["probe"] == view.ed_probe) & (eds["rule"] == view.ed_rule)]
+    n_none = int(sel["ed"].isna().sum())
+    st.caption("Each point is one item's ED (from its own curve, same rule); box: the bin's quartiles and median, "
+               "whiskers: min–max; red tick: the ED of the bin's aggregate curve."
+               + (f" {n_none} item(s) have no transition and are not drawn." if n_none else ""))
+    pick, link = st.columns([3, 1], gap="medium", vertical_alignment="bottom")
+    def _on_item() -> None:
+        st.session_state[ui.STATE].item = st.session_state["w_diff_item"]
+
+    st.session_state["w_diff_item"] = selected
+    pick.selectbox("Item", options, key="w_diff_item", on_change=_on_item, placeholder="Pick an item (or click a point)…",
+                   format_func=lambda i: D.item_label(item_set, i, eds, view.ed_probe, view.ed_rule))
+    if selected:
+        link.page_link(ui.PAGES["explore"][0], label="Open this item in Explore", icon=":material/grid_on:",
+                       query_params=D.explore_query(item_set, selected, view.ed_probe, view.demo))
+ui.sync_url(view)
