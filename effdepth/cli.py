@@ -13,6 +13,7 @@ the commands that need them, so ``--help``, ``runs`` and ``export`` start quickl
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -356,7 +357,7 @@ def cmd_probe(args) -> int:
     def compute():
         clock = time.perf_counter()
         try:
-            loaded = models.load_model(spec, args.dtype, progress=progress)
+            loaded = models.load_model(spec, args.dtype, progress=progress, device_map=args.device_map)
             load_seconds.append(time.perf_counter() - clock)
             extra = None
             if getattr(args, "item", None):
@@ -497,9 +498,9 @@ def cmd_sweep(args) -> int:
     store = _store(args)
     max_tokens = args.max_tokens if args.max_tokens is not None else (
         400 if (args.dataset or "").startswith("aime") else None)
-    load = None
+    load = functools.partial(models.load_model, device_map=args.device_map) if args.device_map else None
     if max_tokens:  # the ≤ 400-token filter (PROBES.md §2) needs the model's tokenizer
-        loaded = models.load_model(args.model, args.dtype)
+        loaded = models.load_model(args.model, args.dtype, device_map=args.device_map)
         items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, max_tokens)
         print(f"token filter ≤ {max_tokens}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
         load = lambda *_a, **_k: loaded  # noqa: E731 - reuse the model loaded for the filter
@@ -577,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  + " (default: all; each adds its noise floor)")
     probe_opts.add_argument("--ig-steps", type=int, default=256,
                             help="integrated-gradient steps (P2: 256; fewer is faster and less exact)")
+    probe_opts.add_argument("--device-map", choices=("auto", "cpu"), default=None,
+                            help="auto: spread a big model over the GPUs and RAM with accelerate "
+                                 "(default: one device)")
     probe_opts.add_argument("--ig-parts", type=_name_list, default=("layer",),
                             help="comma-separated subset of layer,attn,mlp (P1: layer; P2: all three)")
 

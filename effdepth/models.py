@@ -716,15 +716,33 @@ def estimate_memory_bytes(spec: ModelSpec, dtype: str = "float32", dequantise: b
     return need
 
 
-def _check_memory(spec: ModelSpec, dtype: str) -> None:
+def accelerator_memory_bytes() -> int:
+    """Free memory summed over the visible CUDA devices (0 without any)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return 0
+        return sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001 - no usable accelerator
+        return 0
+
+
+def _check_memory(spec: ModelSpec, dtype: str, device_map: Any = None) -> None:
+    """Refuse before loading when the weights cannot fit: RAM alone, or RAM + GPUs with device_map="auto"."""
     need = estimate_memory_bytes(spec, dtype)
     available = available_memory_bytes()
+    where = "RAM"
+    if device_map == "auto":
+        available += accelerator_memory_bytes()
+        where = "RAM + GPU memory (device_map=auto)"
     if need > available:
         gib = 1 << 30
         hint = " Try bfloat16, which halves the memory," if dtype == "float32" else ""
         raise ModelTooLargeError(
             f"{spec.display} needs about {need / gib:.1f} GiB of memory to load in {dtype}, but only "
-            f"{available / gib:.1f} GiB is available.{hint} Close other programs or pick a smaller model."
+            f"{available / gib:.1f} GiB of {where} is available.{hint} Close other programs or pick a "
+            "smaller model."
         )
 
 
@@ -868,17 +886,17 @@ def load_model(
     torch_dtype = _torch_dtype(dtype)
     dtype = _DTYPES[dtype]
     spec = name if isinstance(name, ModelSpec) else resolve_model(name, trust_remote_code=trust_remote_code)
-    check_memory = device_map is None or device_map == "cpu"
+    check_memory = device_map in (None, "cpu", "auto")  # an explicit placement is the caller's call
     if spec.kind == "embedded":
         # The registry knows the size: refuse before a possibly large install.
         if check_memory:
-            _check_memory(spec, dtype)
+            _check_memory(spec, dtype, device_map)
         # The registry knows the architecture: no need to parse the GGUF's metadata for the config.
         family = check_supported(spec._config or SimpleNamespace(model_type=spec.embedded.arch))
     else:
         family = check_supported(spec.config)
         if check_memory:
-            _check_memory(spec, dtype)
+            _check_memory(spec, dtype, device_map)
 
     if spec.kind == "embedded":
         model, tokenizer, loaded_from = _load_embedded(spec, torch_dtype, progress, device_map)

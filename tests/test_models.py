@@ -477,3 +477,15 @@ def test_resolve_gguf_file(smollm2_first_load):
     assert spec.kind == "gguf" and spec.gguf_file == gguf.name and spec.path == gguf.parent
     assert spec.config.model_type == "llama" and spec.config.num_hidden_layers == 30
     assert spec.fingerprint == M.resolve_model(str(gguf)).fingerprint and len(spec.fingerprint) == 64
+
+
+def test_device_map_auto_counts_gpu_memory_and_loads(tiny_llama, monkeypatch):
+    """device_map="auto" (accelerate) adds the GPUs' free memory to the RAM before refusing, and loads."""
+    monkeypatch.setattr(M, "available_memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(M, "accelerator_memory_bytes", lambda: 0)
+    with pytest.raises(ModelTooLargeError, match=r"RAM \+ GPU memory \(device_map=auto\)"):
+        M.load_model(str(tiny_llama), device_map="auto")
+    monkeypatch.setattr(M, "accelerator_memory_bytes", lambda: 64 << 30)  # a (pretend) big GPU
+    loaded = M.load_model(str(tiny_llama), device_map="auto")  # no GPU here: accelerate keeps it on CPU
+    assert loaded.n_layers > 0
+    assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
