@@ -9,6 +9,8 @@ saving over one full forward per variant. Nothing here names a module path: that
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,6 +138,59 @@ def capture(model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None =
     return (trace, calls) if keep_calls else trace
 
 
+#: Attention implementations whose masks may be an arbitrary [.., N, N] tensor (packing needs one).
+_MASKABLE_ATTENTION = ("sdpa", "eager")
+#: Call arguments that index token positions: gathered at the packed positions (others pass through).
+_POSITIONAL_KWARGS = ("position_ids", "cache_position")
+
+
+def _named_call(layer: nn.Module, call: _LayerCall) -> dict | None:
+    """The layer call's arguments by parameter name (GPT-2 blocks take some positionally)."""
+    if not call.args:
+        return dict(call.kwargs)
+    params = [p for p in inspect.signature(layer.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]  # after hidden_states
+    if len(call.args) > len(params):
+        return None
+    return {**{p.name: a for p, a in zip(params, call.args)}, **call.kwargs}
+
+
+def _packed_call(named: dict, positions: torch.Tensor, visible: torch.Tensor,
+                 n_tokens: int) -> _LayerCall | None:
+    """Rewrite one clean layer call for a packed sequence (None if an argument is not understood).
+
+    positions [N]: the clean position of each packed slot; visible [N, N]: which slots each slot may
+    see on top of the clean mask (causality and sliding windows come from the clean call).
+    """
+    out: dict = {}
+    clean_mask = named.get("attention_mask")
+    if clean_mask is None:
+        allowed = torch.ones(n_tokens, n_tokens, dtype=torch.bool).tril()
+    elif isinstance(clean_mask, torch.Tensor) and clean_mask.shape[-2:] == (n_tokens, n_tokens) \
+            and clean_mask.shape[0] == 1:
+        allowed = clean_mask[0, 0].cpu()
+        allowed = allowed if allowed.dtype == torch.bool else allowed == 0  # additive float mask
+    else:
+        return None
+    mask = allowed[positions][:, positions] & visible  # [N, N]
+    if isinstance(clean_mask, torch.Tensor) and clean_mask.dtype != torch.bool:
+        floor = torch.finfo(clean_mask.dtype).min
+        mask = torch.zeros(mask.shape, dtype=clean_mask.dtype).masked_fill(~mask, floor)
+    device = clean_mask.device if isinstance(clean_mask, torch.Tensor) else positions.device
+    for name, value in named.items():
+        if name == "attention_mask":
+            out[name] = mask[None, None].to(device)
+        elif name == "position_embeddings" and isinstance(value, (tuple, list)):
+            out[name] = tuple(v.index_select(-2, positions.to(v.device)) for v in value)
+        elif name in _POSITIONAL_KWARGS and isinstance(value, torch.Tensor):
+            out[name] = value.index_select(-1, positions.to(value.device))
+        elif isinstance(value, torch.Tensor) and n_tokens in value.shape:
+            return None  # a per-token argument we do not know how to pack
+        else:
+            out[name] = value
+    return _LayerCall((), out)
+
+
 #: on_layer(layer, rows, layer_input, layer_output) receives fp32 [B_active, T, d] tensors; rows are
 #: the variant indices (positions in the ``starts`` list) of the batch rows.
 LayerCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -150,6 +205,30 @@ class Replayer:
         self.trace, self._calls = capture(model, input_ids, self.taps, keep_calls=True)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+
+    def packed(self, positions: torch.Tensor, visible: torch.Tensor) -> Replayer | None:
+        """A Replayer over a *packed* sequence: slot a holds clean position ``positions[a]``.
+
+        Several variants of one prompt that share a prefix (the future-effect skips of all splits)
+        then run as one sequence: the shared prefix once, each variant's own suffix after it, with
+        ``visible`` [N, N] saying which slots a slot may attend to (on top of the clean causal /
+        sliding-window mask) and the rotary / position arguments gathered at ``positions``. Returns
+        None when the attention implementation or a layer argument cannot be packed exactly.
+        """
+        if getattr(self.model.config, "_attn_implementation", None) not in _MASKABLE_ATTENTION:
+            return None
+        positions = positions.long().cpu()
+        calls = []
+        for layer, call in zip(self.taps.layers, self._calls):
+            named = _named_call(layer, call)
+            packed = None if named is None else _packed_call(named, positions, visible.cpu(),
+                                                             self.trace.n_tokens)
+            if packed is None:
+                return None
+            calls.append(packed)
+        view = copy.copy(self)
+        view._calls = calls
+        return view
 
     @torch.no_grad()
     def run_layer(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ no code with effdepth's vectorised, batched implementations.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -243,6 +244,58 @@ def test_skip_matches_plain_loop(family_model, variant):
         expected = per_split.groupby(["skipped", "affected"])["value"].max()
         np.testing.assert_allclose(reduced.set_index(["skipped", "affected"])["value"].sort_index(),
                                    expected.sort_index())
+
+
+def test_packed_skips_equal_one_sequence_per_split(family_model):
+    """The packed path (shared prefix + per-split suffixes) gives the unpacked numbers, all variants at once."""
+    family, model, ids, _ = family_model
+    replayer = Replayer(model, ids)
+    splits = [8, 16, 32]
+    view = skip._packed_view(replayer, splits, with_current=True)
+    assert view is not None, f"{family}: layer calls could not be packed"
+    # 3 splits + current: T + sum(T - t) slots instead of 4 sequences of T
+    assert view is not replayer and len(skip._packed_layout(T, splits, True)[0]) == T + sum(T - t for t in splits)
+    packed = skip.skip_effects(replayer, splits=splits, pack=True)
+    plain = skip.skip_effects(replayer, splits=splits, pack=False)
+    for name, keys in (("matrix", ["variant", "split", "skipped", "affected"]),
+                       ("output", ["variant", "split", "skipped"])):
+        a = getattr(packed, name).sort_values(keys).reset_index(drop=True)
+        b = getattr(plain, name).sort_values(keys).reset_index(drop=True)
+        assert a[keys].equals(b[keys])
+        np.testing.assert_allclose(a["value"], b["value"], atol=2e-5, err_msg=f"{family} {name}")
+    assert set(packed.matrix.variant) == {*skip.VARIANTS, "noise_future", "noise_current",
+                                          "noise_local_future", "noise_local_current"}
+
+
+def test_packed_layout_masks_each_split_to_its_own_window():
+    """A suffix slot of split t sees the prefix below t and its own suffix, causally; never another split."""
+    pos, group = skip._packed_layout(12, [4, 8], with_current=False)
+    assert pos.tolist() == [*range(8), *range(4, 12), *range(8, 12)]
+    assert group.tolist() == [0] * 8 + [1] * 8 + [2] * 4
+    model = tiny_model("llama")
+    view = skip._packed_view(Replayer(model, random_ids(12)), [4, 8], with_current=False)
+    mask = view._calls[0].kwargs["attention_mask"][0, 0]  # [N, N] bool
+    sees = lambda a: set(mask[a].nonzero()[:, 0].tolist())  # noqa: E731
+    assert sees(8) == {0, 1, 2, 3, 8}  # split 4, position 4: prefix 0..3 and itself
+    assert sees(10) == {0, 1, 2, 3, 8, 9, 10}  # split 4, position 6
+    assert sees(16) == {*range(8), 16}  # split 8, position 8
+    assert sees(5) == set(range(6))  # a prefix slot: causal within the prefix
+    cos = view._calls[0].kwargs["position_embeddings"][0]
+    clean_cos = Replayer(model, random_ids(12))._calls[0].kwargs["position_embeddings"][0]
+    torch.testing.assert_close(cos[0, 8], clean_cos[0, 4])  # slot 8 carries rotary position 4
+
+
+def test_unpackable_layer_call_falls_back_to_the_unpacked_path():
+    """A per-token layer argument effdepth does not know makes packing refuse (and the skips still run)."""
+    model = tiny_model("llama")
+    replayer = Replayer(model, random_ids(T))
+    replayer._calls = [type(c)(c.args, {**c.kwargs, "mystery": torch.zeros(1, T)}) for c in replayer._calls]
+    assert replayer.packed(torch.arange(T), torch.ones(T, T, dtype=torch.bool)) is None
+    flash = Replayer(model, random_ids(T))
+    flash.model = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    assert flash.packed(torch.arange(T), torch.ones(T, T, dtype=torch.bool)) is None  # no arbitrary masks
+    result = skip.skip_effects(replayer, splits=[8, 16], variants=["future"])
+    assert result.matrix[result.matrix.variant == "future"]["value"].max() > 0
 
 
 # ----------------------------------------------------------------------------- known values
