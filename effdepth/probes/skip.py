@@ -135,10 +135,12 @@ def _output_distances(replayer: Replayer, resid: torch.Tensor, clean_probs: torc
     device = next(taps.unembed.parameters()).device
     chunk = max(1, budget_bytes // (3 * clean_probs.shape[-1] * 4))
     dist = torch.empty(resid.shape[0])
+    work_buf = torch.empty(min(chunk, resid.shape[0]), clean_probs.shape[-1])  # reused: no page faults
     for start in range(0, resid.shape[0], chunk):
         stop = min(start + chunk, resid.shape[0])
         probs = torch.softmax(taps.to_logits(resid[start:stop].to(device)).cpu(), dim=-1)
-        dist[start:stop] = (probs - clean_probs[pos[start:stop]]).norm(dim=-1)
+        work = torch.index_select(clean_probs, 0, pos[start:stop], out=work_buf[:stop - start])
+        dist[start:stop] = torch.linalg.vector_norm(work.neg_().add_(probs), dim=-1)
     return dist
 
 
