@@ -235,6 +235,7 @@ class _Packing:
         n_tokens = trace.n_tokens
         self.acc, self.view, self.splits = acc, view, list(splits)
         self.pos, self.group = _packed_layout(n_tokens, splits, with_current)
+        self.in_window = ((self.group == 0) & (self.pos >= 1))[:, None]  # [N, 1]: the edited prefix slots
         device = acc.replayer.device
         self.clean_contrib = acc.clean_contrib[:, self.pos.to(device)]  # [L, N, d]
         self.clean_norm = acc.clean_norm[:, self.pos.to(device)]  # [L, N]
@@ -309,9 +310,9 @@ def _run_skips_packed(replayer: Replayer, splits: Sequence[int], with_current: b
         return None
     acc, pack = packed
     trace = replayer.trace
-    pos = pack.pos
-    in_window = ((pack.group == 0) & (pos >= 1))[:, None]  # [N, 1]: the prefix slots that are skipped
+    pos, in_window = pack.pos, pack.in_window
     device = replayer.device
+    clean_probs = torch.softmax(trace.logits, dim=-1)  # [T, V]
     inputs = torch.empty(len(pack.rows), pack.n_slots, trace.resid.shape[-1])
     for i, s in enumerate(pack.rows):
         if s < 0:
@@ -326,7 +327,7 @@ def _run_skips_packed(replayer: Replayer, splits: Sequence[int], with_current: b
             [max(s + 1, 0) for s in rows], inputs[first:first + batch],
             on_layer=lambda layer, local, inp, out: pack.record(layer, [rows[i] for i in local.tolist()],
                                                                 out - inp))
-        pack.record_output(rows, final, torch.softmax(trace.logits, dim=-1))
+        pack.record_output(rows, final, clean_probs)
         if progress:
             done = min(first + batch, len(pack.rows))
             progress(f"skip {done}/{len(pack.rows)} packed variants", done / len(pack.rows))
@@ -342,8 +343,7 @@ def _run_local_packed(replayer: Replayer, splits: Sequence[int], with_current: b
         return None
     acc, pack = packed
     trace = replayer.trace
-    pos = pack.pos
-    in_window = ((pack.group == 0) & (pos >= 1))[:, None].float()  # [N, 1]
+    pos, in_window = pack.pos, pack.in_window.float()
     edits = torch.stack([torch.zeros(pack.n_slots, trace.resid.shape[-1]) if s < 0
                          else trace.contrib[s][pos] * in_window for s in pack.rows])  # [R, N, d]
     batch = max(1, max_batch_tokens // pack.n_slots)
