@@ -98,6 +98,24 @@ def plain(model, ids, splits):
             "output": output}
 
 
+def weight_flops(model, ids, splits) -> dict:
+    """Weight-matmul FLOPs of both paths (2 per weight per token; attention scores left out).
+
+    The FLOP-count bound on the speed-up: what no batching can beat on a compute-bound CPU.
+    """
+    model_taps = taps(model)
+    n_layers, n_tokens = model_taps.n_layers, ids.shape[1]
+    per_layer = 2 * sum(p.numel() for p in model_taps.layers[0].parameters() if p.dim() == 2)  # per token
+    unembed = 2 * next(model_taps.unembed.parameters()).numel()  # per token
+    suffix = sum(n_tokens - t for t in splits)
+    clean = n_tokens * (n_layers * per_layer + unembed) + n_layers * n_tokens * unembed  # + logit lens
+    plain = clean + len(splits) * n_layers * n_tokens * (n_layers * per_layer + unembed)
+    slots = max(splits) + suffix  # packed: the shared prefix once, then each split's suffix
+    layer_runs = sum(n_layers - 1 - s for s in range(n_layers)) + n_layers  # + the noise row
+    suite = clean + layer_runs * slots * per_layer + (n_layers + 1) * suffix * unembed
+    return {"plain_gflop": plain / 1e9, "suite_gflop": suite / 1e9, "flop_ratio": plain / suite}
+
+
 def max_diff(a: dict, b: dict) -> float:
     worst = 0.0
     for key in a:
@@ -123,7 +141,18 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default=str(ROOT / "results.jsonl"))
+    parser.add_argument("--flops-only", action="store_true",
+                        help="print the weight-FLOP counts of both paths and their ratio; time nothing")
     args = parser.parse_args()
+    if args.flops_only:
+        print("| model | T | plain GFLOP | suite GFLOP | FLOP ratio |\n|---|---|---|---|---|")
+        for name in args.models:
+            loaded = load_model(name, dtype=args.dtype)
+            for n_tokens in args.tokens:
+                f = weight_flops(loaded.model, prompt_ids(loaded.tokenizer, n_tokens), skip.draw_splits(n_tokens))
+                print(f"| {name} | {n_tokens} | {f['plain_gflop']:.0f} | {f['suite_gflop']:.0f} | "
+                      f"{f['flop_ratio']:.2f} |", flush=True)
+        return
     torch.set_num_threads(args.threads)
     rows = []
     print(f"torch {torch.__version__}, {args.threads} threads, dtype {args.dtype}", flush=True)
@@ -142,7 +171,8 @@ def main() -> None:
                    "dtype": args.dtype, "suite_s": round(fast_s, 2), "plain_s": round(slow_s, 2),
                    "speedup": round(slow_s / fast_s, 2), "max_abs_diff": max_diff(fast, slow),
                    "peak_rss_suite_mb": round(fast_rss), "peak_rss_plain_mb": round(slow_rss),
-                   "threads": args.threads, "date": time.strftime("%Y-%m-%d")}
+                   "threads": args.threads, "date": time.strftime("%Y-%m-%d"),
+                   **{k: round(v, 2) for k, v in weight_flops(loaded.model, ids, splits).items()}}
             rows.append(row)
             print(f"| {name} | {loaded.n_layers} | {n_tokens} | {fast_s:.1f} | {slow_s:.1f} | "
                   f"{slow_s / fast_s:.1f}× | {row['max_abs_diff']:.1e} | {fast_rss:.0f} | {slow_rss:.0f} |",

@@ -41,7 +41,7 @@ LAYER_METRICS = ("cos_att", "cos_mlp", "cos_layer", "rc_att", "rc_mlp", "rc_laye
 class TqdmProgress:
     """``progress(stage, frac)`` callback drawing one transient tqdm bar per stage on stderr.
 
-    Stage names with a counter ("skip 12/248 variants") share one bar ("skip variants"); a stage
+    Stage names with a counter ("skip replay, layer 12/30") share one bar ("skip replay, layer"); a stage
     with a fraction gets a percentage bar, one without just its elapsed time. When a stage ends its
     bar is replaced by one line "stage: 1.23 s".
     """

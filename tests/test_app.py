@@ -133,13 +133,15 @@ def test_progress_tracker_is_monotone_and_names_stages():
     seen = []
     tracker = views.ProgressTracker(sink=lambda label, frac: seen.append((label, frac)))
     for stage, frac in [("loading model", 0.0), ("dequantising GGUF (weights)", None), ("forward pass", None),
-                        ("logit lens", None), ("layer skipping", 0.0), ("skip 10/124 variants", 0.08),
-                        ("skip 124/124 variants", 1.0), ("local layer 3/30", 0.1), ("local layer 30/30", 1.0)]:
+                        ("logit lens", None), ("layer skipping", 0.0), ("skip replay, layer 3/30", 0.1),
+                        ("skip replay, layer 30/30", 1.0), ("direct-path replay, layer 3/30", 0.1),
+                        ("direct-path replay, layer 30/30", 1.0)]:
         tracker(stage, frac)
     fractions = [f for _, f in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert seen[0][0] == "Loading model"
-    assert any(label.startswith("Layer skipping: skip 10/124") for label, _ in seen)
+    assert any(label.startswith("Layer skipping: skip replay, layer 3/30") for label, _ in seen)
+    assert any(label.startswith("Layer skipping (direct path)") for label, _ in seen)
 
 
 def test_model_holder_keeps_one_model():

@@ -392,3 +392,17 @@ def test_unsupported_architecture_names_supported_ones():
     import transformers as tf
     with pytest.raises(UnsupportedArchitectureError, match="llama.*qwen2"):
         check_supported(tf.BertConfig())
+
+
+def test_skip_reports_progress_per_replayed_layer():
+    """Long skips show 'skip replay, layer l/L' as they go (not one jump at the end), in order."""
+    seen = []
+    skip.skip_effects(Replayer(tiny_model("llama"), random_ids(T)), splits=[8, 16], max_batch_tokens=2 * T,
+                      progress=lambda stage, frac: seen.append((stage, frac)))
+    replay = [(s, f) for s, f in seen if s.startswith("skip replay")]
+    direct = [(s, f) for s, f in seen if s.startswith("direct-path replay")]
+    assert replay and direct
+    assert "skip replay, layer 1/5, batch 1/" in replay[0][0]  # small batches: several of them
+    for steps in (replay, direct):
+        fractions = [f for _, f in steps]
+        assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(set(fractions)) >= 5

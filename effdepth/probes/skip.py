@@ -181,15 +181,18 @@ def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_token
         inputs[k] = torch.where(edited[:, None], trace.resid[s], trace.resid[s + 1])
         acc.record(s, torch.tensor([k]), (inputs[k] - trace.resid[s])[None].to(replayer.device))
     batch = max(1, max_batch_tokens // n_tokens)
-    for first in range(0, len(variants), batch):
+    n_batches = -(-len(variants) // batch)
+    for index, first in enumerate(range(0, len(variants), batch)):
         rows = list(range(first, min(first + batch, len(variants))))
         row_index = torch.tensor(rows)
-        final = replayer.run_staggered(
-            [variants[k].start for k in rows], inputs[rows],
-            on_layer=lambda layer, local, inp, out: acc.on_layer(layer, row_index[local], inp, out))
+
+        def on_layer(layer, local, inp, out, row_index=row_index, index=index):
+            acc.on_layer(layer, row_index[local], inp, out)
+            _layer_progress(progress, "skip", layer, n_layers, index, n_batches)
+
+        final = replayer.run_staggered([variants[k].start for k in rows], inputs[rows], on_layer)
         acc.record_output(row_index, final, clean_probs)
-        if progress:
-            progress(f"skip {rows[-1] + 1}/{len(variants)} variants", (rows[-1] + 1) / len(variants))
+        _layer_progress(progress, "skip", n_layers - 1, n_layers, index, n_batches)  # batch done
     return acc
 
 
@@ -214,7 +217,7 @@ def _run_local(replayer: Replayer, splits: Sequence[int | None], max_batch_token
             inp = (trace.resid[layer][None] - edits[chunk]).to(replayer.device)
             acc.on_layer(layer, chunk, inp, replayer.run_layer(layer, inp))
         if progress:
-            progress(f"local layer {layer + 1}/{n_layers}", (layer + 1) / n_layers)
+            progress(f"direct-path replay, layer {layer + 1}/{n_layers}", (layer + 1) / n_layers)
     for first in range(0, len(variants), batch):
         chunk = torch.arange(first, min(first + batch, len(variants)))
         acc.record_output(chunk, trace.resid[-1][None] - edits[chunk], clean_probs)
@@ -321,17 +324,26 @@ def _run_skips_packed(replayer: Replayer, splits: Sequence[int], with_current: b
         inputs[i] = torch.where(in_window, trace.resid[s][pos], trace.resid[s + 1][pos])
         pack.record(s, [s], (inputs[i] - trace.resid[s][pos])[None].to(device))
     batch = max(1, max_batch_tokens // pack.n_slots)
-    for first in range(0, len(pack.rows), batch):
+    n_batches = -(-len(pack.rows) // batch)
+    for index, first in enumerate(range(0, len(pack.rows), batch)):
         rows = pack.rows[first:first + batch]
-        final = pack.view.run_staggered(
-            [max(s + 1, 0) for s in rows], inputs[first:first + batch],
-            on_layer=lambda layer, local, inp, out: pack.record(layer, [rows[i] for i in local.tolist()],
-                                                                out - inp))
+
+        def on_layer(layer, local, inp, out, rows=rows, index=index):
+            pack.record(layer, [rows[i] for i in local.tolist()], out - inp)
+            _layer_progress(progress, "skip", layer, trace.n_layers, index, n_batches)
+
+        final = pack.view.run_staggered([max(s + 1, 0) for s in rows], inputs[first:first + batch], on_layer)
         pack.record_output(rows, final, clean_probs)
-        if progress:
-            done = min(first + batch, len(pack.rows))
-            progress(f"skip {done}/{len(pack.rows)} packed variants", done / len(pack.rows))
+        _layer_progress(progress, "skip", trace.n_layers - 1, trace.n_layers, index, n_batches)  # batch done
     return acc
+
+
+def _layer_progress(progress: Callable[[str, float], None] | None, label: str, layer: int, n_layers: int,
+                    batch: int, n_batches: int) -> None:
+    """'skip replay, layer l/L' as the staggered batches advance; the fraction runs over all batches."""
+    if progress:
+        where = f", batch {batch + 1}/{n_batches}" if n_batches > 1 else ""
+        progress(f"{label} replay, layer {layer + 1}/{n_layers}{where}", (batch + (layer + 1) / n_layers) / n_batches)
 
 
 @torch.no_grad()
@@ -354,7 +366,7 @@ def _run_local_packed(replayer: Replayer, splits: Sequence[int], with_current: b
             inp = (trace.resid[layer][pos][None] - edits[chunk]).to(replayer.device)
             pack.record(layer, [pack.rows[i] for i in chunk], pack.view.run_layer(layer, inp) - inp)
         if progress:
-            progress(f"local layer {layer + 1}/{trace.n_layers}", (layer + 1) / trace.n_layers)
+            progress(f"direct-path replay, layer {layer + 1}/{trace.n_layers}", (layer + 1) / trace.n_layers)
     clean_probs = torch.softmax(trace.logits, dim=-1)
     for first in range(0, len(pack.rows), batch):
         chunk = list(range(first, min(first + batch, len(pack.rows))))
