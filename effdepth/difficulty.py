@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from effdepth import depth, sweep
+from effdepth import sweep
 
 PROBES = ("cosine", "kl", "overlap")
 RULES = ("p1", "guarded")

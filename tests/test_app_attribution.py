@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from effdepth import charts, datasets, engine, models, views
+from effdepth import charts, datasets, engine, views
 from tests import app_support
 from tests.test_app import EXPLORE, forbid_model_loads, marks, no_problems, page, specs, title, url
 

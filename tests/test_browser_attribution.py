@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from effdepth import charts, datasets, engine, models, views
+from effdepth import datasets, engine, models, views
 from effdepth.store import Store
 from tests import app_support
 from tests.test_browser import _canvas_has_pixels, _url, _wait_charts, _wait_idle, browser, page, runs, server, shoot  # noqa: F401

@@ -37,7 +37,6 @@ def test_kl_p1_rule_and_its_layer0_artefact():
 
 
 def test_kl_p1_never_picks_the_last_layer():
-    kl = np.array([4.0, 3.0, 2.5, 1.0])
     assert depth.ed_kl(np.array([4.0, 3.0, 2.5, 2.1])).ed is None  # 2.1 > 2.0 until L-2
     assert depth.ed_kl(np.array([4.0, 3.0, 2.5, 1.0])).ed is None  # l = L-1 is outside [0, L-2]
 
@@ -63,7 +62,6 @@ def test_skip_rule_and_depth_score():
 
 
 def test_ed_table_from_layer_frame():
-    L = 8
     mu = [-0.3, -0.2, -0.1, -0.05, 0.1, 0.2, 0.3, 0.1]
     rows = []
     for metric in ("cos_att", "cos_mlp", "cos_layer"):

@@ -293,6 +293,7 @@ def _packed_view(replayer: Replayer, splits: Sequence[int], with_current: bool) 
 
 def _packed_variants(replayer: Replayer, splits: Sequence[int], with_current: bool,
                      local: bool) -> tuple[_Accumulator, _Packing] | None:
+    """The accumulator (variant rows as unpacked) and the packing, or None if the model cannot be packed."""
     view = _packed_view(replayer, splits, with_current)
     if view is None:
         return None
@@ -305,16 +306,12 @@ def _packed_variants(replayer: Replayer, splits: Sequence[int], with_current: bo
 
 
 @torch.no_grad()
-def _run_skips_packed(replayer: Replayer, splits: Sequence[int], with_current: bool, max_batch_tokens: int,
-                      progress: Callable[[str, float], None] | None) -> _Accumulator | None:
+def _run_skips_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
+                      progress: Callable[[str, float], None] | None) -> _Accumulator:
     """Future (and current) skips as one packed sequence per skipped layer; see _Packing."""
-    packed = _packed_variants(replayer, splits, with_current, local=False)
-    if packed is None:
-        return None
-    acc, pack = packed
-    trace = replayer.trace
+    trace = acc.replayer.trace
     pos, in_window = pack.pos, pack.in_window
-    device = replayer.device
+    device = acc.replayer.device
     clean_probs = torch.softmax(trace.logits, dim=-1)  # [T, V]
     inputs = torch.empty(len(pack.rows), pack.n_slots, trace.resid.shape[-1])
     for i, s in enumerate(pack.rows):
@@ -347,14 +344,10 @@ def _layer_progress(progress: Callable[[str, float], None] | None, label: str, l
 
 
 @torch.no_grad()
-def _run_local_packed(replayer: Replayer, splits: Sequence[int], with_current: bool, max_batch_tokens: int,
-                      progress: Callable[[str, float], None] | None) -> _Accumulator | None:
+def _run_local_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
+                      progress: Callable[[str, float], None] | None) -> _Accumulator:
     """§6.3 on the packed layout: layer i >= s runs on h_i - c_s in the prefix window, no cascade."""
-    packed = _packed_variants(replayer, splits, with_current, local=True)
-    if packed is None:
-        return None
-    acc, pack = packed
-    trace = replayer.trace
+    trace = acc.replayer.trace
     pos, in_window = pack.pos, pack.in_window.float()
     edits = torch.stack([torch.zeros(pack.n_slots, trace.resid.shape[-1]) if s < 0
                          else trace.contrib[s][pos] * in_window for s in pack.rows])  # [R, N, d]
@@ -363,7 +356,7 @@ def _run_local_packed(replayer: Replayer, splits: Sequence[int], with_current: b
         rows = [i for i, s in enumerate(pack.rows) if s < layer]  # the noise row has s = -1
         for first in range(0, len(rows), batch):
             chunk = rows[first:first + batch]
-            inp = (trace.resid[layer][pos][None] - edits[chunk]).to(replayer.device)
+            inp = (trace.resid[layer][pos][None] - edits[chunk]).to(acc.replayer.device)
             pack.record(layer, [pack.rows[i] for i in chunk], pack.view.run_layer(layer, inp) - inp)
         if progress:
             progress(f"direct-path replay, layer {layer + 1}/{trace.n_layers}", (layer + 1) / trace.n_layers)
@@ -422,10 +415,12 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
         chosen = [t for t in split_list if (t is None and current in variants)
                   or (t is not None and future in variants)]
         future_splits = [t for t in chosen if t is not None]
-        acc = None
+        packing = None
         if pack and future_splits:
-            acc = packed_run(replayer, future_splits, current in variants, max_batch_tokens, progress)
-        if acc is None:
+            packing = _packed_variants(replayer, future_splits, current in variants, local=future != "future")
+        if packing is not None:
+            acc = packed_run(*packing, max_batch_tokens, progress)
+        else:
             acc = plain_run(replayer, chosen, max_batch_tokens, progress)
         frames.append(_frames(acc))
     matrix = pd.concat([f[0] for f in frames], ignore_index=True)
