@@ -155,15 +155,18 @@ def _named_call(layer: nn.Module, call: _LayerCall) -> dict | None:
     return {**{p.name: a for p, a in zip(params, call.args)}, **call.kwargs}
 
 
-def _packed_call(named: dict, positions: torch.Tensor, visible: torch.Tensor,
-                 n_tokens: int) -> _LayerCall | None:
+def _packed_call(named: dict, positions: torch.Tensor, visible: torch.Tensor, n_tokens: int,
+                 bool_mask_ok: bool) -> _LayerCall | None:
     """Rewrite one clean layer call for a packed sequence (None if an argument is not understood).
 
     positions [N]: the clean position of each packed slot; visible [N, N]: which slots each slot may
-    see on top of the clean mask (causality and sliding windows come from the clean call).
+    see on top of the clean mask (causality and sliding windows come from the clean call). Without a
+    clean mask the layer was causal, and the packed mask is boolean: only where ``bool_mask_ok`` (sdpa).
     """
     out: dict = {}
     clean_mask = named.get("attention_mask")
+    if clean_mask is None and not bool_mask_ok:
+        return None
     if clean_mask is None:
         allowed = torch.ones(n_tokens, n_tokens, dtype=torch.bool).tril()
     elif isinstance(clean_mask, torch.Tensor) and clean_mask.shape[-2:] == (n_tokens, n_tokens) \
@@ -215,14 +218,15 @@ class Replayer:
         sliding-window mask) and the rotary / position arguments gathered at ``positions``. Returns
         None when the attention implementation or a layer argument cannot be packed exactly.
         """
-        if getattr(self.model.config, "_attn_implementation", None) not in _MASKABLE_ATTENTION:
+        implementation = getattr(self.model.config, "_attn_implementation", None)
+        if implementation not in _MASKABLE_ATTENTION:
             return None
         positions = positions.long().cpu()
         calls = []
         for layer, call in zip(self.taps.layers, self._calls):
             named = _named_call(layer, call)
             packed = None if named is None else _packed_call(named, positions, visible.cpu(),
-                                                             self.trace.n_tokens)
+                                                             self.trace.n_tokens, implementation == "sdpa")
             if packed is None:
                 return None
             calls.append(packed)

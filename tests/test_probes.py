@@ -267,6 +267,23 @@ def test_packed_skips_equal_one_sequence_per_split(family_model):
                                           "noise_local_future", "noise_local_current"}
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2"])
+def test_packed_skips_with_eager_attention_and_additive_masks(family):
+    """Eager attention takes additive float masks (GPT-2 positionally): the packed mask follows suit."""
+    import transformers as tf
+
+    from tests.tiny import CONFIGS, scale_init
+
+    model = scale_init(tf.AutoModelForCausalLM.from_config(CONFIGS[family](), attn_implementation="eager")).eval()
+    replayer = Replayer(model, random_ids(T))
+    assert skip._packed_view(replayer, [8, 24], with_current=True) is not None
+    packed = skip.skip_effects(replayer, splits=[8, 24], variants=["future", "current"])
+    plain = skip.skip_effects(replayer, splits=[8, 24], variants=["future", "current"], pack=False)
+    keys = ["variant", "split", "skipped", "affected"]
+    np.testing.assert_allclose(packed.matrix.sort_values(keys)["value"], plain.matrix.sort_values(keys)["value"],
+                               atol=2e-5)
+
+
 def test_packed_layout_masks_each_split_to_its_own_window():
     """A suffix slot of split t sees the prefix below t and its own suffix, causally; never another split."""
     pos, group = skip._packed_layout(12, [4, 8], with_current=False)
