@@ -517,6 +517,8 @@ def cmd_sweep(args) -> int:
         return 0
     for how, label in (("token", "token-weighted (P1)"), ("prompt", "per-prompt mean (P2)")):
         ci = sweep.bootstrap_ci(frames, counts, how=how, n_boot=args.n_boot)
+        if not len(ci.ed):  # e.g. a skip-only sweep: no per-layer curves to aggregate
+            continue
         print(f"\nED / EDR of the aggregate curve, {label}, 95% bootstrap CI over items:")
         for r in ci.ed.itertuples():
             if pd_isna(r.ed):

@@ -20,6 +20,18 @@ def test_sweep_cli_runs_then_resumes_without_loading(tmp_path, capsys, monkeypat
     assert "2 items of manual" in capsys.readouterr().out
 
 
+def test_skip_only_sweep_prints_the_depth_score_and_no_empty_ed_sections(tmp_path, capsys):
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(f'{{"prompt": "Question: {a} plus {a} is what number? Answer:", "answer": " {2 * a}", '
+                             f'"bin": "{"easy" if a < 3 else "hard"}"}}\n' for a in range(1, 5)))
+    assert cli.main(["sweep", "--model", "smollm2-135m", "--jsonl", str(items), "--probes", "skip",
+                     "--skip-variants", "future", "--n-boot", "10", "--cache", str(tmp_path / "c.duckdb")]) == 0
+    out = capsys.readouterr().out
+    assert "4 items of" in out and "ED / EDR of the aggregate curve" not in out
+    for bin_name in ("easy", "hard"):
+        assert f"{bin_name}" in out.split("depth score")[1]
+
+
 def test_sweep_cli_bad_jsonl_line_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "items.jsonl"
     bad.write_text('{"prompt": "a", "answer": "b"}\n{"prompt": 3}\n')
