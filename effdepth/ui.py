@@ -6,11 +6,18 @@ Pages call these and ``effdepth.views`` / ``effdepth.charts``; nothing here touc
 
 from __future__ import annotations
 
+import copy
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import streamlit as st
+
+try:  # Streamlit's own Altair → Vega-Lite conversion (Arrow datasets); private, so optional
+    from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec as _to_vega_lite
+except ImportError:  # pragma: no cover - another Streamlit: st.altair_chart converts on every rerun
+    _to_vega_lite = None
 
 from effdepth import views
 from effdepth.errors import CacheError, EffdepthError
@@ -304,13 +311,35 @@ def downloads(chart, name: str, key: str) -> None:
                           type="tertiary")
 
 
+_SPECS: OrderedDict[int, tuple] = OrderedDict()  # id(chart) -> (chart, Vega-Lite spec); the chart kept alive
+
+
+def _vega_lite_spec(chart_obj) -> dict | None:
+    """The chart's Vega-Lite spec, converted once per chart object.
+
+    Converting (Altair's schema validation) is over half of a cached view's script time, and the
+    pages reuse memoised chart objects (views.memo_chart), so a rerun sends the stored spec.
+    """
+    if _to_vega_lite is None:
+        return None
+    hit = _SPECS.get(id(chart_obj))
+    if hit is None or hit[0] is not chart_obj:
+        hit = (chart_obj, _to_vega_lite(chart_obj))
+        _SPECS[id(chart_obj)] = hit
+        if len(_SPECS) > 128:
+            _SPECS.popitem(last=False)
+    _SPECS.move_to_end(id(chart_obj))
+    return copy.deepcopy(hit[1])  # Streamlit moves the datasets out of the spec it is given
+
+
 def chart(chart_obj, name: str, key: str, on_select: str | Callable | None = None, download: bool = True):
-    """st.altair_chart at container width + its downloads; returns the selection state if selectable."""
-    if on_select:
-        event = st.altair_chart(chart_obj, width="stretch", key=key, on_select=on_select,
-                                selection_mode=["cell"])
+    """The chart at container width + its downloads; returns the selection state if selectable."""
+    spec = _vega_lite_spec(chart_obj)
+    select = dict(on_select=on_select, selection_mode=["cell"]) if on_select else {}
+    if spec is None:
+        event = st.altair_chart(chart_obj, width="stretch", key=key, **select)
     else:
-        event = st.altair_chart(chart_obj, width="stretch", key=key)
+        event = st.vega_lite_chart(spec=spec, width="stretch", key=key, **select)
     if download:
         downloads(chart_obj, name, key)
     return event
