@@ -423,3 +423,10 @@ def test_skip_reports_progress_per_replayed_layer():
     for steps in (replay, direct):
         fractions = [f for _, f in steps]
         assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0) and len(set(fractions)) >= 5
+
+
+def test_repeated_split_points_count_once():
+    assert skip.check_splits([16, 8, 16], 40) == [16, 8]
+    result = skip.skip_effects(Replayer(tiny_model("llama"), random_ids(T)), splits=[16, 16], variants=["future"])
+    future = result.matrix[(result.matrix.variant == "future") & (result.matrix.split == 16)]
+    assert len(future) == 5 * 5 and future[future.affected > future.skipped]["value"].min() > 0

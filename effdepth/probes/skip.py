@@ -58,7 +58,7 @@ def check_splits(splits: Sequence[int], n_tokens: int) -> list[int]:
     bad = [t for t in splits if not 2 <= int(t) <= n_tokens - 1]
     if bad:
         raise ValueError(f"split points {bad} are outside 2..{n_tokens - 1} for a {n_tokens}-token prompt")
-    return [int(t) for t in splits]
+    return list(dict.fromkeys(int(t) for t in splits))  # a repeated split point is one split
 
 
 @dataclass
