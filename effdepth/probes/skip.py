@@ -253,25 +253,37 @@ class _Packing:
     def n_slots(self) -> int:
         return self.pos.shape[0]
 
+    def _targets(self, rows: Sequence[int]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Per measured group g: (g, batch indices b, variant rows k) of the packed rows ``rows``."""
+        out = []
+        for g in range(len(self.slots)):
+            pairs = [(b, self.variant[r + 1][g]) for b, r in enumerate(rows) if self.variant[r + 1][g] is not None]
+            if pairs:
+                out.append((g, torch.tensor([b for b, _ in pairs]), torch.tensor([k for _, k in pairs])))
+        return out
+
     def record(self, layer: int, rows: Sequence[int], contrib: torch.Tensor) -> None:
         """contrib: the packed rows' layer-``layer`` contributions, [B, N, d]."""
-        rel = (contrib - self.clean_contrib[layer]).norm(dim=-1) / self.clean_norm[layer]  # [B, N]
-        rel = rel.cpu()
-        for b, r in enumerate(rows):
-            for g, slots in enumerate(self.slots):
-                k = self.variant[r + 1][g]
-                if k is not None:
-                    self.acc.effect[k, layer] = rel[b, slots].max()
+        rel = ((contrib - self.clean_contrib[layer]).norm(dim=-1) / self.clean_norm[layer]).cpu()  # [B, N]
+        for g, batch, variant in self._targets(rows):
+            self.acc.effect[variant, layer] = rel[batch][:, self.slots[g]].amax(dim=-1)
 
     def record_output(self, rows: Sequence[int], final: torch.Tensor, clean_probs: torch.Tensor) -> None:
-        """O of each measured group of the packed rows from their final residuals [B, N, d]."""
+        """O of each measured group of the packed rows from their final residuals [B, N, d], decoded at once."""
         final = final.cpu()
-        for b, r in enumerate(rows):
-            for g, slots in enumerate(self.slots):
-                k = self.variant[r + 1][g]
-                if k is not None:
-                    dist = _output_distances(self.acc.replayer, final[b, slots], clean_probs, self.pos[slots])
-                    self.acc.output[k] = dist.max()
+        resid, pos, owner = [], [], []
+        for g, batch, variant in self._targets(rows):
+            slots = self.slots[g]
+            resid.append(final[batch][:, slots].reshape(-1, final.shape[-1]))  # [b * n_g, d]
+            pos.append(self.pos[slots].repeat(len(batch)))
+            owner.append(variant.repeat_interleave(len(slots)))
+        if not resid:
+            return
+        owner = torch.cat(owner)
+        dist = _output_distances(self.acc.replayer, torch.cat(resid), clean_probs, torch.cat(pos))
+        best = torch.zeros(len(self.acc.variants)).scatter_reduce(0, owner, dist, reduce="amax", include_self=True)
+        touched = owner.unique()
+        self.acc.output[touched] = best[touched]
 
 
 def _packed_layout(n_tokens: int, splits: Sequence[int], with_current: bool) -> tuple[torch.Tensor, torch.Tensor]:
