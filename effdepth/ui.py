@@ -311,7 +311,7 @@ def downloads(chart, name: str, key: str) -> None:
                           type="tertiary")
 
 
-_SPECS: OrderedDict[int, tuple] = OrderedDict()  # id(chart) -> (chart, Vega-Lite spec); the chart kept alive
+_SPECS: OrderedDict[int, tuple] = OrderedDict()  # id(chart) -> (chart, spec): holding the chart keeps its id unique
 
 
 def _vega_lite_spec(chart_obj) -> dict | None:
@@ -322,14 +322,8 @@ def _vega_lite_spec(chart_obj) -> dict | None:
     """
     if _to_vega_lite is None:
         return None
-    hit = _SPECS.get(id(chart_obj))
-    if hit is None or hit[0] is not chart_obj:
-        hit = (chart_obj, _to_vega_lite(chart_obj))
-        _SPECS[id(chart_obj)] = hit
-        if len(_SPECS) > 128:
-            _SPECS.popitem(last=False)
-    _SPECS.move_to_end(id(chart_obj))
-    return copy.deepcopy(hit[1])  # Streamlit moves the datasets out of the spec it is given
+    _, spec = views.remember(_SPECS, id(chart_obj), lambda: (chart_obj, _to_vega_lite(chart_obj)), size=128)
+    return copy.deepcopy(spec)  # Streamlit moves the datasets out of the spec it is given
 
 
 def chart(chart_obj, name: str, key: str, on_select: str | Callable | None = None, download: bool = True):

@@ -378,7 +378,8 @@ def _file_stamp(path) -> tuple:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def _remember(memo: OrderedDict, key, build, size: int):
+def remember(memo: OrderedDict, key, build, size: int):
+    """memo[key], built on a miss; the least recently used entry goes past ``size``."""
     if key in memo:
         memo.move_to_end(key)
         return memo[key]
@@ -396,12 +397,12 @@ def get_run(store, run_id: str | None):
     if not run_id:
         return None
     key = (str(getattr(store, "path", id(store))), run_id, _file_stamp(getattr(store, "path", "")))
-    return _remember(_RUN_MEMO, key, lambda: store.get(run_id), size=8)
+    return remember(_RUN_MEMO, key, lambda: store.get(run_id), size=8)
 
 
 def memo_chart(key: tuple, build):
     """Chart specs memoised by (run id, chart, options): reruns of a cached view rebuild nothing."""
-    return _remember(_CHART_MEMO, key, build, size=128)
+    return remember(_CHART_MEMO, key, build, size=128)
 
 
 # --------------------------------------------------------------------------------------------------

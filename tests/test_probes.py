@@ -251,7 +251,7 @@ def test_packed_skips_equal_one_sequence_per_split(family_model):
     family, model, ids, _ = family_model
     replayer = Replayer(model, ids)
     splits = [8, 16, 32]
-    view = skip._packed_view(replayer, splits, with_current=True)
+    view = skip._packed_view(replayer, splits, *skip._packed_layout(T, splits, True))
     assert view is not None, f"{family}: layer calls could not be packed"
     # 3 splits + current: T + sum(T - t) slots instead of 4 sequences of T
     assert view is not replayer and len(skip._packed_layout(T, splits, True)[0]) == T + sum(T - t for t in splits)
@@ -276,7 +276,7 @@ def test_packed_skips_with_eager_attention_and_additive_masks(family):
 
     model = scale_init(tf.AutoModelForCausalLM.from_config(CONFIGS[family](), attn_implementation="eager")).eval()
     replayer = Replayer(model, random_ids(T))
-    assert skip._packed_view(replayer, [8, 24], with_current=True) is not None
+    assert skip._packed_view(replayer, [8, 24], *skip._packed_layout(T, [8, 24], True)) is not None
     packed = skip.skip_effects(replayer, splits=[8, 24], variants=["future", "current"])
     plain = skip.skip_effects(replayer, splits=[8, 24], variants=["future", "current"], pack=False)
     keys = ["variant", "split", "skipped", "affected"]
@@ -290,7 +290,7 @@ def test_packed_layout_masks_each_split_to_its_own_window():
     assert pos.tolist() == [*range(8), *range(4, 12), *range(8, 12)]
     assert group.tolist() == [0] * 8 + [1] * 8 + [2] * 4
     model = tiny_model("llama")
-    view = skip._packed_view(Replayer(model, random_ids(12)), [4, 8], with_current=False)
+    view = skip._packed_view(Replayer(model, random_ids(12)), [4, 8], pos, group)
     mask = view._calls[0].kwargs["attention_mask"][0, 0]  # [N, N] bool
     sees = lambda a: set(mask[a].nonzero()[:, 0].tolist())  # noqa: E731
     assert sees(8) == {0, 1, 2, 3, 8}  # split 4, position 4: prefix 0..3 and itself

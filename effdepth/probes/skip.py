@@ -233,11 +233,11 @@ class _Packing:
     row (a skipped layer, or -1 for the noise row) feeds one variant row per measured group.
     """
 
-    def __init__(self, acc: _Accumulator, splits: Sequence[int], with_current: bool, view: Replayer):
+    def __init__(self, acc: _Accumulator, splits: Sequence[int], with_current: bool, view: Replayer,
+                 pos: torch.Tensor, group: torch.Tensor):
         trace = acc.replayer.trace
-        n_tokens = trace.n_tokens
         self.acc, self.view, self.splits = acc, view, list(splits)
-        self.pos, self.group = _packed_layout(n_tokens, splits, with_current)
+        self.pos, self.group = pos, group  # [N], [N]: see _packed_layout
         self.in_window = ((self.group == 0) & (self.pos >= 1))[:, None]  # [N, 1]: the edited prefix slots
         device = acc.replayer.device
         self.clean_contrib = acc.clean_contrib[:, self.pos.to(device)]  # [L, N, d]
@@ -295,9 +295,9 @@ def _packed_layout(n_tokens: int, splits: Sequence[int], with_current: bool) -> 
     return pos, group
 
 
-def _packed_view(replayer: Replayer, splits: Sequence[int], with_current: bool) -> Replayer | None:
-    """The packed Replayer for these splits, or None where the model's layer calls cannot be packed."""
-    pos, group = _packed_layout(replayer.trace.n_tokens, splits, with_current)
+def _packed_view(replayer: Replayer, splits: Sequence[int], pos: torch.Tensor,
+                 group: torch.Tensor) -> Replayer | None:
+    """The packed Replayer for this layout, or None where the model's layer calls cannot be packed."""
     limit = torch.tensor([replayer.trace.n_tokens, *splits])[group]  # a slot sees prefix slots below this
     visible = (group[:, None] == group[None, :]) | ((group[None, :] == 0) & (pos[None, :] < limit[:, None]))
     return replayer.packed(pos, visible)
@@ -306,7 +306,8 @@ def _packed_view(replayer: Replayer, splits: Sequence[int], with_current: bool) 
 def _packed_variants(replayer: Replayer, splits: Sequence[int], with_current: bool,
                      local: bool) -> tuple[_Accumulator, _Packing] | None:
     """The accumulator (variant rows as unpacked) and the packing, or None if the model cannot be packed."""
-    view = _packed_view(replayer, splits, with_current)
+    pos, group = _packed_layout(replayer.trace.n_tokens, splits, with_current)
+    view = _packed_view(replayer, splits, pos, group)
     if view is None:
         return None
     trace = replayer.trace
@@ -314,7 +315,7 @@ def _packed_variants(replayer: Replayer, splits: Sequence[int], with_current: bo
     if local:
         _localise(variants)
     acc = _Accumulator(replayer, variants)
-    return acc, _Packing(acc, splits, with_current, view)
+    return acc, _Packing(acc, splits, with_current, view, pos, group)
 
 
 @torch.no_grad()
@@ -366,9 +367,10 @@ def _run_local_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
     batch = max(1, max_batch_tokens // pack.n_slots)
     for layer in range(trace.n_layers):
         rows = [i for i, s in enumerate(pack.rows) if s < layer]  # the noise row has s = -1
+        clean_in = trace.resid[layer][pos][None]  # [1, N, d]
         for first in range(0, len(rows), batch):
             chunk = rows[first:first + batch]
-            inp = (trace.resid[layer][pos][None] - edits[chunk]).to(acc.replayer.device)
+            inp = (clean_in - edits[chunk]).to(acc.replayer.device)
             pack.record(layer, [pack.rows[i] for i in chunk], pack.view.run_layer(layer, inp) - inp)
         if progress:
             progress(f"direct-path replay, layer {layer + 1}/{trace.n_layers}", (layer + 1) / trace.n_layers)
