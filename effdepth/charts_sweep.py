@@ -190,10 +190,12 @@ def depth_score_bars(scores: pd.DataFrame, reduce: str = "max", order: Sequence[
     data["depth_score"] = data["depth_score"].astype(float)
     order = list(order or dict.fromkeys(scores["bin"]))
     effects = list(EFFECT_NAMES.values())
-    top = float(n_layers - 1) if n_layers else max(1.0, float(np.nanmax(data["depth_score"])) if len(data) else 1.0)
+    scored = data["depth_score"].dropna()
+    top = float(n_layers - 1) if n_layers else max(1.0, float(scored.max()) if len(scored) else 1.0)
     x = alt.X("bin:N", title=None, sort=order, axis=alt.Axis(labelAngle=0, labelFontSize=11, labelLimit=200))
     offset = alt.XOffset("effect_name:N", sort=effects, scale=alt.Scale(domain=effects))
-    y = alt.Y("depth_score:Q", title="depth score  Σ s·e(s) / Σ e(s)", scale=alt.Scale(domain=[0, top], nice=False))
+    y_title, y_scale = "depth score  Σ s·e(s) / Σ e(s)", alt.Scale(domain=[0, top], nice=False)
+    y = alt.Y("depth_score:Q", title=y_title, scale=y_scale)
     colour = alt.Color("effect_name:N", title=None, scale=alt.Scale(domain=effects, range=EFFECT_COLOURS),
                        legend=alt.Legend(orient="top", direction="horizontal"))
     tooltip = [alt.Tooltip("bin:N"), alt.Tooltip("effect_name:N", title="effect"),
@@ -204,7 +206,15 @@ def depth_score_bars(scores: pd.DataFrame, reduce: str = "max", order: Sequence[
                                                                  tooltip=tooltip)
     labels = base.mark_text(baseline="bottom", dy=-3, fontSize=11).encode(
         x=x, xOffset=offset, y=y, text=alt.Text("depth_score:Q", format=".1f"))
-    return alt.layer(bars, labels).properties(
+    layers = [bars, labels]
+    missing = data[data["depth_score"].isna()]
+    if len(missing):  # a bin whose items were all left out (too short for the future skip) reads "n/a"
+        missing = missing.assign(na="n/a", zero=0.0)
+        n_left = ([alt.Tooltip("n_left_out:Q", title="items left out")] if "n_left_out" in missing else [])
+        layers.append(alt.Chart(missing).mark_text(baseline="bottom", dy=-3, fontSize=11, color="#888").encode(
+            x=x, xOffset=offset, y=alt.Y("zero:Q", title=y_title, scale=y_scale), text="na:N",
+            tooltip=[alt.Tooltip("bin:N"), alt.Tooltip("effect_name:N", title="effect")] + n_left))
+    return alt.layer(*layers).properties(
         autosize=charts.FIT_X, width=width, height=height,
         title=_title(title or f"Depth score per bin — {reduce} over items"))
 

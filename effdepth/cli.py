@@ -303,7 +303,13 @@ def _read_text(args) -> str:
     if item is not None:
         return item.text
     if args.text_file == "-":
-        return sys.stdin.read()
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        if isinstance(data, str):
+            return data
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PromptError(f"The text on standard input is not UTF-8 ({exc.reason} at byte {exc.start}).") from exc
     path = Path(args.text_file).expanduser()
     if not path.is_file():
         raise PromptError(f"The text file {path} does not exist (or is not a file).")
@@ -346,11 +352,17 @@ def cmd_probe(args) -> int:
     text = _read_text(args)
     if not text.strip():
         raise PromptError("The prompt is empty. Give some text with --text or a non-empty --text-file.")
+    engine.check_text(text)  # before any model loads
     config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
                                 skip_variants=args.skip_variants, answer=_answer(args, text),
                                 ig_steps=args.ig_steps, ig_parts=args.ig_parts)
+    if any(p in config.probes for p in engine.ANSWER_PROBES):
+        engine.check_answer(text, config.answer, args.chat_template)
     spec = models.resolve_model(args.model)
     key = engine.run_key(spec.fingerprint, text, args.dtype, config, args.chat_template)
+    store = None if args.no_cache else _store(args)
+    if store is not None and not store.has(key):
+        store.check_writable()  # a result that cannot be stored is not computed
     progress = TqdmProgress(enabled=not args.quiet)
     load_seconds: list[float] = []
 
@@ -371,7 +383,7 @@ def cmd_probe(args) -> int:
     if args.no_cache:
         result, from_cache = compute(), False
     else:
-        result, from_cache = _store(args).get_or_compute(key, compute)
+        result, from_cache = store.get_or_compute(key, compute)
     if result.run_id != key:  # would make every later call recompute: a bug in run_key's inputs
         print(f"warning: the run was stored as {result.run_id}, not under its cache key {key}", file=sys.stderr)
     summary = summarize(result, from_cache, load_seconds[0] if load_seconds else None)
@@ -449,8 +461,30 @@ def cmd_cache(args) -> int:
     if not store.path.exists():
         print(f"cache file {store.path} (not created yet)")
         return 0
+    if args.verify:
+        return _verify_cache(store, quiet=args.quiet)
     size = store.path.stat().st_size
     print(f"cache file {store.path} ({size / 1e6:.1f} MB, {len(store)} run(s))")
+    return 0
+
+
+def _verify_cache(store, quiet: bool = False) -> int:
+    """``cache --verify``: recompute the runs stored without checks, report each (effdepth.verify)."""
+    from effdepth import verify
+
+    store.check_writable()
+    todo = verify.unverified_runs(store)
+    print(f"{len(todo)} unverified run(s) in {store.path}")
+    counts: dict[str, int] = {}
+    progress = TqdmProgress(enabled=not quiet)
+    try:
+        for verdict in verify.verify(store, progress=progress):
+            counts[verdict.status] = counts.get(verdict.status, 0) + 1
+            progress.close()
+            print(f"{verdict.run_id:<17} {_shorten(verdict.model_name, 20):<20} {verdict.status:<8} {verdict.detail}")
+    finally:
+        progress.close()
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to verify")
     return 0
 
 
@@ -477,21 +511,45 @@ def cmd_install_default(args) -> int:
 
 
 def _sweep_items(args):
+    """(items to sweep, bad JSONL items skipped among them); --start / --n pick item numbers."""
     from effdepth import datasets
 
     if args.jsonl:
-        items = datasets.load_jsonl(Path(args.jsonl).expanduser(), name=Path(args.jsonl).stem)
-        return items[args.start: args.start + args.n if args.n else None]
-    return datasets.items(args.dataset, n=args.n, start=args.start)
+        loaded = datasets.load_jsonl(Path(args.jsonl).expanduser(), name=Path(args.jsonl).stem)
+        stop = args.start + args.n if args.n else None
+
+        def picked(index: int) -> bool:
+            return index >= args.start and (stop is None or index < stop)
+
+        return [it for it in loaded.items if picked(it.index)], [b for b in loaded.skipped if picked(b.index)]
+    return datasets.items(args.dataset, n=args.n, start=args.start), []
 
 
 def cmd_sweep(args) -> int:
-    """Probe many benchmark items (resumable), then print the aggregate ED/EDR with bootstrap CIs."""
+    """Probe many benchmark items (resumable), then print the aggregate ED/EDR with bootstrap CIs.
+
+    Unusable JSONL items and items whose probes raise an EffdepthError (e.g. too long for the context)
+    are reported and skipped, and listed again at the end; other errors still stop the sweep. Items
+    too short for the future-effect skip are named and left out of the depth score.
+    """
     from effdepth import datasets, engine, models, sweep
 
-    items = _sweep_items(args)
+    def skipped_summary(failed) -> str | None:
+        parts = [f"line {b.line}: {b.reason}" for b in bad]
+        parts += [f"{item.dataset}[{item.index}]: {str(err).rstrip('.')}" for item, err in failed]
+        if not parts:
+            return None
+        return f"{len(parts)} item{'' if len(parts) == 1 else 's'} skipped: " + "; ".join(parts)
+
+    items, bad = _sweep_items(args)
+    rank, _ = sweep.dist_env()
+    if bad and rank == 0:
+        print(f"{len(bad)} of {len(items) + len(bad)} items of {args.jsonl} cannot be probed:", file=sys.stderr)
+        for b in bad:
+            print(f"  {b}", file=sys.stderr)
     if not items:
-        raise PromptError("No items selected: check --dataset/--jsonl, --start and --n.")
+        raise PromptError("No items selected: check --dataset/--jsonl, --start and --n."
+                          + (f" {skipped_summary([])}." if bad else ""))
     config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
                                 skip_variants=args.skip_variants, ig_steps=args.ig_steps,
                                 ig_parts=args.ig_parts)  # sweep gives each item its own answer
@@ -505,17 +563,21 @@ def cmd_sweep(args) -> int:
         print(f"token filter ≤ {max_tokens}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
         load = lambda *_a, **_k: loaded  # noqa: E731 - reuse the model loaded for the filter
     clock = time.perf_counter()
-    ids = sweep.sweep_distributed(args.model, items, store, config, args.dtype, load=load)
-    rank, _ = sweep.dist_env()
+    failed: list = []
+    ids = sweep.sweep_distributed(args.model, items, store, config, args.dtype, load=load,
+                                  skip_errors=(EffdepthError,), failed=failed)
     if rank != 0:
         return 0
+    summary = skipped_summary(failed)
+    if not ids and failed:
+        raise PromptError(f"No item could be probed. {summary}.")
     elapsed = time.perf_counter() - clock
     frames, counts = sweep.collect(store, ids)
     print(f"{args.model}: {len(ids)} items of {args.jsonl or args.dataset} "
           f"[{elapsed:.1f} s this call, {elapsed / max(len(ids), 1):.1f} s/item]")
-    if not frames:
-        return 0
     for how, label in (("token", "token-weighted (P1)"), ("prompt", "per-prompt mean (P2)")):
+        if not frames:
+            break
         ci = sweep.bootstrap_ci(frames, counts, how=how, n_boot=args.n_boot)
         if not len(ci.ed):  # e.g. a skip-only sweep: no per-layer curves to aggregate
             continue
@@ -526,8 +588,8 @@ def cmd_sweep(args) -> int:
             else:
                 print(f"  {r.probe:8s} {r.rule:8s} ED {int(r.ed):3d}  EDR {r.edr:.2f} "
                       f"[{r.edr_lo:.2f}, {r.edr_hi:.2f}]  (no transition in {r.frac_none:.0%})")
-    dist = sweep.ed_distribution(sweep.per_item_ed(frames))
-    if len(dist):
+    dist = sweep.ed_distribution(sweep.per_item_ed(frames)) if frames else None
+    if dist is not None and len(dist):
         print("\nper-item ED (each item on its own): median [min, max], mean EDR, items with no transition")
         for r in dist.itertuples():
             if r.n_none == r.n:
@@ -535,15 +597,32 @@ def cmd_sweep(args) -> int:
             else:
                 print(f"  {r.probe:8s} {r.rule:8s} ED {r.ed_median:5.1f} [{r.ed_min:.0f}, {r.ed_max:.0f}]  "
                       f"EDR {r.edr_mean:.2f}  none {r.n_none}/{r.n}")
-    if "skip" in config.probes:
+    if ids and "skip" in config.probes and "future" not in config.skip_variants:
+        print("\nno depth score: it needs the future-effect skip (add --skip-variants future).")
+    elif ids and "skip" in config.probes:
+        metas = {rid: store.meta(rid) or {} for rid in ids}
         matrices = {rid: store.table(rid, "skip") for rid in ids}
         outputs = {rid: store.table(rid, "skip_output") for rid in ids}
-        bins = {rid: (store.meta(rid).get("bin") or store.meta(rid).get("dataset") or "all") for rid in ids}
-        scores = sweep.depth_score_by_bin(matrices, outputs, bins).scores
+        bins = {rid: (metas[rid].get("bin") or metas[rid].get("dataset") or "all") for rid in ids}
+        result = sweep.depth_score_by_bin(matrices, outputs, bins, n_tokens=counts)
+        names = {rid: f"{metas[rid].get('dataset')}[{metas[rid].get('item_index')}]" for rid in ids}
         print("\ndepth score (centre of mass of the skip effect over the skipped layer):")
-        for r in scores.itertuples():
-            value = "n/a" if r.depth_score is None or pd_isna(r.depth_score) else f"{r.depth_score:.2f}"
+        for line in sweep.left_out_messages(result.left_out, len(ids), names):
+            print(f"  {line}")
+        left = result.left_out
+        for r in result.scores.itertuples():
+            if r.n_items == 0:  # every item of the bin was left out
+                reasons = set(left.loc[left["bin"] == r.bin, "reason"])
+                why = sweep.LEFT_OUT_REASONS[reasons.pop()] if len(reasons) == 1 else "left out"
+                who = "its only item is" if r.n_left_out == 1 else f"all {r.n_left_out} items are"
+                value = f"n/a ({who} {why})"
+            elif r.depth_score is None or pd_isna(r.depth_score):
+                value = "n/a"
+            else:
+                value = f"{r.depth_score:.2f}"
             print(f"  {r.bin:12s} {r.effect:5s} effect, {r.reduce:4s} over {r.n_items} items: {value}")
+    if summary:
+        print(f"\n{summary}.")
     return 0
 
 
@@ -617,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Without options: show the cache file. --reset moves it aside to "
                                        "<name>.corrupt-<timestamp> (nothing is deleted) so a new one starts.")
     cache.add_argument("--reset", action="store_true", help="move the cache file aside and start a new one")
+    cache.add_argument("--verify", action="store_true",
+                       help="recompute the runs stored without their own checks (older caches) and replace them")
+    cache.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     cache.set_defaults(func=cmd_cache)
 
     sweep_p = sub.add_parser("sweep", parents=[cache_opt, probe_opts], help="probe many benchmark items (resumable)",
@@ -646,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EffdepthError as err:
-        print(f"error: {err}", file=sys.stderr)
+        message = str(err).encode("utf-8", "backslashreplace").decode("utf-8")  # never fail on a quoted input
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -57,7 +57,9 @@ Built-in datasets (see ``list_datasets()``):
 User data: ``load_jsonl`` reads lines ``{"prompt": …, "answer": …}`` or
 ``{"question": …, "answer": …}`` (optional ``"bin"``). The text is ``prompt + answer`` verbatim: no
 instruction, separator or whitespace is added, so put any space or newline you want between the
-two into the strings yourself.
+two into the strings yourself. A malformed line (bad JSON, missing key, wrong type) rejects the whole
+file; an item whose text is unusable (invalid UTF-8 bytes, a lone surrogate, an empty prompt) is
+skipped and reported (``JsonlItems.skipped``), so one bad item does not stop a sweep.
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from effdepth.errors import PromptError
 
@@ -91,6 +93,8 @@ __all__ = [
     "arithmetic_items",
     "filter_by_tokens",
     "load_jsonl",
+    "JsonlItems",
+    "BadItem",
 ]
 
 # ------------------------------------------------------------------------------------------------
@@ -518,8 +522,6 @@ def _check_record(rec: Any) -> tuple[str, str, str | None, dict[str, Any]] | str
     if not isinstance(answer, str):
         hint = ' (write numbers in quotes: "answer": "42")' if _type_name(answer) == "a number" else ""
         return f'"answer" must be a string, got {_type_name(answer)}{hint}'
-    if not prompt.strip():
-        return f'"{pkey}" is empty'
     bin_ = rec.get("bin")
     if bin_ is not None and not isinstance(bin_, str):
         return f'"bin" must be a string, got {_type_name(bin_)}'
@@ -533,9 +535,52 @@ def _too_big(label: str, size: int, max_bytes: int) -> str:
     return f"{label} is {size:,} bytes; the limit is {max_bytes:,} bytes. Split it into smaller files."
 
 
+class BadItem(NamedTuple):
+    """One JSONL item left out: its 1-based line, the item number it would have had, and why."""
+
+    line: int
+    index: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}; skipped"
+
+
+class JsonlItems(NamedTuple):
+    """What ``load_jsonl`` read: the usable items and the skipped ones, both in file order."""
+
+    items: list[Item]
+    skipped: list[BadItem]
+
+
+def _unencodable(value: str) -> str | None:
+    """Why ``value`` cannot be written as UTF-8 (a lone surrogate from a JSON escape), or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = e.object[e.start]
+        if 0xD800 <= ord(char) <= 0xDFFF:
+            return f"a lone surrogate (\\u{ord(char):04x}) that is not valid Unicode"
+        return f"a character that cannot be encoded as UTF-8 ({e.reason})"
+    return None
+
+
+def _text_problem(pkey: str, prompt: str, answer: str, bin_: str | None) -> str | None:
+    """Why an item with a well-formed record still cannot be probed, or None."""
+    if not prompt.strip():
+        return f'"{pkey}" is empty'
+    problem = _unencodable(prompt + answer)
+    if problem:
+        return f"the text contains {problem}"
+    problem = _unencodable(bin_) if bin_ is not None else None
+    if problem:
+        return f'"bin" contains {problem}'
+    return None
+
+
 def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str = "custom",
-               max_bytes: int = 5_000_000, max_items: int = 10_000) -> list[Item]:
-    """Parse user JSONL into Items, all or nothing.
+               max_bytes: int = 5_000_000, max_items: int = 10_000) -> JsonlItems:
+    """Parse user JSONL into Items -> ``JsonlItems(items, skipped)``.
 
     Each non-blank line is an object ``{"prompt": str, "answer": str}`` or
     ``{"question": str, "answer": str}`` with an optional ``"bin": str`` (default: ``name``). Other
@@ -543,14 +588,21 @@ def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str =
     between them). Blank lines are skipped; a UTF-8 BOM is tolerated; lines are split on ``"\\n"``
     only (``"\\r\\n"`` works), so U+2028 inside JSON strings is safe.
 
-    Every line is validated before anything is returned. Raises PromptError naming the 1-based line
-    number(s) and the problem for malformed lines (bad JSON, not an object, missing key, non-string
-    value, empty prompt), for input over ``max_bytes`` bytes or ``max_items`` items, and for input
-    with no items. ``Item.index`` is the 0-based item number; ``meta["line"]`` the line number.
+    Every line is validated before anything is returned. A malformed line (bad JSON, not an object,
+    missing key, non-string value) means a wrong format, so it rejects the file: PromptError naming the
+    1-based line number(s) and the problem. An item that is well formed but unusable — invalid UTF-8
+    bytes, a lone surrogate such as ``"\\ud800"`` (``str.encode`` would fail on it later), an empty
+    prompt — is left out and listed in ``skipped`` (line, item number, reason), so the other items can
+    still run. PromptError too for input over ``max_bytes`` bytes or ``max_items`` items and for input
+    with no usable item. ``Item.index`` is the 0-based number of the item's line among the non-blank
+    lines (a skipped line keeps its number, so fixing it later does not renumber the others);
+    ``meta["line"]`` is the line number.
     """
     if not isinstance(name, str) or not name.strip():
         raise PromptError("The dataset name must be a non-empty string.")
     name = name.strip()
+    if _unencodable(name):
+        raise PromptError(f"The dataset name {name!r} contains {_unencodable(name)}; rename the file.")
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(path_or_bytes)
         label = name
@@ -570,13 +622,20 @@ def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str =
 
     if len(data) > max_bytes:
         raise PromptError(_too_big(label, len(data), max_bytes))
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise PromptError(f"{label} line {line}: not valid UTF-8 text. Save the file as UTF-8.") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
 
-    lines = [(no, ln) for no, ln in enumerate(text.split("\n"), 1) if ln.strip()]
+    # Decoded line by line ("\n" never occurs inside a UTF-8 sequence), so one bad byte costs one item.
+    lines: list[tuple[int, str | None, str | None]] = []  # (line number, text, decoding problem)
+    for no, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            ln = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            lines.append((no, None, f"the line is not valid UTF-8 text (byte 0x{raw[e.start]:02x} at "
+                                    f"position {e.start + 1})"))
+            continue
+        if ln.strip():
+            lines.append((no, ln, None))
     if len(lines) > max_items:
         raise PromptError(
             f"{label} has {len(lines):,} items; the limit is {max_items:,} items. Split it into smaller files."
@@ -587,8 +646,12 @@ def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str =
         )
 
     errors: list[str] = []
-    parsed: list[tuple[int, str, str, str | None, dict[str, Any]]] = []
-    for no, ln in lines:
+    skipped: list[BadItem] = []
+    out: list[Item] = []
+    for index, (no, ln, undecodable) in enumerate(lines):
+        if undecodable:
+            skipped.append(BadItem(no, index, undecodable))
+            continue
         try:
             rec = json.loads(ln)
         except json.JSONDecodeError as e:
@@ -597,8 +660,16 @@ def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str =
         res = _check_record(rec)
         if isinstance(res, str):
             errors.append(f"line {no}: {res}")
-        else:
-            parsed.append((no, *res))
+            continue
+        prompt, answer, bin_, extra = res
+        problem = _text_problem(next(k for k in _PROMPT_KEYS if k in rec), prompt, answer, bin_)
+        if problem:
+            skipped.append(BadItem(no, index, problem))
+            continue
+        meta: dict[str, Any] = {"line": no}
+        if extra:
+            meta["extra"] = extra
+        out.append(Item(dataset=name, index=index, prompt=prompt, answer=answer, bin=bin_ or name, meta=meta))
     if errors:
         shown = "; ".join(errors[:_MAX_REPORTED_ERRORS])
         more = len(errors) - _MAX_REPORTED_ERRORS
@@ -606,11 +677,9 @@ def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str =
         raise PromptError(
             f"{label}: {shown}{suffix}. Nothing was imported; fix the line(s) and load it again."
         )
-
-    out = []
-    for i, (no, prompt, answer, bin_, extra) in enumerate(parsed):
-        meta: dict[str, Any] = {"line": no}
-        if extra:
-            meta["extra"] = extra
-        out.append(Item(dataset=name, index=i, prompt=prompt, answer=answer, bin=bin_ or name, meta=meta))
-    return out
+    if not out:
+        shown = "; ".join(f"line {b.line}: {b.reason}" for b in skipped[:_MAX_REPORTED_ERRORS])
+        more = len(skipped) - _MAX_REPORTED_ERRORS
+        suffix = f"; and {more} more" if more > 0 else ""
+        raise PromptError(f"{label} has no usable item: {shown}{suffix}. Fix the line(s) and load it again.")
+    return JsonlItems(out, skipped)

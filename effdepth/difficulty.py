@@ -14,7 +14,8 @@ model. The Difficulty page and Compare's "benchmark items" mode are thin layers 
 - Aggregates over the items of a bin use ``sweep.bootstrap_ci`` (token-weighted P1 or per-prompt P2)
   on the merged curves plus ``cos_mu`` (the per-item mean of the three cosines, so that the cosine
   curve gets its own band; its aggregate equals the mean of the aggregated cosines); the depth score
-  uses ``sweep.depth_score_by_bin`` on the reduced (split = -1) future skip matrices.
+  uses ``sweep.depth_score_by_bin`` on the reduced (split = -1) future skip matrices; items with a skip
+  run but no such matrix (prompts under 13 tokens) are left out and reported (``depth_score_notes``).
 
 Everything costly is memoised in-process: the store reads by the cache file's stamp (any write
 changes it), the bootstraps by the exact run ids they read (a run id fixes its numbers).
@@ -629,16 +630,60 @@ def skip_items(item_set: ItemSet) -> list[str]:
     return [i for i, has in zip(item_set.items["item_id"], item_set.items["has_skip"]) if has]
 
 
+def _has_skip_run(item_set: ItemSet, iid: str) -> bool:
+    """Whether some run of the item ran layer skipping (a prompt under 13 tokens then has only the
+    current-effect variants, so no future matrix)."""
+    item = item_set.merged[iid]
+    return any(k.startswith("skip:") for k in item.sources) or any(
+        "skip" in ((item_set.metas.get(r) or {}).get("probes") or []) for r in item.run_ids)
+
+
 def depth_scores(item_set: ItemSet) -> sweep.DepthScores | None:
-    """``sweep.depth_score_by_bin`` over the items with a reduced future skip matrix; None if there is none."""
-    ids = skip_items(item_set)
+    """``sweep.depth_score_by_bin`` over the items with a layer-skipping run; those without a reduced
+    future skip matrix (too short for it, < 13 tokens) are left out and listed in ``left_out``, and a bin
+    with none left scores NaN (see ``depth_score_notes``). None if no item has a skip run."""
+    table = item_set.items
+    ids = [i for i, has in zip(table["item_id"], table["has_skip"]) if has or _has_skip_run(item_set, i)]
     if not ids:
         return None
-    bins = dict(zip(item_set.items["item_id"], item_set.items["bin"]))
+    bins = dict(zip(table["item_id"], table["bin"]))
+    tokens = dict(zip(table["item_id"], table["n_tokens"]))
     key = ("depth", tuple((i, item_set.merged[i].run_ids) for i in ids))
     return _memo(key, lambda: sweep.depth_score_by_bin(
         {i: item_set.merged[i].skip for i in ids}, {i: item_set.merged[i].skip_output for i in ids},
-        {i: bins[i] for i in ids}, variant="future"))
+        {i: bins[i] for i in ids}, variant="future", n_tokens={i: int(tokens[i]) for i in ids}))
+
+
+def item_name(item_set: ItemSet, iid: str) -> str:
+    """"gsm8k[3]": an item as the CLI names it."""
+    row = item_set.items[item_set.items["item_id"] == iid]
+    return f"{row['dataset'].iloc[0]}[{int(row['item_index'].iloc[0])}]" if len(row) else iid
+
+
+def depth_score_notes(item_set: ItemSet, scores: sweep.DepthScores | None, limit: int = 10) -> list[str]:
+    """Why items are missing from the depth score: one sentence per bin and reason, e.g. "Bin short: all 2
+    items are too short for the future-effect skip (< 13 tokens), so the bin has no depth score (n/a):
+    mix[3], mix[4]." (the page shows them next to the bars, where such a bin reads n/a)."""
+    left = scores.left_out if scores is not None else None
+    if left is None or not len(left):
+        return []
+    first = scores.scores.drop_duplicates("bin").set_index("bin")
+    notes = []
+    for (name, reason), group in left.groupby(["bin", "reason"], sort=False):
+        k, n = len(group), int(first.loc[name, "n_items"] + first.loc[name, "n_left_out"])
+        names = [item_name(item_set, i) for i in group["run_id"]]
+        listed = ", ".join(names[:limit]) + (f" and {k - limit} more" if k > limit else "")
+        why = sweep.LEFT_OUT_REASONS[reason]
+        if int(first.loc[name, "n_items"]) == 0 and k == n:
+            who = "its only item is" if k == 1 else f"all {k} items are"
+            notes.append(f"Bin {name}: {who} {why}, so the bin has no depth score (n/a): {listed}.")
+        else:
+            verb = "is" if k == 1 else "are"
+            none_left = " (no item is left, so the bin has no depth score: n/a)" if not int(
+                first.loc[name, "n_items"]) else ""
+            notes.append(f"Bin {name}: {k} of {n} items {verb} {why} and {verb} left out of its depth score"
+                         f"{none_left}: {listed}.")
+    return notes
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 import effdepth
-from effdepth import depth
+from effdepth import depth, turns
 from effdepth.capture import Replayer
 from effdepth.errors import PromptError
 from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
@@ -31,6 +31,7 @@ DEFAULT_MAX_TOKENS = 2048  # a CPU-friendly cap on top of the model's own contex
 TABLES = ("tokens", "layer_token", "layer", "skip", "skip_output", "lens_topk", "ed", "erasure", "igrad")
 #: Tables added after the first release: a RunResult built (or cached) without them gets them empty.
 OPTIONAL_COLUMNS = {"erasure": ["depth", "pos", "value"], "igrad": ["part", "layer", "pos", "value"]}
+MAX_IG_STEPS = 4096  # a bound on the work one request can start (P2 uses 256)
 ERASURE_BASELINE_ITEMS = 10  # P2: the mean residual over all positions of the first 10 GSM8K prompts
 
 Progress = Callable[[str, float | None], None]
@@ -67,8 +68,9 @@ class ProbeConfig:
                               f"choose from {', '.join(igrad.PARTS)}.")
         if self.answer is not None:  # " Yoko Ono" and "Yoko Ono" pick the same tokens: one cache key
             self.answer = self.answer.strip() or None
-        if int(self.ig_steps) < 1:
-            raise PromptError("Integrated gradients need at least 1 step (P2 uses 256).")
+        if not 1 <= int(self.ig_steps) <= MAX_IG_STEPS:
+            raise PromptError(f"Integrated gradients need at least 1 step and at most {MAX_IG_STEPS} "
+                              f"(P2 uses 256), not {int(self.ig_steps)}.")
         self.ig_steps = int(self.ig_steps)
 
     def as_dict(self) -> dict:
@@ -120,11 +122,31 @@ def prompt_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def check_text(text, what: str = "The prompt") -> str:
+    """``text`` if it can be analysed: a non-empty str that is valid Unicode (PromptError otherwise).
+
+    Checked before any model loads: a lone surrogate (from invalid UTF-8 bytes on a command line, or a
+    ``\\ud800`` escape in JSON) cannot be tokenized and would otherwise fail deep in the tokenizer.
+    """
+    if text is None or not isinstance(text, str) or not text.strip():
+        raise PromptError(f"{what} is empty. Type some text or pick an example / benchmark item.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = text[err.start]
+        where = f"character {err.start + 1}"
+        if 0xDC80 <= ord(bad) <= 0xDCFF:  # how Python carries an undecodable byte (surrogateescape)
+            detail = f"the byte 0x{ord(bad) - 0xDC00:02x}, which is not valid UTF-8"
+        else:
+            detail = f"a lone surrogate (U+{ord(bad):04X}), which is not valid Unicode"
+        raise PromptError(f"{what} is not valid text: {where} is {detail}. Give UTF-8 text.") from None
+    return text
+
+
 def tokenize(loaded, text: str, chat_template: bool = False,
              max_tokens: int = DEFAULT_MAX_TOKENS) -> torch.Tensor:
     """Token ids [T] exactly as fed to the model (no chat template unless asked; PROBES.md §1)."""
-    if not text or not text.strip():
-        raise PromptError("The prompt is empty. Type some text or pick an example / benchmark item.")
+    check_text(text)
     tokenizer = loaded.tokenizer
     if chat_template:
         if not getattr(tokenizer, "chat_template", None):
@@ -145,24 +167,73 @@ def tokenize(loaded, text: str, chat_template: bool = False,
 
 
 def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
-    """Each token decoded on its own (what the heatmap axes show)."""
-    return [tokenizer.decode([int(i)]) for i in ids]
+    """Each token decoded on its own (what the heatmap axes show); UTF-8 fragments show as ``\\xNN`` bytes."""
+    from effdepth.tokens import token_labels
+
+    return token_labels(tokenizer, ids)
 
 
 def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_template: bool = False,
                max_tokens: int = DEFAULT_MAX_TOKENS, progress: Progress | None = None,
                extra_meta: dict | None = None) -> RunResult:
-    """Run the configured probes on one prompt; every number comes from one clean pass + replays."""
+    """Run the configured probes on one prompt; every number comes from one clean pass + replays.
+
+    The run holds the model alone (``effdepth.turns``): hooks and replays of two runs never mix. A run
+    that waits for another one on the same model reports ``waiting for another run on this model
+    (position k)`` through ``progress``; an exception raised by ``progress`` ends the run (nothing is
+    returned, the model is left clean). Input problems (text, answer span) are raised before any work.
+    """
     config = config or ProbeConfig()
     notify = progress or (lambda stage, frac=None: None)
-    timings: dict[str, float] = {}
     ids = tokenize(loaded, text, chat_template, max_tokens)
+    answer_len = None
+    if any(p in config.probes for p in ANSWER_PROBES):  # checked first: it fails in ms, the probes take minutes
+        answer_len = answer_length(loaded, text, config.answer, chat_template, ids)
+
+    def on_wait(position: int) -> None:
+        notify(f"{WAITING_STAGE} (position {position})", None)
+
+    with turns.turn_on(loaded.model, on_wait=on_wait):
+        return _run_probes(loaded, text, ids, config, chat_template, answer_len, notify, extra_meta)
+
+
+#: The stage a run reports while another run holds the model.
+WAITING_STAGE = "waiting for another run on this model"
+
+
+def trust_checks(trace, model_taps, dtype: str, chunk: int = 256) -> dict:
+    """The run's own invariants, measured on this model and text (stored with the run).
+
+    ``residual_closure``: max over (l, t) of ‖h_{l+1} − (h_l + a_l + m_l)‖ / ‖h_{l+1}‖;
+    ``lens_last_max_abs``: max |lens(h_L) − model logits| and ``logit_scale`` max |logits|. Both are
+    float rounding for a clean capture; a capture that mixed two runs breaks them (effdepth.checks).
+    """
+    closure = 0.0
+    for layer in range(trace.n_layers):  # one layer at a time: no [L, T, d] temporaries
+        target = trace.resid[layer + 1]  # [T, d]
+        gap = (target - (trace.resid[layer] + trace.attn[layer] + trace.mlp[layer])).norm(dim=-1)
+        closure = max(closure, float((gap / target.norm(dim=-1).clamp_min(1e-30)).max()))
+    device = next(model_taps.unembed.parameters()).device
+    lens_gap = 0.0
+    with torch.no_grad():
+        for start in range(0, trace.n_tokens, chunk):  # [chunk, V] at a time (150k vocabularies)
+            z = model_taps.to_logits(trace.resid[-1, start:start + chunk].to(device)).cpu()
+            lens_gap = max(lens_gap, float((z - trace.logits[start:start + chunk]).abs().max()))
+    return {"residual_closure": closure, "lens_last_max_abs": lens_gap,
+            "logit_scale": float(trace.logits.abs().max()), "dtype": dtype,
+            "shape": [trace.n_layers, trace.n_tokens, int(trace.resid.shape[-1])]}
+
+
+def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool,
+                answer_len: int | None, notify: Progress, extra_meta: dict | None) -> RunResult:
+    timings: dict[str, float] = {}
     n_tokens = len(ids)
 
     clock = time.perf_counter()
     notify("forward pass", None)
     replayer = Replayer(loaded.model, ids[None])
     trace = replayer.trace
+    checks = trust_checks(trace, replayer.taps, loaded.dtype)
     timings["forward"] = time.perf_counter() - clock
 
     layer_token_parts, skip_matrix, skip_output, lens_top = [], None, None, None
@@ -176,7 +247,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     if "logit_lens" in config.probes:
         clock = time.perf_counter()
         notify("logit lens", None)
-        lens_frame, lens_top = logit_lens.logit_lens(trace, replayer.taps, loaded.tokenizer)
+        lens_frame, lens_top = logit_lens.logit_lens(trace, replayer.taps, loaded.tokenizer, progress=notify)
         layer_token_parts.append(lens_frame)
         timings["logit_lens"] = time.perf_counter() - clock
     if "skip" in config.probes:
@@ -186,19 +257,20 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
         if not config.splits and not skip.draw_splits(n_tokens, config.seed):
             # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
             variants = tuple(v for v in variants if v.endswith("current"))
+            ran = "only the current-effect variants ran" if variants else "no skip variant ran"
             notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
-                         "8 ≤ t < T−4 (at least 13 tokens), so only the current-effect variants ran.")
-        try:
-            result = skip.skip_effects(replayer, config.splits, variants, config.seed,
-                                       progress=lambda stage, frac: notify(stage, frac))
-        except ValueError as err:
-            raise PromptError(str(err)) from err
-        skip_matrix, skip_output, splits_used = result.matrix, result.output, result.splits
+                         f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
+        if variants:
+            try:
+                result = skip.skip_effects(replayer, config.splits, variants, config.seed,
+                                           progress=lambda stage, frac: notify(stage, frac))
+            except ValueError as err:
+                raise PromptError(str(err)) from err
+            skip_matrix, skip_output, splits_used = result.matrix, result.output, result.splits
         timings["skip"] = time.perf_counter() - clock
 
     erasure_frame = igrad_frame = None
-    if any(p in config.probes for p in ANSWER_PROBES):
-        answer_len = answer_length(loaded, text, config.answer, chat_template, ids)
+    if answer_len is not None:
         if "erasure" in config.probes:
             clock = time.perf_counter()
             notify("residual erasure: baseline", None)
@@ -253,7 +325,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
         "timings": timings, "total_seconds": sum(timings.values()),
         "device": str(next(loaded.model.parameters()).device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": None, "item_index": None, "notes": notes,
+        "dataset": None, "item_index": None, "notes": notes, "checks": checks,
     }
     meta.update(extra_meta or {})
     return RunResult(meta=meta, tables=tables)
@@ -265,6 +337,24 @@ def default_answer(text: str) -> str:
     return words[-1] if words else ""
 
 
+def check_answer(text: str, answer: str | None, chat_template: bool = False) -> str:
+    """The stripped answer span if erasure / IG can measure it on ``text`` (PromptError otherwise).
+
+    Needs no model: callers check it before loading one, so a wrong ``--answer`` fails at once."""
+    answer = answer or ""
+    if not answer.strip():
+        raise PromptError("Residual erasure and integrated gradients measure the answer span at the end of "
+                          "the prompt: give the answer text (a benchmark item brings its gold answer).")
+    if chat_template:
+        raise PromptError("Erasure and IG measure the answer at the very end of the prompt; with the chat "
+                          "template the generation prompt follows it. Switch the chat template off.")
+    answer = answer.strip()
+    if not (text or "").rstrip().endswith(answer):
+        raise PromptError(f"The answer {answer[:40]!r} is not the end of the prompt; erasure and IG need "
+                          "the prompt to end with its (teacher-forced) answer.")
+    return answer
+
+
 def answer_length(loaded, text: str, answer: str | None, chat_template: bool,
                   ids: torch.Tensor | None = None) -> int:
     """Number of tokens of ``answer`` at the end of ``text`` as the model sees it.
@@ -273,17 +363,7 @@ def answer_length(loaded, text: str, answer: str | None, chat_template: bool,
     straddles the boundary, e.g. " Yoko" for the answer "Yoko Ono", belongs to the answer). Whitespace
     around the answer and at the end of the text does not matter. Needs a fast tokenizer (character offsets).
     """
-    answer = answer or ""
-    if not answer.strip():
-        raise PromptError("Residual erasure and integrated gradients measure the answer span at the end of "
-                          "the prompt: give the answer text (a benchmark item brings its gold answer).")
-    if chat_template:
-        raise PromptError("Erasure and IG measure the answer at the very end of the prompt; with the chat "
-                          "template the generation prompt follows it. Switch the chat template off.")
-    answer, body = answer.strip(), text.rstrip()
-    if not body.endswith(answer):
-        raise PromptError(f"The answer {answer[:40]!r} is not the end of the prompt; erasure and IG need "
-                          "the prompt to end with its (teacher-forced) answer.")
+    answer, body = check_answer(text, answer, chat_template), text.rstrip()
     start = len(body) - len(answer)
     try:
         enc = loaded.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)

@@ -14,6 +14,8 @@ __all__ = [
     "ModelTooLargeError",
     "PromptError",
     "CacheError",
+    "RunCheckError",
+    "RunStopped",
 ]
 
 
@@ -40,3 +42,12 @@ class PromptError(EffdepthError):
 
 class CacheError(EffdepthError):
     """The on-disk cache (embedded model files, safetensors copies, result store) is unusable."""
+
+
+class RunCheckError(EffdepthError):
+    """A computed run failed its own checks (residual closure, lens of the last residual, shapes), so
+    it is not stored: its numbers cannot be trusted."""
+
+
+class RunStopped(EffdepthError):
+    """A run was stopped before it finished (the stop control, a closed session); nothing was stored."""

@@ -25,9 +25,11 @@ import hashlib
 import importlib
 import importlib.metadata as importlib_metadata
 import json
+import mmap
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -549,6 +551,130 @@ def _config_error(where: str, exc: Exception) -> EffdepthError:
                               "Check that the files are complete.")
 
 
+#: ggml type id -> (elements per block, bytes per block), as in ggml.h; types not listed are checked
+#: only for where their data starts.
+_GGML_BLOCKS = {
+    0: (1, 4), 1: (1, 2), 30: (1, 2), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
+    2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),
+    22: (256, 82), 23: (256, 136), 29: (256, 56),
+}
+_GGUF_SCALARS = {0: 1, 1: 1, 7: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8}  # value type -> width
+#: What reading a damaged GGUF raises inside transformers (struct, numpy, mmap, torch); EffdepthError passes.
+_GGUF_ERRORS = (struct.error, ValueError, KeyError, IndexError, OSError, EOFError, TypeError, AttributeError,
+                RuntimeError, AssertionError)
+
+
+def _gguf_error(path: Path, detail: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"{path} is not a complete GGUF file ({detail.rstrip('.')}). Re-download it, or re-convert the model "
+        "with llama.cpp's convert_hf_to_gguf.py.")
+
+
+def _exc_detail(exc: Exception) -> str:
+    msg = str(exc)
+    return f"{type(exc).__name__}: {msg.splitlines()[0] if msg else 'no detail'}"
+
+
+def _gguf_skip_value(buf, pos: int, value_type: int, depth: int = 0) -> int:
+    """The offset just past one GGUF metadata value (strings and arrays are walked, not decoded)."""
+    if value_type in _GGUF_SCALARS:
+        return pos + _GGUF_SCALARS[value_type]
+    if value_type == 8:
+        (length,) = struct.unpack_from("<Q", buf, pos)
+        return pos + 8 + length
+    if value_type == 9 and depth < 4:
+        element_type, count = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        if element_type in _GGUF_SCALARS:
+            return pos + count * _GGUF_SCALARS[element_type]
+        for _ in range(count):
+            pos = _gguf_skip_value(buf, pos, element_type, depth + 1)
+            if pos > len(buf):
+                break
+        return pos
+    raise ValueError(f"unknown metadata value type {value_type}")
+
+
+def _check_gguf(path: Path) -> None:
+    """Refuse a truncated or non-GGUF ``.gguf`` file before transformers parses it (cheap: header walk only).
+
+    Walks the header, the metadata and the tensor table, and checks that every tensor's data lies inside the
+    file, so that a damaged file is reported as such instead of as a struct.error deep in transformers.
+    """
+    try:
+        size = path.stat().st_size
+        if size < 24:
+            raise ValueError(f"it is only {size} bytes long")
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if buf[:4] != b"GGUF":
+                raise ValueError("it does not start with the GGUF magic bytes")
+            version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+            if version not in (2, 3):
+                raise ValueError(f"unknown GGUF version {version}")
+            if n_kv * 13 + n_tensors * 24 > size:
+                raise ValueError(f"its header announces {n_kv} metadata keys and {n_tensors} tensors, more than fit")
+            pos, alignment, has_arch = 24, 32, False
+            for _ in range(n_kv):
+                (length,) = struct.unpack_from("<Q", buf, pos)
+                key = bytes(buf[pos + 8:pos + 8 + length])
+                (value_type,) = struct.unpack_from("<I", buf, pos + 8 + length)
+                start = pos + 12 + length
+                if key == b"general.alignment" and value_type == 4:
+                    (alignment,) = struct.unpack_from("<I", buf, start)
+                has_arch = has_arch or key == b"general.architecture"
+                pos = _gguf_skip_value(buf, start, value_type)
+                if pos > size:
+                    raise ValueError("it ends inside its metadata")
+            if not has_arch:
+                raise ValueError("its metadata has no general.architecture")
+            tensors = []
+            for _ in range(n_tensors):
+                (length,) = struct.unpack_from("<Q", buf, pos)
+                pos += 8 + length
+                (n_dims,) = struct.unpack_from("<I", buf, pos)
+                if n_dims > 8:
+                    raise ValueError(f"a tensor claims {n_dims} dimensions")
+                dims = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
+                ggml_type, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
+                pos += 16 + 8 * n_dims
+                tensors.append((dims, ggml_type, offset))
+    except struct.error:
+        raise _gguf_error(path, "it ends inside its header") from None
+    except ValueError as exc:
+        raise _gguf_error(path, str(exc)) from None
+    except OSError as exc:
+        raise _gguf_error(path, f"it cannot be read: {exc.strerror or exc}") from None
+    if not tensors:
+        raise _gguf_error(path, "it holds no tensors")
+    data_start = (pos + max(alignment, 1) - 1) // max(alignment, 1) * max(alignment, 1)
+    end = 0
+    for dims, ggml_type, offset in tensors:
+        elements, (per_block, block_bytes) = 1, _GGML_BLOCKS.get(ggml_type, (1, 0))
+        for d in dims:
+            elements *= d
+        end = max(end, data_start + offset + max(-(-elements // per_block) * block_bytes, 1))
+    if end > size:
+        raise _gguf_error(path, f"it is {size} bytes long but its tensors need {end}: the file is truncated")
+
+
+def _gguf_config(spec: ModelSpec):
+    """The config of a GGUF file: a damaged file is a ModelNotFoundError, an unknown architecture stays one."""
+    from transformers import AutoConfig
+
+    _check_gguf(spec.gguf_path)
+    try:
+        return AutoConfig.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+    except EffdepthError:
+        raise
+    except _GGUF_ERRORS as exc:
+        msg = str(exc)
+        if "not supported" in msg or "Unknown gguf model_type" in msg:
+            raise _config_error(f"'{spec.name}'", exc) from exc
+        raise _gguf_error(spec.gguf_path, _exc_detail(exc)) from exc
+
+
 def _load_config(spec: ModelSpec):
     """Read a spec's transformers config without loading weights."""
     from transformers import AutoConfig
@@ -560,12 +686,95 @@ def _load_config(spec: ModelSpec):
             gguf = ensure_embedded(spec.name)
             return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
         if spec.kind == "gguf":
-            return AutoConfig.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+            return _gguf_config(spec)
         return AutoConfig.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code, local_files_only=True)
     except EffdepthError:
         raise
     except (ValueError, OSError, KeyError, TypeError) as exc:
         raise _config_error(f"'{spec.name}'", exc) from exc
+
+
+_CONVERT = ("Convert it once with transformers: "
+            "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(new_dir, safe_serialization=True).")
+_SAFE_WEIGHTS, _SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+def _names(items: list[str], limit: int = 3) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _check_index(index: Path, directory: Path) -> None:
+    """Refuse a weight index that maps a weight to a non-safetensors file, lists a missing shard or lacks the
+    ``metadata`` entry transformers reads."""
+    try:
+        document = json.loads(index.read_text())
+        weight_map = document["weight_map"]
+        shards = sorted(set(weight_map.values()))
+        if not all(isinstance(name, str) for name in shards):
+            raise TypeError("a weight_map value is not a file name")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelNotFoundError(
+            f"The weight index {index} cannot be read ({type(exc).__name__}: {exc}). Re-save the model with "
+            "save_pretrained(new_dir, safe_serialization=True).") from exc
+    unsafe = [name for name in shards if not name.endswith(".safetensors")]
+    if unsafe:
+        raise ModelNotFoundError(
+            f"{index.name} in {directory} maps weights to {_names(unsafe)}, which is not safetensors; effdepth "
+            f"loads only safetensors, because pickle checkpoints can run arbitrary code. {_CONVERT}")
+    missing = [name for name in shards if not (directory / name).is_file()]
+    if missing:
+        raise ModelNotFoundError(
+            f"{index.name} in {directory} lists weight shards that are missing: {_names(missing)}. Copy or download "
+            "the missing files, or re-save the model with save_pretrained(new_dir, safe_serialization=True).")
+    if not isinstance(document.get("metadata"), dict):  # transformers reads index["metadata"] unguarded
+        raise ModelNotFoundError(
+            f"{index.name} in {directory} has no \"metadata\" entry, which transformers needs to load the shards. "
+            'Add "metadata": {} to it, or re-save the model with save_pretrained(new_dir, safe_serialization=True).')
+
+
+def _check_dir_weights(directory: Path, require: bool) -> None:
+    """Refuse, before any weights load, a directory whose weights transformers would read are not safetensors.
+
+    With ``use_safetensors=True`` transformers reads config.json's ``transformers_weights`` if set, else
+    model.safetensors, else the shards listed in model.safetensors.index.json, which may name pickle .bin
+    files or shards that are missing. ``require=False`` (resolve time) lets a directory without any weight
+    files pass, so that an unsupported architecture is reported first; loading uses ``require=True``.
+    """
+    try:
+        explicit = json.loads((directory / "config.json").read_text()).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        explicit = None  # the config read reports an unreadable config.json
+    if isinstance(explicit, str) and explicit:
+        if not explicit.endswith((".safetensors", ".safetensors.index.json")):
+            raise ModelNotFoundError(
+                f"config.json in {directory} names {explicit} as the weights, which is not safetensors; effdepth "
+                f"loads only safetensors, because pickle checkpoints can run arbitrary code. {_CONVERT}")
+        target = directory / explicit
+        if not target.is_file():
+            raise ModelNotFoundError(f"config.json in {directory} names {explicit} as the weights, but that file "
+                                     "is missing. Copy it next to config.json or re-save the model.")
+        if explicit.endswith(".index.json"):
+            _check_index(target, directory)
+        return
+    if (directory / _SAFE_WEIGHTS).is_file():
+        return
+    if (directory / _SAFE_INDEX).is_file():
+        _check_index(directory / _SAFE_INDEX, directory)
+        return
+    weights = _weight_files(directory)
+    indexes = sorted(p.name for p in directory.glob("*.index.json"))
+    if not require and not weights and not indexes:
+        return
+    found = _names([p.name for p in weights] + indexes, limit=5) or "no weight files"
+    if any(p.suffix == ".safetensors" for p in weights):
+        raise ModelNotFoundError(
+            f"{directory} has no {_SAFE_WEIGHTS} or {_SAFE_INDEX} ({found}), the names transformers loads. "
+            "Rename a single weight file to model.safetensors, or re-save the model with "
+            "save_pretrained(new_dir, safe_serialization=True).")
+    raise ModelNotFoundError(
+        f"{directory} has no *.safetensors weights ({found}). effdepth loads only safetensors, because "
+        f"pickle .bin checkpoints can run arbitrary code. {_CONVERT}")
 
 
 def _spec_for_gguf(name: str, path: Path) -> ModelSpec:
@@ -581,6 +790,7 @@ def _spec_for_dir(name: str, directory: Path, kind: str, trust_remote_code: bool
                      fingerprint=_dir_fingerprint(directory), tokenizer_id=_dir_tokenizer_id(directory),
                      display=name if kind == "hf-cache" else directory.name, trust_remote_code=trust_remote_code)
     spec._config = _load_config(spec)
+    _check_dir_weights(directory, require=False)  # a few small files: refuse pickles on page load already
     return spec
 
 
@@ -828,23 +1038,26 @@ def _load_embedded(spec: ModelSpec, torch_dtype, progress: Progress | None, devi
 def _load_gguf(spec: ModelSpec, torch_dtype, progress: Progress | None, device_map) -> tuple[Any, Any, str]:
     from transformers import AutoTokenizer
 
-    _report(progress, "dequantising GGUF (tokenizer)", None)
-    tokenizer = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
-    _report(progress, "dequantising GGUF (weights)", None)
-    model = _from_pretrained(spec.path, gguf_file=spec.gguf_file, dtype=torch_dtype, device_map=device_map)
+    _check_gguf(spec.gguf_path)  # the file may have changed since it was resolved
+    try:
+        _report(progress, "dequantising GGUF (tokenizer)", None)
+        tokenizer = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file)
+        _report(progress, "dequantising GGUF (weights)", None)
+        model = _from_pretrained(spec.path, gguf_file=spec.gguf_file, dtype=torch_dtype, device_map=device_map)
+    except EffdepthError:
+        raise
+    except _GGUF_ERRORS as exc:
+        msg = str(exc)
+        if "out of memory" in msg.lower():  # torch's OutOfMemoryError is a RuntimeError, not a damaged file
+            raise
+        raise _gguf_error(spec.gguf_path, _exc_detail(exc)) from exc
     return model, tokenizer, "gguf"
 
 
 def _load_dir(spec: ModelSpec, torch_dtype, progress: Progress | None, device_map) -> tuple[Any, Any, str]:
     from transformers import AutoTokenizer
 
-    weights = _weight_files(spec.path)
-    if not any(p.suffix == ".safetensors" for p in weights):
-        found = ", ".join(p.name for p in weights) or "no weight files"
-        raise ModelNotFoundError(
-            f"{spec.path} has no *.safetensors weights ({found}). effdepth loads only safetensors, because "
-            "pickle .bin checkpoints can run arbitrary code. Convert it once with transformers: "
-            "AutoModelForCausalLM.from_pretrained(dir).save_pretrained(new_dir, safe_serialization=True).")
+    _check_dir_weights(spec.path, require=True)
     _report(progress, "loading tokenizer", None)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code,
@@ -941,3 +1154,37 @@ def load_model(
         loaded_from=loaded_from,
         load_s=time.perf_counter() - start,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Staleness
+# --------------------------------------------------------------------------------------------------
+
+
+def _stat_entry(path: Path) -> tuple:
+    stat = path.stat()
+    return (path.name, stat.st_size, stat.st_mtime_ns)
+
+
+def weights_stamp(name: str | os.PathLike) -> tuple | None:
+    """A cheap stamp of the files behind a model name (names, sizes, mtimes; nothing is read).
+
+    A held model whose stamp changed is reloaded before the next run, so new weights copied over a
+    local model directory never run under the old model (or get stored under its fingerprint).
+    None when the name does not resolve to files (the loader then says why).
+    """
+    text = str(name).strip()
+    if text in EMBEDDED:
+        return ("embedded", EMBEDDED[text].sha256, _transformers_version())
+    path = Path(text).expanduser()
+    if not path.exists() and _HUB_ID.match(text):
+        path = _hf_cache_snapshot(text) or path
+    try:
+        if path.is_file():
+            return ("file", str(path.resolve()), _stat_entry(path))
+        if path.is_dir():
+            files = [p for p in sorted(path.iterdir()) if p.is_file()]
+            return ("dir", str(path.resolve()), tuple(_stat_entry(p) for p in files))
+    except OSError:
+        return None
+    return None

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from effdepth.errors import CacheError
+from effdepth import checks
+from effdepth.errors import CacheError, RunCheckError
 
 if TYPE_CHECKING:  # engine imports torch; the store does not need it to list or export runs
     from effdepth.engine import RunResult
@@ -193,6 +194,29 @@ class Store:
         return f"Store({str(self.path)!r})"
 
     # ------------------------------------------------------------------------------------------
+    # Read-only caches
+    # ------------------------------------------------------------------------------------------
+
+    def writable(self) -> bool:
+        """Whether runs can be stored here: the directory takes new files (DuckDB writes a WAL beside
+        the cache) and the cache file, if it exists, may be written (access(2): modes, read-only mounts)."""
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            return False
+        return not self.path.exists() or os.access(self.path, os.W_OK)
+
+    @property
+    def read_only(self) -> bool:
+        """An existing cache that cannot be written is opened read-only (for viewing and export)."""
+        return self.path.is_file() and self.path.stat().st_size > 0 and not self.writable()
+
+    def check_writable(self) -> None:
+        """Raise CacheError before any computing when a result could not be stored."""
+        if not self.writable():
+            raise CacheError(f"The cache {self.path} is read-only (its file or directory cannot be written), so "
+                             "a new result could not be stored: nothing was computed. Cached runs can still be "
+                             "viewed and exported. Use --cache (or EFFDEPTH_CACHE) to pick a writable file.")
+
+    # ------------------------------------------------------------------------------------------
     # Connections
     # ------------------------------------------------------------------------------------------
 
@@ -202,9 +226,8 @@ class Store:
 
     @property
     def reset_command(self) -> str:
-        """The command that moves this cache file aside."""
-        if self.path == default_path().absolute():
-            return "effdepth cache --reset"
+        """The command that moves this cache file aside (always naming the file: a shell may have
+        another EFFDEPTH_CACHE or project than the server that reports it)."""
         return f"effdepth cache --reset --cache {shlex.quote(str(self.path))}"
 
     def _corrupt_error(self, exc: BaseException) -> CacheError:
@@ -220,6 +243,8 @@ class Store:
         delay = 0.01
         while True:
             try:
+                if self.read_only:
+                    return duckdb.connect(str(self.path), read_only=True)
                 if self.path.is_file() and self.path.stat().st_size == 0:
                     # An empty file holds no data (e.g. from `touch` or a temp file): start a new cache.
                     self.path.unlink()
@@ -266,6 +291,7 @@ class Store:
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         existing = {row[0] for row in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+        self._missing = set(TABLE_COLUMNS) - existing
         if "meta" in existing:
             row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = row[0] if row else None
@@ -282,6 +308,10 @@ class Store:
         else:
             con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        if self.read_only:
+            if "runs" not in existing:
+                raise CacheError(f"The read-only cache file {self.path} holds no runs table; nothing to show.")
+            return  # viewing only: tables an older cache lacks read as empty
         if "runs" not in existing:
             cols = ", ".join(f"{_quote(c)} {t}" for c, t, _ in RUN_COLUMNS)
             con.execute(f"CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, {cols}, ed_summary VARCHAR, "
@@ -302,10 +332,17 @@ class Store:
     # ------------------------------------------------------------------------------------------
 
     def put(self, result: RunResult) -> None:
-        """Store a run (all tables in one transaction; an existing run with the same id is replaced)."""
+        """Store a run (all tables in one transaction; an existing run with the same id is replaced).
+
+        A run that fails its own checks (``effdepth.checks``) is refused with RunCheckError."""
         run_id = str(result.run_id)
         meta = dict(result.meta)
         frames = {name: result.tables[name] for name in TABLES}
+        self.check_writable()
+        found = checks.problems(meta, frames)
+        if found:
+            raise RunCheckError(f"Run {run_id} of {meta.get('model_name')} failed its own checks and was not "
+                                f"stored: {'; '.join(found)}. Its numbers cannot be trusted; please report it.")
         meta_json = _dumps(meta)
         summary = _dumps(ed_summary(frames["ed"]))
         with self._transaction() as con:
@@ -391,6 +428,8 @@ class Store:
             return con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [str(run_id)]).fetchone()[0] > 0
 
     def _read_table(self, con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> pd.DataFrame:
+        if name in getattr(self, "_missing", ()):
+            return pd.DataFrame({c: pd.Series(dtype=d) for c, _, d in TABLE_COLUMNS[name]})
         frame = con.execute(f"SELECT * FROM {_quote(name)} WHERE run_id = ? ORDER BY rowid",
                             [run_id]).df().drop(columns="run_id")
         base = TABLE_COLUMNS[name]

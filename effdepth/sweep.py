@@ -29,7 +29,9 @@ Aggregates over items (pure functions on the store's long tables):
 - ``depth_score_by_bin`` — P2's depth score (§7.1): per bin, the per-item future-effect matrices
   M_ex[s, j] and output changes O_ex[s] (split = -1, the max over splits) are reduced over items by
   **max** and by **mean**; e_layer(s) = Σ_j M[s, j] / max(L-1-s, 1) (``depth.layer_effect``),
-  e_logit(s) = O[s], DS = Σ s·e(s) / Σ e(s) (``depth.depth_score``).
+  e_logit(s) = O[s], DS = Σ s·e(s) / Σ e(s) (``depth.depth_score``). Items without that matrix
+  (a prompt under 13 tokens gets only the current-effect skip) are left out of their bin and listed in
+  ``DepthScores.left_out``; a bin left with no item scores NaN with ``n_items`` 0 instead of vanishing.
 
 Not covered: P2's per-item split positions for the depth score (t = a0 for MQuAKE, a0 + {0, 4, …}
 for MATH) need the tokenised answer start per item; ``sweep`` applies one ``ProbeConfig`` to all items,
@@ -44,6 +46,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -102,8 +105,8 @@ def item_keys(fingerprint: str, items: Sequence[Item], dtype: str, config: Probe
 
 def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequence,
            config: ProbeConfig, dtype: str, progress: Progress | None, load: Callable | None,
-           resolve: Callable | None, chat_template: bool, skip_errors: bool,
-           desc: str) -> list[str]:
+           resolve: Callable | None, chat_template: bool, skip_errors: bool | tuple[type[BaseException], ...],
+           desc: str, failed: list | None = None) -> list[str]:
     items = list(items)
     resolve = resolve or _models().resolve_model
     load = load or _models().load_model
@@ -135,9 +138,15 @@ def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequ
                 result = run_probes(loaded, item.text, item_config(config, item), chat_template=chat_template,
                                     extra_meta=item_meta(item))
             except Exception as err:  # noqa: BLE001 - reported, optionally skipped
-                if not skip_errors:
+                if not _skippable(err, skip_errors):
                     raise
-                log.warning("skipping %s[%s]: %s", item.dataset, item.index, err)
+                message = f"{item.dataset}[{item.index}] failed and is skipped: {err}"
+                if bar is not None:
+                    bar.write(message, file=sys.stderr)
+                else:
+                    log.warning("%s", message)
+                if failed is not None:
+                    failed.append((item, err))
                 run_ids[k] = None
             else:
                 if result.run_id != keys[k]:
@@ -157,19 +166,29 @@ def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequ
     return [k for k in run_ids if k is not None]
 
 
+def _skippable(err: Exception, skip_errors: bool | tuple[type[BaseException], ...]) -> bool:
+    """Whether ``err`` is one the caller asked to skip: True skips any error, a tuple of classes those."""
+    if isinstance(skip_errors, tuple):
+        return isinstance(err, skip_errors)
+    return bool(skip_errors)
+
+
 def sweep(model_name: str, items: Sequence[Item], store, config: ProbeConfig | None = None,
           dtype: str = "float32", progress: Progress | None = None, load: Callable | None = None,
           resolve: Callable | None = None, chat_template: bool = False,
-          skip_errors: bool = False) -> list[str]:
+          skip_errors: bool | tuple[type[BaseException], ...] = False,
+          failed: list | None = None) -> list[str]:
     """Run the probes on every item not yet in ``store``; returns the run ids in item order.
 
     ``load`` defaults to ``models.load_model`` and ``resolve`` to ``models.resolve_model`` (both
     injectable for tests). ``progress(stage, frac)`` replaces the default tqdm bar (with ETA).
     ``skip_errors``: an item that fails (e.g. too long for the context) is logged and left out of the
-    returned ids instead of stopping the sweep.
+    returned ids instead of stopping the sweep — any error when True, only these classes when a tuple
+    (e.g. ``(EffdepthError,)``, so that bugs still propagate). ``failed``: a list that receives
+    (item, error) of every item skipped, for a report at the end.
     """
     return _sweep(model_name, items, store, [store], config or ProbeConfig(), dtype, progress, load,
-                  resolve, chat_template, skip_errors, desc=f"sweep {model_name}")
+                  resolve, chat_template, skip_errors, desc=f"sweep {model_name}", failed=failed)
 
 
 def _partial_state():
@@ -232,7 +251,8 @@ def sweep_shard(model_name: str, items: Sequence[Item], main_store=None, rank: i
                 progress: Progress | None = None, load: Callable | None = None,
                 resolve: Callable | None = None, directory: str | os.PathLike | None = None,
                 store_factory: Callable[[Path], Any] | None = None,
-                skip_errors: bool = False) -> tuple[Path, list[str]]:
+                skip_errors: bool | tuple[type[BaseException], ...] = False,
+                failed: list | None = None) -> tuple[Path, list[str]]:
     """Run this rank's share of ``items`` into its own shard store; returns (shard path, run ids).
 
     Items already in ``main_store`` (if given) or in the shard are skipped. ``rank``/``world`` default
@@ -249,7 +269,8 @@ def sweep_shard(model_name: str, items: Sequence[Item], main_store=None, rank: i
     shard = (store_factory or _store_class())(path)
     check = [shard] + ([main_store] if main_store is not None else [])
     ids = _sweep(model_name, shard_items(items, rank, world), shard, check, config, dtype, progress,
-                 load, resolve, False, skip_errors, desc=f"sweep {model_name} rank {rank}/{world}")
+                 load, resolve, False, skip_errors, desc=f"sweep {model_name} rank {rank}/{world}",
+                 failed=failed)
     return path, ids
 
 
@@ -323,20 +344,25 @@ def sweep_distributed(model_name: str, items: Sequence[Item], store, config: Pro
                       dtype: str = "float32", progress: Progress | None = None,
                       load: Callable | None = None, directory: str | os.PathLike | None = None,
                       store_factory: Callable[[Path], Any] | None = None,
-                      timeout: float | None = None) -> list[str]:
+                      timeout: float | None = None,
+                      skip_errors: bool | tuple[type[BaseException], ...] = False,
+                      failed: list | None = None) -> list[str]:
     """Inside ``accelerate launch`` / torchrun: each rank sweeps its shard into its own store file,
     then rank 0 waits for all ranks (see ``_barrier``) and merges the shards into ``store``.
 
     With world size 1 this is ``sweep``. Returns the run ids of all items (rank 0; items that failed
-    are included only if some rank stored them) or of this rank's share (other ranks).
+    are included only if some rank stored them) or of this rank's share (other ranks). ``skip_errors``
+    and ``failed`` as in ``sweep`` (``failed`` gets this rank's failures only).
     """
     rank, world = dist_env()
     if world == 1:
-        return sweep(model_name, items, store, config, dtype, progress, load)
+        return sweep(model_name, items, store, config, dtype, progress, load, skip_errors=skip_errors,
+                     failed=failed)
     config = config or ProbeConfig()
     key = sweep_id(model_name, items, dtype, config)
     _, ids = sweep_shard(model_name, items, store, rank, world, key, config, dtype, progress, load,
-                         directory=directory, store_factory=store_factory)
+                         directory=directory, store_factory=store_factory, skip_errors=skip_errors,
+                         failed=failed)
     _barrier(key, rank, world, directory, timeout)
     if rank != 0:
         return ids
@@ -504,6 +530,15 @@ def ed_distribution(per_item: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------------- depth score
 
+#: engine.run_probes runs the future-effect skip only with a split point 8 ≤ t < T−4, i.e. T ≥ 13 tokens
+FUTURE_MIN_TOKENS = 13
+TOO_SHORT = "too_short"  # reasons in DepthScores.left_out
+NO_MATRIX = "no_matrix"
+#: each reason as the end of "k items are …"
+LEFT_OUT_REASONS = {TOO_SHORT: f"too short for the future-effect skip (< {FUTURE_MIN_TOKENS} tokens)",
+                    NO_MATRIX: "missing the reduced future-effect skip matrix"}
+
+
 def _matrix(value, variant: str) -> np.ndarray:
     if isinstance(value, pd.DataFrame):
         matrix = depth.future_matrix(value, variant)
@@ -522,38 +557,95 @@ def _output(value, variant: str) -> np.ndarray:
     return np.asarray(value, dtype=float)
 
 
+def _has_variant(matrix, output, variant: str) -> bool:
+    """Whether an item has the reduced matrix and output change of ``variant`` (arrays always do)."""
+    if matrix is None or output is None:
+        return False
+    if isinstance(matrix, pd.DataFrame) and not len(
+            matrix[(matrix["variant"] == variant) & (matrix["split"] == -1)]):
+        return False
+    if isinstance(output, pd.DataFrame) and not len(
+            output[(output["variant"] == variant) & (output["split"] == -1)]):
+        return False
+    return True
+
+
 class DepthScores(NamedTuple):
-    scores: pd.DataFrame  # bin, reduce, effect, depth_score, n_items
+    scores: pd.DataFrame  # bin, reduce, effect, depth_score, n_items, n_left_out
     profiles: pd.DataFrame  # bin, reduce, effect, layer, value
+    left_out: pd.DataFrame | None = None  # run_id, bin, reason (TOO_SHORT / NO_MATRIX), n_tokens
+
+
+LEFT_OUT_COLUMNS = ["run_id", "bin", "reason", "n_tokens"]
 
 
 def depth_score_by_bin(matrices: Mapping[str, Any], outputs: Mapping[str, Any],
-                       bins: Mapping[str, str], variant: str = "future") -> DepthScores:
+                       bins: Mapping[str, str], variant: str = "future",
+                       n_tokens: Mapping[str, int] | None = None) -> DepthScores:
     """P2's depth score per difficulty bin (PROBES.md §7.1).
 
     ``matrices[run_id]``: the item's skip matrix M_ex [L, L] (array, or the store's ``skip`` table,
     from which the split = -1 rows of ``variant`` are taken); ``outputs[run_id]``: O_ex [L] (array or
     the ``skip_output`` table); ``bins[run_id]``: the item's bin. Bins keep their first-seen order.
+    Items without the reduced ``variant`` tables are left out (``left_out``; reason TOO_SHORT when
+    ``n_tokens`` says the prompt had under FUTURE_MIN_TOKENS tokens for the future skip, else
+    NO_MATRIX) rather than failing the whole score; a bin with no item left scores NaN.
     """
     bin_order: list[str] = []
     members: dict[str, list[str]] = {}
+    left_rows: list[dict] = []
     for rid, name in bins.items():
         if name not in members:
             bin_order.append(name)
             members[name] = []
-        members[name].append(rid)
+        if _has_variant(matrices.get(rid), outputs.get(rid), variant):
+            members[name].append(rid)
+            continue
+        tokens = None if n_tokens is None or n_tokens.get(rid) is None else int(n_tokens[rid])
+        short = variant == "future" and tokens is not None and tokens < FUTURE_MIN_TOKENS
+        left_rows.append({"run_id": rid, "bin": name, "reason": TOO_SHORT if short else NO_MATRIX,
+                          "n_tokens": tokens})
+    left_out = pd.DataFrame(left_rows, columns=LEFT_OUT_COLUMNS)
+    n_left = left_out["bin"].value_counts().to_dict() if len(left_out) else {}
     score_rows, profile_rows = [], []
     for name in bin_order:
         rids = members[name]
+        if not rids:  # every item of the bin was left out: say so with a NaN score
+            score_rows += [{"bin": name, "reduce": reduce, "effect": effect, "depth_score": None, "n_items": 0,
+                            "n_left_out": int(n_left.get(name, 0))}
+                           for reduce in ("max", "mean") for effect in ("layer", "logit")]
+            continue
         m = np.stack([_matrix(matrices[rid], variant) for rid in rids])  # [n, L, L]
         o = np.stack([_output(outputs[rid], variant) for rid in rids])  # [n, L]
         for reduce, fn in (("max", np.max), ("mean", np.mean)):
             effects = {"layer": depth.layer_effect(fn(m, axis=0)), "logit": fn(o, axis=0)}
             for effect, e in effects.items():
                 score_rows.append({"bin": name, "reduce": reduce, "effect": effect,
-                                   "depth_score": depth.depth_score(e), "n_items": len(rids)})
+                                   "depth_score": depth.depth_score(e), "n_items": len(rids),
+                                   "n_left_out": int(n_left.get(name, 0))})
                 profile_rows += [{"bin": name, "reduce": reduce, "effect": effect, "layer": s,
                                   "value": float(v)} for s, v in enumerate(e)]
-    scores = pd.DataFrame(score_rows, columns=["bin", "reduce", "effect", "depth_score", "n_items"])
+    scores = pd.DataFrame(score_rows, columns=["bin", "reduce", "effect", "depth_score", "n_items", "n_left_out"])
     profiles = pd.DataFrame(profile_rows, columns=["bin", "reduce", "effect", "layer", "value"])
-    return DepthScores(scores, profiles)
+    return DepthScores(scores, profiles, left_out)
+
+
+def left_out_messages(left_out: pd.DataFrame | None, n_items: int,
+                      names: Mapping[str, str] | None = None, limit: int = 10) -> list[str]:
+    """One sentence per reason naming the items left out of the depth score (``names``: run id -> label
+    such as "gsm8k[3]"; at most ``limit`` named), e.g. "1 of 3 items is too short for the future-effect
+    skip (< 13 tokens) and is left out of the depth score: mine[0]." """
+    if left_out is None or not len(left_out):
+        return []
+    out = []
+    for reason in (TOO_SHORT, NO_MATRIX):
+        rids = [str(r) for r in left_out.loc[left_out["reason"] == reason, "run_id"]]
+        if not rids:
+            continue
+        k = len(rids)
+        labels = [(names or {}).get(r, r) for r in rids]
+        listed = ", ".join(labels[:limit]) + (f" and {k - limit} more" if k > limit else "")
+        verb = "is" if k == 1 else "are"
+        out.append(f"{k} of {n_items} item{'' if n_items == 1 else 's'} {verb} {LEFT_OUT_REASONS[reason]} "
+                   f"and {verb} left out of the depth score: {listed}.")
+    return out

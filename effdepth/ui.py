@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - another Streamlit: st.altair_chart con
     _to_vega_lite = None
 
 from effdepth import views
-from effdepth.errors import CacheError, EffdepthError
+from effdepth.errors import CacheError, EffdepthError, RunStopped
 
 STATE = "_effdepth_state"
 URL = "_effdepth_url"
@@ -216,17 +216,19 @@ def demo_toggle(view: views.ViewState, container=None) -> None:
 
 
 def show_error(err: BaseException) -> None:
-    """The one place where user-facing errors are shown (never a traceback)."""
-    st.error(str(err), icon=":material/error:")
-    if isinstance(err, CacheError) and views.error_kind(err) == "corrupt":
+    """The one place where user-facing errors are shown (never a traceback; the message may quote the
+    user's input, so it is shown as text, not markdown)."""
+    st.error(views.md(str(err)), icon=":material/error:")
+    view = st.session_state.get(STATE)
+    if isinstance(err, CacheError) and views.error_kind(err) == "corrupt" and not (view and view.demo):
         if st.button("Move the broken cache aside", key=f"move_aside_{abs(hash(str(err))) % 10**8}",
                      type="primary"):
             try:
                 moved = _move_aside()
-                st.success(f"Moved the broken cache to {moved}. A fresh, empty cache is used from now on."
+                st.success(views.md(f"Moved the broken cache to {moved}. A fresh, empty cache is used from now on.")
                            if moved else "Moved the broken cache aside; a fresh, empty cache is used from now on.")
             except EffdepthError as again:
-                st.error(str(again))
+                st.error(views.md(str(again)))
 
 
 def _move_aside():
@@ -258,30 +260,58 @@ def store():
 
 @st.cache_resource(max_entries=1, show_spinner=False)
 def model_holder() -> views.ModelHolder:
-    """The process-wide holder of the one loaded model (keyed by (name, dtype); switching drops the old
-    model before the new one loads, so at most one model is in memory)."""
+    """The process-wide holder of the one loaded model: runs of all sessions take turns on it, and a
+    model switch waits until no run uses the held model (see views.ModelHolder)."""
     return views.ModelHolder()
 
 
-def held_model(name: str, dtype: str, progress=None):
-    return model_holder().get(name, dtype, progress)
+def _session_gone() -> bool:
+    """Whether this script run's browser session has ended (tab closed, connection lost)."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        return ctx is not None and Runtime.exists() and not Runtime.instance().is_active_session(ctx.session_id)
+    except Exception:  # noqa: BLE001 - no runtime (AppTest, bare mode): the session is alive
+        return False
+
+
+def stopped_notice(name: str, text: str, dtype: str, chat: bool) -> None:
+    """Say so when this input's last run was stopped (stop control, closed tab) before it finished."""
+    note = views.stopped_run(name, text, dtype, chat)
+    if note is not None:
+        st.warning(views.md(note), icon=":material/stop_circle:")
 
 
 def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes",
             config=None):
-    """Compute (or fetch) a run with a status box and a progress bar showing the stage."""
-    with st.status(f"{label} on {name} ({dtype})…", expanded=True) as box:
+    """Compute (or fetch) a run with a status box, a progress bar that moves within each stage, and a
+    stop button. Runs of other sessions on the shared model go first (the box says which place this one
+    has); a closed tab or the stop button ends the run at the next progress step, storing nothing."""
+    with st.status(views.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
+        st.button("Stop", key="stop_run", icon=":material/stop:", help="End this run; nothing is stored.")
         bar = st.progress(0.0, text="Starting")
         started = time.perf_counter()
 
         def sink(stage: str, fraction: float) -> None:
-            bar.progress(min(1.0, fraction), text=f"{stage} · {time.perf_counter() - started:.0f} s")
+            if _session_gone():
+                raise RunStopped("The browser session ended, so the run was stopped.")
+            bar.progress(min(1.0, fraction), text=views.md(f"{stage} · {time.perf_counter() - started:.0f} s"))
 
         tracker = views.ProgressTracker(sink=sink)
         try:
-            result = views.compute_run(run_store, name, text, dtype, chat, held_model, tracker, config=config)
+            result = views.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config)
+        except RunStopped:
+            views.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
+                                 "the browser session ended")
+            raise
         except EffdepthError:
             box.update(label="Failed", state="error", expanded=False)
+            raise
+        except BaseException:  # Streamlit's stop/rerun (the stop button, another click) ends the run here
+            views.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
+                                 "it was stopped")
             raise
         bar.progress(1.0, text=f"done in {time.perf_counter() - started:.1f} s")
         box.update(label=f"Done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False)
@@ -297,7 +327,8 @@ def summary_strip(items: Sequence[tuple[str, str, str | None, str]], per_row: in
     for start in range(0, len(items), per_row):
         cols = st.columns(per_row)
         for col, (label, value, delta, help_text) in zip(cols, items[start:start + per_row]):
-            col.metric(label, value, delta=delta, delta_color="off", delta_arrow="off", help=help_text or None)
+            col.metric(label, value, delta=delta, delta_color="off", delta_arrow="off",
+                       help=views.md(help_text) if help_text else None)  # help quotes model-supplied tokens
 
 
 def downloads(chart, name: str, key: str) -> None:

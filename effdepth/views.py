@@ -12,10 +12,13 @@ from collections import OrderedDict
 import gc
 import io
 import math
+import string
 import threading
+import time
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import pandas as pd
 
 from effdepth import charts, engine
 from effdepth.errors import CacheError, PromptError
+from effdepth.turns import Turns
 
 Progress = Callable[[str, float | None], None]
 
@@ -72,6 +76,16 @@ def embedded_models_table() -> pd.DataFrame:
     return pd.DataFrame([{"name": name, "model": em.display, "layers": em.n_layers, "d_model": em.d_model,
                           "size (MB)": em.size_mb, "architecture": em.arch}
                          for name, em in models.EMBEDDED.items()])
+
+
+def md(text) -> str:
+    """``text`` for a Streamlit markdown slot, shown as typed: every ASCII punctuation mark is
+    backslash-escaped, so a user's or a URL's ``[x](http://…)``, ``![i](…)``, ``**``, ``:red[…]``, bare
+    links and e-mail addresses render as plain characters, never as links, images or formatting."""
+    return "".join("\\" + ch if ch in _MD_PUNCTUATION else ch for ch in str(text))
+
+
+_MD_PUNCTUATION = frozenset(string.punctuation)
 
 
 def contrib_metric(family: str, part: str) -> str:
@@ -125,6 +139,11 @@ _CHOICES = {"dtype": DTYPES, "dtype_b": DTYPES, "contrib": tuple(CONTRIB_FAMILIE
             "cmp_mode": ("prompt", "items"), "agg": ("token", "prompt"), "ed_probe": ("cosine", "kl", "overlap"),
             "ed_rule": ("p1", "guarded")}
 _BOOLS = {"chat", "demo"}
+#: numeric URL values, bounded on the server to what the widgets offer (a URL can start work: bound it)
+_NUMBERS: dict[str, Callable[[int], int]] = {
+    "pos": lambda v: min(max(0, v), engine.DEFAULT_MAX_TOKENS - 1),  # clamped to the run's T when drawn
+    "ig_steps": lambda v: min(IG_STEP_CHOICES, key=lambda choice: (abs(choice - v), choice)),
+}
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -145,10 +164,10 @@ def state_from_query(query: Mapping[str, object]) -> ViewState:
             continue
         if f.name in _BOOLS:
             values[f.name] = raw.strip().lower() in _TRUE
-        elif f.name in ("pos", "ig_steps"):
+        elif f.name in _NUMBERS:
             try:
-                values[f.name] = max(0 if f.name == "pos" else 1, int(raw))
-            except ValueError:
+                values[f.name] = _NUMBERS[f.name](int(raw))
+            except (ValueError, OverflowError):
                 pass
         elif f.name in _CHOICES:
             if raw in _CHOICES[f.name]:
@@ -219,7 +238,7 @@ def check_prompt(text: str | None) -> str:
     """The prompt as it will be analysed; raises PromptError for an empty one (before any model work)."""
     if text is None or not str(text).strip():
         raise PromptError("The prompt is empty. Type some text or pick one of the examples.")
-    return str(text)
+    return engine.check_text(str(text))
 
 
 def config_for(n_tokens: int | None = None) -> engine.ProbeConfig:
@@ -459,19 +478,40 @@ class ProgressTracker:
 
 
 class ModelHolder:
-    """Holds at most one loaded model (process-wide in the app): switching drops the old one first."""
+    """Holds at most one loaded model for the whole process (the app's sessions share it).
 
-    def __init__(self, loader: Callable | None = None):
+    Runs take turns, first come first served (``effdepth.turns``): ``lease(name, dtype)`` waits until
+    no other run holds the model, then hands it out, loading it (or switching to it) first, so a
+    model switch never drops a model that another session is using. The held model is keyed by
+    (name, dtype) and by the stamp of its files (``models.weights_stamp``: sizes and mtimes), re-checked
+    on every lease: weights changed on disk are reloaded, never run under the old model.
+    """
+
+    def __init__(self, loader: Callable | None = None, stamp: Callable[[str], object] | None = None):
         self._loader = loader
+        self._stamp = stamp
         self._lock = threading.RLock()
+        self.turns = Turns()
         self.key: tuple[str, str] | None = None
+        self.stamp: object = None
         self.loaded = None
         self.loads = 0
 
+    def _current_stamp(self, name: str):
+        if self._stamp is not None:
+            return self._stamp(name)
+        if self._loader is not None:  # an injected loader (tests): no files behind the name
+            return None
+        from effdepth import models
+
+        return models.weights_stamp(name)
+
     def get(self, name: str, dtype: str, progress: Progress | None = None):
+        """The model of (name, dtype), loaded if it is not the held one or its files changed. Call it
+        inside ``lease`` (or ``self.turns``) when other runs may be using the holder."""
         with self._lock:
-            key = (name, dtype)
-            if self.key == key and self.loaded is not None:
+            key, stamp = (name, dtype), self._current_stamp(name)
+            if self.key == key and self.loaded is not None and stamp == self.stamp:
                 return self.loaded
             self.release()
             loader = self._loader
@@ -482,37 +522,81 @@ class ModelHolder:
             if progress:
                 progress("loading model", 0.0)
             self.loaded = loader(name, dtype=dtype, progress=progress)
-            self.key = key
+            self.key, self.stamp = key, stamp
             self.loads += 1
             return self.loaded
+
+    @contextmanager
+    def lease(self, name: str, dtype: str, progress: Progress | None = None) -> Iterator[object]:
+        """The model for one run, held alone until the block ends; while another run holds it,
+        ``progress`` hears ``waiting for another session's run (position k)`` (raise from it to give up)."""
+        notify = progress or (lambda stage, frac=None: None)
+
+        def on_wait(position: int) -> None:
+            notify(f"{WAITING_STAGE} (position {position})", None)
+
+        with self.turns.turn(on_wait):
+            yield self.get(name, dtype, progress)
 
     def release(self) -> None:
         with self._lock:
             self.loaded = None
             self.key = None
+            self.stamp = None
             gc.collect()
 
 
-def compute_run(store, name: str, text: str, dtype: str, chat: bool,
-                get_model: Callable[[str, str, Progress | None], object],
-                progress: Progress | None = None, config: engine.ProbeConfig | None = None):
-    """Look up a run; on a miss load the model (via ``get_model``), run the probes and store the result.
+_STOPPED: OrderedDict = OrderedDict()  # (name, text, dtype, chat) -> what the last stopped run said
+_STOPPED_GUARD = threading.Lock()
 
-    The cache is checked first with keys computed without the model; the model is loaded only on a
-    miss. Prompts shorter than 13 tokens get the current-effect skip variants only (the future-effect
-    skip needs a split point 8 <= t < T-4).
+
+def record_stopped(name: str, text: str, dtype: str, chat: bool, stage: str, seconds: float, why: str) -> None:
+    """Remember that a run of this input ended before it finished (shown when the input is reopened)."""
+    when = time.strftime("%H:%M:%S")
+    note = (f"The last run of this prompt on {name} ({dtype}) did not finish: {why} at {when}, "
+            f"after {seconds:.0f} s, during “{stage}”. Nothing of it was stored; run it again to see the results.")
+    with _STOPPED_GUARD:
+        _STOPPED[(name, text, dtype, bool(chat))] = note
+        while len(_STOPPED) > 256:
+            _STOPPED.popitem(last=False)
+
+
+def stopped_run(name: str, text: str, dtype: str, chat: bool) -> str | None:
+    """The note of this input's last stopped run, if it has not been run to the end since."""
+    with _STOPPED_GUARD:
+        return _STOPPED.get((name, text, dtype, bool(chat)))
+
+
+def _clear_stopped(name: str, text: str, dtype: str, chat: bool) -> None:
+    with _STOPPED_GUARD:
+        _STOPPED.pop((name, text, dtype, bool(chat)), None)
+
+
+#: The stage a run reports while another session's run holds the model.
+WAITING_STAGE = "waiting for another session's run"
+
+
+def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: ModelHolder,
+                progress: Progress | None = None, config: engine.ProbeConfig | None = None):
+    """Look up a run; on a miss take the model's turn (``holder.lease``), run the probes and store it.
+
+    The cache is checked first with keys computed without the model, and again once the turn comes
+    (another session may have computed the same input meanwhile). The store is checked for
+    writability before any work, so a result is never computed only to be lost.
     """
     text = check_prompt(text)
     key, cached = find_cached(store, name, text, dtype, chat, config)
     if cached is not None:
         return cached
+    store.check_writable()
     notify = progress or (lambda stage, frac=None: None)
-    loaded = get_model(name, dtype, notify)
-    ids = engine.tokenize(loaded, text, chat)
-    config = config or config_for(len(ids))
-    key = engine.run_key(loaded.spec.fingerprint, text, loaded.dtype, config, chat)
-    result, _ = store.get_or_compute(
-        key, lambda: engine.run_probes(loaded, text, config, chat_template=chat, progress=notify))
+    with holder.lease(name, dtype, notify) as loaded:
+        ids = engine.tokenize(loaded, text, chat)
+        config = config or config_for(len(ids))
+        key = engine.run_key(loaded.spec.fingerprint, text, loaded.dtype, config, chat)
+        result, _ = store.get_or_compute(
+            key, lambda: engine.run_probes(loaded, text, config, chat_template=chat, progress=notify))
+    _clear_stopped(name, text, dtype, chat)
     return result
 
 

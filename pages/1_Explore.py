@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from effdepth import charts, ui, views
+from effdepth import charts, checks, ui, views
 
 ui.page_setup("Explore")
 view = ui.state()
@@ -36,16 +36,21 @@ with ui.guard():
         _, result = views.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
     if result is None:
         if view.demo:
-            st.warning(f"**Not cached.** This prompt on **{view.model}** ({view.dtype}) has no stored run, and "
+            st.warning(f"**Not cached.** This prompt on **{views.md(view.model)}** ({view.dtype}) has no stored run, and "
                        "demo mode loads no model. Pick a cached run on the Runs page or leave demo mode.",
                        icon=":material/block:")
         else:
             views.preflight(view.model)
-            st.info(f"This prompt on **{view.model}** ({view.dtype}) is not in the cache yet.",
-                    icon=":material/hourglass_top:")
-            if st.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
+            ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
+            notice = st.empty()
+            notice.info(f"This prompt on **{views.md(view.model)}** ({view.dtype}) is not in the cache yet.",
+                        icon=":material/hourglass_top:")
+            button = st.empty()
+            if button.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
+                button.empty()
                 result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat)
                 computed[result.run_id] = result.meta.get("total_seconds")
+                notice.empty()
 
 if result is None:
     st.stop()
@@ -57,8 +62,13 @@ n_layers = int(meta["n_layers"])
 view.pos = views.clamp_position(view.pos, n_tokens)
 ed = t["ed"]
 
-st.caption(f"**{meta['model_name']}** · run `{result.run_id}` · {n_tokens} tokens · "
+st.caption(f"**{views.md(meta['model_name'])}** · run `{result.run_id}` · {n_tokens} tokens · "
            f"probe config {', '.join(meta.get('probes') or [])} · created {meta.get('created', '')}")
+if not checks.verified(meta):
+    st.warning("**Unverified run.** It was stored before runs checked their own invariants, possibly while "
+               "another session used the same model (whose numbers it may then hold). Recompute the cache's "
+               f"unverified runs with `effdepth cache --verify --cache {views.md(run_store.path)}`.",
+               icon=":material/gpp_maybe:")
 with st.expander("Prompt as analysed", expanded=False):
     st.code(meta.get("prompt_text", ""), language=None, wrap_lines=True)
 ui.summary_strip(views.summary_items(meta, ed, from_cache=result.run_id not in computed))
@@ -126,7 +136,7 @@ ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", o
 top_chart = views.memo_chart((result.run_id, "topk", view.pos), lambda: charts.lens_topk_chart(
     t["lens_topk"], view.pos, views.position_label(t["tokens"], view.pos), ed=ed))
 ui.chart(top_chart, f"{result.run_id}_lens_top5_pos{view.pos}", "lens_topk")
-with st.expander(f"Top-5 per layer at position {views.position_label(t['tokens'], view.pos)} as a table"):
+with st.expander(f"Top-5 per layer at position {views.md(views.position_label(t['tokens'], view.pos))} as a table"):
     st.dataframe(views.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
                  height=min(36 * (n_layers + 1), 560))
 
@@ -170,7 +180,7 @@ with ui.guard():
         ui.bind(st.text_input, "answer", "Answer span (must end the prompt)", container=a1,
                 transform=lambda v: v or None, to_widget=lambda v: v or "", help="Default: the benchmark item's gold answer, else the last word.")
         if not view.answer:
-            a1.caption(f"Using {answer!r}")
+            a1.caption(f"Using {views.md(repr(answer))}")
         ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(views.IG_STEP_CHOICES),
                 to_widget=lambda v: min(views.IG_STEP_CHOICES, key=lambda c: abs(c - v)),
                 help="P2 uses 256 (a left Riemann sum); fewer steps are faster and less exact.")
@@ -191,7 +201,7 @@ if attr is not None:
         attr_frame, attr.tables["tokens"], view.attr, ed, domain=views.attribution_domain(attr_frame, view.attr),
         selected_pos=view.pos))
     ui.chart(attr_chart, f"{attr.run_id}_{view.attr}", "heat_attr", on_select=_on_cell("heat_attr"))
-    st.caption(f"Answer span {answer!r}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, k = L the final "
+    st.caption(f"Answer span {views.md(repr(answer))}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, k = L the final "
                "residual); the colour is the largest ‖Δp‖₂ over the answer-predicting positions — where a column "
                "turns dark, that token's information has moved on. IG (P2 baseline = token mean, "
                f"{attr.meta['probe_config'].get('ig_steps')} steps): red lowers, blue raises the answer's "

@@ -53,11 +53,12 @@ for which, (name, dtype, column) in specs.items():
             st.caption(f"run `{meta['run_id']}` · L = {meta['n_layers']} · T = {meta['n_tokens']} · "
                        f"{meta['dtype']}" + (" · computed now" if meta["run_id"] in computed else " · cached"))
         elif view.demo:
-            st.warning(f"**Not cached**: {name} ({dtype}) on this prompt. Demo mode loads no model.",
+            st.warning(f"**Not cached**: {views.md(name)} ({dtype}) on this prompt. Demo mode loads no model.",
                        icon=":material/block:")
         else:
             views.preflight(name)
-            st.info(f"{name} ({dtype}) on this prompt is not in the cache yet.", icon=":material/hourglass_top:")
+            ui.stopped_notice(name, view.prompt, dtype, view.chat)
+            st.info(f"{views.md(name)} ({dtype}) on this prompt is not in the cache yet.", icon=":material/hourglass_top:")
             if st.button(f"Compute {which.upper()}", key=f"compute_{which}", type="primary",
                          icon=":material/play_arrow:"):
                 results[which] = ui.compute(run_store, name, view.prompt, dtype, view.chat,
@@ -82,8 +83,8 @@ if a.meta.get("prompt_text") != b.meta.get("prompt_text"):
 st.subheader("Effective depth")
 st.dataframe(views.compare_ed_table([(label_a, a.tables["ed"]), (label_b, b.tables["ed"])]),
              hide_index=True, width="stretch")
-st.caption(f"Each cell: ED (EDR), EDR = (ED + 1) / L with L = {a.meta['n_layers']} for {label_a} and "
-           f"{b.meta['n_layers']} for {label_b}. P1 = the paper's rule; guarded = effdepth's guarded variant; "
+st.caption(f"Each cell: ED (EDR), EDR = (ED + 1) / L with L = {a.meta['n_layers']} for {views.md(label_a)} and "
+           f"{b.meta['n_layers']} for {views.md(label_b)}. P1 = the paper's rule; guarded = effdepth's guarded variant; "
            "skip uses effdepth's proposed rule; “none” = no transition.")
 
 # ------------------------------------------------------------------------------------------ curves
@@ -121,7 +122,7 @@ st.caption(f"Both heatmaps use one colour domain: {views.domain_text(metric, dom
 
 mismatch = views.grid_mismatch(a, b)
 if mismatch is None:
-    st.subheader(f"Δ = {label_b} − {label_a}")
+    st.subheader(f"Δ = {views.md(label_b)} − {views.md(label_a)}")
     ui.chart(charts.delta_heatmap(a.tables["layer_token"], b.tables["layer_token"], a.tables["tokens"], metric,
                                   (label_a, label_b)), f"delta_{metric}", "cmp_delta")
     st.caption("Diverging scale centred at 0, symmetric around it (clipped at the 98th percentile of |Δ| for "

@@ -25,7 +25,7 @@ if not len(runs):
             icon=":material/inbox:")
     st.stop()
 
-st.caption(f"{len(runs)} run(s) in `{run_store.path}`. EDR columns use P1's rules (skip: effdepth's proposed rule).")
+st.caption(f"{len(runs)} run(s) in {views.md(run_store.path)}. EDR columns use P1's rules (skip: effdepth's proposed rule).")
 needle = st.text_input("Filter", key="w_runs_filter", placeholder="model, prompt text, run id or dtype…")
 table = views.runs_table(runs, text_filter=needle)
 table_key = f"runs_table_{st.session_state.get('_runs_version', 0)}"  # a new key clears the selection
@@ -43,7 +43,7 @@ if not selected:
             icon=":material/touch_app:")
     st.stop()
 
-st.markdown(f"**Selected:** {', '.join(f'`{r}`' for r in selected)}")
+st.markdown(f"**Selected:** {views.md(', '.join(selected))}")
 actions = st.container(horizontal=True, gap="small")
 if len(selected) == 1:
     actions.page_link(ui.PAGES["explore"][0], label="Open in Explore", icon=":material/grid_on:",

@@ -75,6 +75,11 @@ else:
         with column:
             ui.chart(charts_sweep.effect_profiles(scores.profiles, scores.scores, "max", effect, skip_order),
                      f"effect_profile_{effect}", f"diff_prof_{effect}")
+    notes = D.depth_score_notes(item_set, scores)
+    if notes:
+        st.info("Left out of the depth score (the future-effect skip needs a split point 8 ≤ t < T−4, so a "
+                "prompt under 13 tokens gets only the current-effect variants):\n\n"
+                + "\n\n".join(f"- {note}" for note in notes), icon=":material/info:")
     st.caption(f"{len(D.skip_items(item_set))} items with a future-effect skip matrix. Per bin the item matrices "
                "M[s, j] and output changes O(s) are reduced by max or mean over items; layer effect e(s) = "
                "Σ_j M[s, j] / max(L − 1 − s, 1), logit effect O(s); depth score = Σ s·e(s) / Σ e(s), the centre "

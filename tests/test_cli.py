@@ -222,3 +222,32 @@ def test_python_m_help():
     proc = subprocess.run([sys.executable, "-m", "effdepth", "probe", "--help"], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert proc.returncode == 0 and "--text-file" in proc.stdout and "--no-cache" in proc.stdout
+
+
+@pytest.mark.parametrize("content", [b"GGUF" + (3).to_bytes(4, "little") + b"\x01\x02\x03\x04" + bytes(12),
+                                     b"just text renamed to .gguf\n" * 8], ids=["truncated", "not-gguf"])
+def test_damaged_gguf_is_an_error_not_a_traceback(workdir, tmp_path, content):
+    path = tmp_path / "trunc.gguf"
+    path.write_bytes(content)
+    rc, out, err = run_cli("probe", "--model", path, "--text", "hi", "--cache", workdir / "c.duckdb")
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.startswith(f"error: {path} is not a complete GGUF file (") and "Re-download it" in err
+
+
+def test_pickle_weight_index_is_an_error_not_a_traceback(workdir, tmp_path):
+    """An index whose shards are half safetensors, half a pickle .bin: refused with the reason, no traceback."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    directory = tiny_model_dir(tmp_path / "pickled")
+    weights = load_file(directory / "model.safetensors")
+    names = sorted(weights)
+    safe, pickled = names[: len(names) // 2], names[len(names) // 2:]
+    save_file({n: weights[n] for n in safe}, directory / "model-00001-of-00002.safetensors")
+    torch.save({n: weights[n] for n in pickled}, directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    weight_map = {n: "model-00001-of-00002.safetensors" for n in safe} | {n: "pytorch_model.bin" for n in pickled}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    rc, out, err = run_cli("probe", "--model", directory, "--text", "w1 w2", "--cache", workdir / "c.duckdb", "-q")
+    assert rc == 2 and "Traceback" not in err
+    assert "maps weights to pytorch_model.bin, which is not safetensors" in err and "safe_serialization=True" in err

@@ -1,6 +1,17 @@
 """`effdepth sweep` end to end on the default model: aggregates printed, second call resumes."""
 
+import json
+
+import pytest
+
 from effdepth import cli, models
+from tests.app_support import build_tiny_dir
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random tiny Llama with its own tokenizer (context 128 tokens)."""
+    return str(build_tiny_dir(tmp_path_factory.mktemp("models") / "tiny"))
 
 
 def test_sweep_cli_runs_then_resumes_without_loading(tmp_path, capsys, monkeypatch):
@@ -87,3 +98,75 @@ def test_accelerate_launch_cli_sweep_into_duckdb(tmp_path):
     assert len(runs) == 5 and sorted(runs["item_index"]) == [0, 1, 2, 3, 4]
     shards = tmp_path / "cachedir" / "shards"
     assert not shards.exists() or not [p for p in shards.iterdir() if p.suffix == ".duckdb"]
+
+
+LONG = ["The Eiffel Tower is in Paris, the capital of France.", "Water boils at one hundred degrees at sea level."]
+
+
+def test_sweep_cli_short_item_is_left_out_of_the_depth_score(tiny, tmp_path, capsys, monkeypatch):
+    """An item under 13 tokens has no future-effect skip: named, left out, the rest still scored (resume too)."""
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"prompt": "Hi", "answer": " 4", "bin": "easy"}) + "\n"
+                     + "".join(json.dumps({"prompt": t, "answer": " Yes.", "bin": "hard"}) + "\n" for t in LONG))
+    args = ["sweep", "--model", tiny, "--jsonl", str(items), "--probes", "cosine,logit_lens,skip",
+            "--skip-variants", "future,current", "--n-boot", "10", "--cache", str(tmp_path / "c.duckdb")]
+    assert cli.main(args) == 0
+    first = capsys.readouterr().out
+    assert "3 items of" in first and "token-weighted (P1)" in first
+    message = ("1 of 3 items is too short for the future-effect skip (< 13 tokens) and is left out of the depth "
+               "score: items[0].")
+    depth = first.split("depth score (centre of mass")[1]
+    assert message in depth
+    hard = [line for line in depth.splitlines() if line.strip().startswith("hard")]
+    assert len(hard) == 4 and all("over 2 items: " in line and "n/a" not in line for line in hard)
+    easy = [line for line in depth.splitlines() if line.strip().startswith("easy")]
+    assert len(easy) == 4 and all(line.endswith("over 0 items: n/a (its only item is too short for the "
+                                                 "future-effect skip (< 13 tokens))") for line in easy)
+
+    def no_load(*_a, **_k):
+        raise AssertionError("a resumed sweep must not load the model")
+
+    monkeypatch.setattr(models, "load_model", no_load)
+    assert cli.main(args) == 0  # the resume used to crash on the same item every time
+    again = capsys.readouterr().out
+    assert message in again and again.split("depth score (centre of mass")[1] == depth
+
+
+def test_sweep_cli_skips_bad_items_and_carries_on(tiny, tmp_path, capsys):
+    """A lone surrogate (line 2) and a prompt too long for the context (line 3) are reported, not fatal."""
+    from effdepth.store import Store
+
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join([json.dumps({"prompt": LONG[0], "answer": " Yes."}),
+                                json.dumps({"prompt": "caf\ud800 is a word", "answer": " Yes."}),
+                                json.dumps({"prompt": "w " * 150, "answer": " Yes."}),
+                                json.dumps({"prompt": LONG[1], "answer": " Yes."})]) + "\n")
+    assert '"caf\\ud800' in items.read_text()  # the JSON escape of a lone surrogate
+    cache = tmp_path / "c.duckdb"
+    args = ["sweep", "--model", tiny, "--jsonl", str(items), "--probes", "cosine,logit_lens", "--n-boot", "10",
+            "--cache", str(cache)]
+    assert cli.main(args) == 0
+    captured = capsys.readouterr()
+    surrogate = r"line 2: the text contains a lone surrogate (\ud800) that is not valid Unicode; skipped"
+    assert "1 of 4 items of" in captured.err and surrogate in captured.err
+    too_long = "items[2] failed and is skipped: The prompt is "
+    assert too_long in captured.err and "tokens long; the limit here is 128" in captured.err
+    assert "2 items of" in captured.out and "token-weighted (P1)" in captured.out
+    summary = captured.out.strip().splitlines()[-1]
+    assert summary.startswith(r"2 items skipped: line 2: the text contains a lone surrogate (\ud800) that is not "
+                              "valid Unicode; items[2]: The prompt is ")
+    assert "tokens long; the limit here is 128" in summary
+    assert summary.endswith(".") and not summary.endswith("..")
+    runs = Store(cache).runs()
+    assert sorted(runs["item_index"]) == [0, 3]
+    assert cli.main(args) == 0  # resumed: the good items are in the cache, the bad ones reported again
+    assert "2 items skipped: line 2" in capsys.readouterr().out
+
+
+def test_sweep_cli_only_bad_items_is_a_clear_error(tiny, tmp_path, capsys):
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"prompt": "caf\ud800", "answer": " x"}) + "\n")
+    assert cli.main(["sweep", "--model", tiny, "--jsonl", str(items), "--cache", str(tmp_path / "c.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert "error: items.jsonl has no usable item: line 1: the text contains a lone surrogate (\\ud800)" in err
+    assert "Traceback" not in err

@@ -254,8 +254,8 @@ def test_load_jsonl_good(tmp_path):
     )
     for src in (data, tmp_path / "u.jsonl", str(tmp_path / "u.jsonl")):
         (tmp_path / "u.jsonl").write_bytes(data)
-        its = ds.load_jsonl(src, name="mine")
-        assert len(its) == 3
+        its, skipped = ds.load_jsonl(src, name="mine")
+        assert len(its) == 3 and skipped == []
         a, b, c = its
         assert (a.prompt, a.answer, a.text, a.bin, a.dataset, a.index) == ("Q: 2+2=", " 4", "Q: 2+2= 4", "mine", "mine", 0)
         assert (b.prompt, b.text, b.bin, b.index) == ("Capital of France?", "Capital of France? Paris", "geo", 1)
@@ -265,7 +265,7 @@ def test_load_jsonl_good(tmp_path):
 
 def test_load_jsonl_crlf_and_bom():
     data = b"\xef\xbb\xbf" + b'{"prompt": "a", "answer": "b"}\r\n{"prompt": "c", "answer": "d"}\r\n'
-    its = ds.load_jsonl(data)
+    its = ds.load_jsonl(data).items
     assert [i.text for i in its] == ["ab", "cd"] and its[0].bin == "custom"
 
 
@@ -278,7 +278,6 @@ def test_load_jsonl_crlf_and_bom():
         ('{"answer": "x"}', '"prompt"'),
         ('{"prompt": "x", "answer": 42}', "string"),
         ('{"question": 3, "answer": "x"}', "string"),
-        ('{"prompt": "   ", "answer": "x"}', "empty"),
         ('{"prompt": "x", "question": "y", "answer": "z"}', "both"),
         ('{"prompt": "x", "answer": "y", "bin": 5}', '"bin"'),
     ],
@@ -306,7 +305,7 @@ def test_load_jsonl_limits(tmp_path):
     line = '{"prompt": "a", "answer": "b"}'
     with pytest.raises(PromptError, match="limit is 3 items"):
         ds.load_jsonl(_jsonl(*[line] * 4), max_items=3)
-    assert len(ds.load_jsonl(_jsonl(*[line] * 3, "", ""), max_items=3)) == 3
+    assert len(ds.load_jsonl(_jsonl(*[line] * 3, "", ""), max_items=3).items) == 3
     big = _jsonl(*[line] * 100)
     with pytest.raises(PromptError, match="limit is 1,000 bytes"):
         ds.load_jsonl(big, max_bytes=1000)
@@ -314,13 +313,58 @@ def test_load_jsonl_limits(tmp_path):
     p.write_bytes(big)
     with pytest.raises(PromptError, match="limit is 1,000 bytes"):
         ds.load_jsonl(p, max_bytes=1000)
-    assert len(ds.load_jsonl(p, max_bytes=len(big))) == 100
+    assert len(ds.load_jsonl(p, max_bytes=len(big)).items) == 100
 
 
 def test_load_jsonl_other_errors(tmp_path):
     with pytest.raises(PromptError, match="no items"):
         ds.load_jsonl(b"\n  \n")
-    with pytest.raises(PromptError, match="line 2.*UTF-8"):
-        ds.load_jsonl(b'{"prompt": "a", "answer": "b"}\n{"prompt": "\xff"}')
+    with pytest.raises(PromptError, match="no usable item: line 1: the line is not valid UTF-8"):
+        ds.load_jsonl(b'{"prompt": "\xff", "answer": "b"}')
     with pytest.raises(PromptError, match="Cannot read"):
         ds.load_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_load_jsonl_skips_unusable_items_and_keeps_the_rest():
+    """A lone surrogate, invalid UTF-8 bytes or an empty prompt cost their own item only, named by line."""
+    data = (b'{"prompt": "a", "answer": "b"}\n'
+            b'\n'
+            b'{"prompt": "caf\\ud800", "answer": " x"}\n'
+            b'{"prompt": "caf\xe9", "answer": " y"}\n'
+            b'{"prompt": "  ", "answer": " z"}\n'
+            b'{"prompt": "ok", "answer": " \\udfff"}\n'
+            b'{"prompt": "c", "answer": "d", "bin": "\\ud83d"}\n'
+            b'{"prompt": "e", "answer": "f"}\n')
+    its, skipped = ds.load_jsonl(data, name="mine")
+    assert [(i.text, i.index, i.meta["line"]) for i in its] == [("ab", 0, 1), ("ef", 6, 8)]
+    assert [(b.line, b.index) for b in skipped] == [(3, 1), (4, 2), (5, 3), (6, 4), (7, 5)]
+    assert str(skipped[0]) == r"line 3: the text contains a lone surrogate (\ud800) that is not valid Unicode; skipped"
+    assert str(skipped[1]) == "line 4: the line is not valid UTF-8 text (byte 0xe9 at position 16); skipped"
+    assert str(skipped[2]) == 'line 5: "prompt" is empty; skipped'
+    assert r"lone surrogate (\udfff)" in skipped[3].reason
+    assert skipped[4].reason.startswith('"bin" contains a lone surrogate')
+    for item in its:
+        item.text.encode("utf-8")  # every item kept can be tokenised and hashed
+
+
+def test_load_jsonl_item_numbers_survive_fixing_a_bad_line():
+    bad = _jsonl('{"prompt": "a", "answer": "b"}', '{"prompt": "x\\ud800", "answer": "y"}',
+                 '{"prompt": "c", "answer": "d"}')
+    fixed = _jsonl('{"prompt": "a", "answer": "b"}', '{"prompt": "x", "answer": "y"}',
+                   '{"prompt": "c", "answer": "d"}')
+    before = {i.text: i.index for i in ds.load_jsonl(bad).items}
+    after = {i.text: i.index for i in ds.load_jsonl(fixed).items}
+    assert before == {"ab": 0, "cd": 2} and after == {"ab": 0, "xy": 1, "cd": 2}
+
+
+def test_load_jsonl_with_only_unusable_items_is_an_error():
+    with pytest.raises(PromptError) as e:
+        ds.load_jsonl(_jsonl('{"prompt": "x\\ud800", "answer": "y"}', '{"prompt": "", "answer": "y"}'))
+    assert str(e.value) == (r'custom has no usable item: line 1: the text contains a lone surrogate (\ud800) that '
+                            'is not valid Unicode; line 2: "prompt" is empty. Fix the line(s) and load it again.')
+
+
+def test_load_jsonl_malformed_line_still_rejects_the_file_with_unusable_items():
+    data = _jsonl('{"prompt": "x\\ud800", "answer": "y"}', '{"prompt": 3, "answer": "y"}')
+    with pytest.raises(PromptError, match="line 2: \"prompt\" must be a string"):
+        ds.load_jsonl(data)

@@ -248,6 +248,71 @@ def test_depth_scores_equal_sweep_depth_score_by_bin(tmp_path):
     assert "--probes skip --skip-variants future" in D.skip_command("m", Store(tmp_path / "x.duckdb"))
 
 
+def _short_skip_run(run_id: str, *, index: int, bin: str, n_tokens: int = 8, L: int = 5, **kw) -> RunResult:
+    """A skip run of a prompt under 13 tokens: only the current-effect variant ran (no future matrix)."""
+    run = synth_run(run_id, dataset="mix", index=index, bin=bin, n_tokens=n_tokens, **kw)
+    run.meta["probes"], run.meta["n_layers"] = ["skip"], L
+    run.tables["skip"] = pd.DataFrame([{"variant": "current", "split": -1, "skipped": s, "affected": j,
+                                        "value": 0.1} for s in range(L) for j in range(L)])
+    run.tables["skip_output"] = pd.DataFrame([{"variant": "current", "split": -1, "skipped": s, "value": 0.2}
+                                              for s in range(L)])
+    return run
+
+
+def _short_store(path: Path) -> Store:
+    """Bin "long": items 0, 1 with future matrices and item 2 too short; bin "short": items 3, 4 too short."""
+    rng = np.random.default_rng(1)
+    L, runs = 5, []
+    for index in range(2):
+        runs.append(synth_run(f"s{index}", dataset="mix", index=index, bin="long", n_tokens=30,
+                              skip=np.triu(rng.uniform(size=(L, L)), 1), out=rng.uniform(size=L),
+                              curves=_cosines([-1, -1, 1, 1, 1])))
+    runs.append(_short_skip_run("s2", index=2, bin="long", curves=_cosines([-1, 1, 1, 1, 1])))
+    runs += [_short_skip_run(f"s{index}", index=index, bin="short", curves=_cosines([-1, -1, -1, 1, 1]))
+             for index in (3, 4)]
+    store = Store(path)
+    for run in runs:
+        store.put(run)
+    return store
+
+
+def test_depth_scores_report_items_too_short_for_the_future_skip(tmp_path):
+    item_set = only_set(_short_store(tmp_path / "c.duckdb"))
+    assert D.skip_items(item_set) == ["mix:0", "mix:1"]
+    scores = D.depth_scores(item_set)  # not None, and not silently without the short bin
+    assert scores is not None
+    table = scores.scores.set_index(["bin", "reduce", "effect"])
+    long = table.loc[("long", "max", "layer")]
+    assert long["n_items"] == 2 and long["n_left_out"] == 1
+    assert not pd.isna(table.loc[("long", "max", "layer"), "depth_score"])
+    short = scores.scores[scores.scores["bin"] == "short"]
+    assert len(short) == 4 and short["depth_score"].isna().all() and (short["n_items"] == 0).all()
+    assert list(scores.left_out["run_id"]) == ["mix:2", "mix:3", "mix:4"]
+    assert set(scores.left_out["reason"]) == {sweep.TOO_SHORT}
+    assert D.depth_score_notes(item_set, scores) == [
+        "Bin long: 1 of 3 items is too short for the future-effect skip (< 13 tokens) and is left out of its "
+        "depth score: mix[2].",
+        "Bin short: all 2 items are too short for the future-effect skip (< 13 tokens), so the bin has no depth "
+        "score (n/a): mix[3], mix[4]."]
+    # the bars keep the short bin, labelled n/a
+    spec = charts_sweep.depth_score_bars(scores.scores, "max", ["long", "short"], item_set.n_layers).to_dict()
+    texts = [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"]
+    assert any(layer["encoding"]["text"]["field"] == "na" for layer in texts)
+
+
+def test_difficulty_page_says_which_items_are_too_short(cache, tmp_path):
+    _short_store(cache)
+    at = page(DIFFICULTY)
+    no_problems(at)
+    info = " ".join(i.value for i in at.info)
+    assert "Bin short: all 2 items are too short for the future-effect skip (< 13 tokens), so the bin has no " \
+           "depth score (n/a): mix[3], mix[4]." in info
+    assert "Bin long: 1 of 3 items is too short for the future-effect skip" in info
+    frame = next(f for f in chart_data(at, "Depth score per bin — max") if "depth_score" in f)
+    assert set(frame["bin"]) == {"long", "short"}
+    assert frame[frame["bin"] == "short"]["depth_score"].isna().all()
+
+
 def test_sweep_sets_bins_and_picking(tmp_path):
     runs = [synth_run("a1", dataset="aime2025", index=0, curves=_cosines([-1, 1])),
             synth_run("a2", dataset="gsm8k", index=0, curves=_cosines([-1, 1])),

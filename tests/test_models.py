@@ -489,3 +489,199 @@ def test_device_map_auto_counts_gpu_memory_and_loads(tiny_llama, monkeypatch):
     loaded = M.load_model(str(tiny_llama), device_map="auto")  # no GPU here: accelerate keeps it on CPU
     assert loaded.n_layers > 0
     assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Refusing unsafe or damaged weights before loading
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def no_weight_load(monkeypatch):
+    """Fail loudly if any weights are loaded (the refusal must come first)."""
+    from transformers import AutoModelForCausalLM
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("weights were loaded before the refusal")
+
+    monkeypatch.setattr(M, "_from_pretrained", forbidden)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", forbidden)
+
+
+def _split_into_index(directory: Path, pickle_part: bool) -> dict:
+    """Replace model.safetensors by a two-shard index: safetensors + (pickle .bin or a second safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(directory / "model.safetensors")
+    names = sorted(weights)
+    first, second = names[: len(names) // 2], names[len(names) // 2:]
+    save_file({n: weights[n] for n in first}, directory / "model-00001-of-00002.safetensors")
+    other = "pytorch_model.bin" if pickle_part else "model-00002-of-00002.safetensors"
+    if pickle_part:
+        torch.save({n: weights[n] for n in second}, directory / other)
+    else:
+        save_file({n: weights[n] for n in second}, directory / other)
+    weight_map = {n: "model-00001-of-00002.safetensors" for n in first} | {n: other for n in second}
+    (directory / "model.safetensors").unlink()
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return weight_map
+
+
+def test_index_pointing_to_pickle_is_refused_before_loading(tiny_llama, no_weight_load):
+    spec_before = M.resolve_model(str(tiny_llama))  # resolved while the directory was still all safetensors
+    _split_into_index(tiny_llama, pickle_part=True)
+    assert any(tiny_llama.glob("*.safetensors"))  # the old "some *.safetensors exists" check let this through
+    for attempt in (lambda: M.resolve_model(str(tiny_llama)), lambda: M.load_model(str(tiny_llama)),
+                    lambda: M.load_model(spec_before)):
+        with pytest.raises(ModelNotFoundError) as info:
+            attempt()
+        message = str(info.value)
+        assert "model.safetensors.index.json" in message and "pytorch_model.bin" in message
+        assert "not safetensors" in message and "save_pretrained(new_dir, safe_serialization=True)" in message
+        assert message.endswith(".")
+
+
+def test_index_with_a_missing_shard_is_refused(tiny_llama, no_weight_load):
+    _split_into_index(tiny_llama, pickle_part=False)
+    (tiny_llama / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match=r"lists weight shards that are missing: "
+                                                 r"model-00002-of-00002\.safetensors\. Copy or download"):
+        M.resolve_model(str(tiny_llama))
+
+
+def test_unreadable_index_is_refused(tiny_llama, no_weight_load):
+    _split_into_index(tiny_llama, pickle_part=False)
+    (tiny_llama / "model.safetensors.index.json").write_text('{"weight_map": ')
+    with pytest.raises(ModelNotFoundError, match=r"The weight index .*model\.safetensors\.index\.json cannot be read"):
+        M.load_model(str(tiny_llama))
+
+
+def test_index_without_metadata_is_refused(tiny_llama, no_weight_load):
+    weight_map = _split_into_index(tiny_llama, pickle_part=False)
+    (tiny_llama / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ModelNotFoundError, match=r'has no "metadata" entry, which transformers needs'):
+        M.resolve_model(str(tiny_llama))
+
+
+def test_sharded_safetensors_dir_loads(tiny_llama):
+    _split_into_index(tiny_llama, pickle_part=False)
+    (tiny_llama / "pytorch_model.bin.index.json").write_text(  # a leftover index transformers does not read
+        json.dumps({"weight_map": {"x": "pytorch_model-00001-of-00002.bin"}}))
+    loaded = M.load_model(str(tiny_llama))
+    assert loaded.loaded_from == "safetensors" and loaded.n_layers == 2
+
+
+def test_pickle_only_dir_is_refused_on_resolve(tiny_llama, no_weight_load):
+    from safetensors.torch import load_file
+
+    torch.save(load_file(tiny_llama / "model.safetensors"), tiny_llama / "pytorch_model.bin")
+    (tiny_llama / "model.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError) as info:
+        M.resolve_model(str(tiny_llama))
+    assert "has no *.safetensors weights (pytorch_model.bin)" in str(info.value)
+    assert "pickle .bin checkpoints can run arbitrary code" in str(info.value)
+
+
+def test_config_naming_pickle_weights_is_refused(tiny_llama, no_weight_load):
+    config = json.loads((tiny_llama / "config.json").read_text())
+    (tiny_llama / "config.json").write_text(json.dumps(config | {"transformers_weights": "adapter_model.bin"}))
+    with pytest.raises(ModelNotFoundError, match="names adapter_model.bin as the weights, which is not safetensors"):
+        M.resolve_model(str(tiny_llama))
+
+
+def _gguf_bytes(data_bytes: int | None = None) -> bytes:
+    """A small structurally valid GGUF v3: general.architecture=llama and one 4x4 F32 tensor.
+
+    ``data_bytes`` cuts the tensor data short (64 bytes are needed)."""
+    import struct
+
+    def string(text: str) -> bytes:
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, 1, 1)
+    head += string("general.architecture") + struct.pack("<I", 8) + string("llama")
+    head += string("token_embd.weight") + struct.pack("<I", 2) + struct.pack("<QQ", 4, 4) + struct.pack("<IQ", 0, 0)
+    head += bytes(-len(head) % 32)
+    return head + bytes(64 if data_bytes is None else data_bytes)
+
+
+def _bad_ggufs(directory: Path) -> dict[str, Path]:
+    import struct
+
+    files = {
+        "header-only": b"GGUF" + struct.pack("<I", 3) + b"\x01\x02\x03\x04" + bytes(12),  # 24 bytes
+        "random": bytes(range(256)) * 16,
+        "renamed-text": b"not a model, just some text renamed to .gguf\n" * 20,
+        "empty": b"",
+        "short-data": _gguf_bytes(data_bytes=10),
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = directory / f"{name}.gguf"
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("name", ["header-only", "random", "renamed-text", "empty", "short-data"])
+def test_damaged_gguf_is_refused_by_resolve(tmp_path, name, no_weight_load):
+    path = _bad_ggufs(tmp_path)[name]
+    with pytest.raises(ModelNotFoundError) as info:
+        M.resolve_model(str(path))
+    message = str(info.value)
+    assert str(path) in message and "is not a complete GGUF file" in message and "Re-download it" in message
+    if name == "short-data":
+        assert "the file is truncated" in message
+    if name in ("random", "renamed-text"):
+        assert "does not start with the GGUF magic bytes" in message
+
+
+def test_gguf_check_accepts_complete_file(tmp_path):
+    path = tmp_path / "ok.gguf"
+    path.write_bytes(_gguf_bytes())
+    M._check_gguf(path)  # no error: structurally complete
+
+
+@pytest.mark.parametrize("name", ["header-only", "random", "short-data"])
+def test_transformers_errors_on_damaged_gguf_become_model_not_found(tmp_path, monkeypatch, name):
+    """Even past the header walk, struct.error / ValueError from transformers never escape raw."""
+    from transformers import LlamaConfig
+
+    path = _bad_ggufs(tmp_path)[name]
+    monkeypatch.setattr(M, "_check_gguf", lambda p: None)
+    with pytest.raises(ModelNotFoundError, match=r"is not a complete GGUF file \(\w+Error: "):
+        M.resolve_model(str(path))
+    spec = M.ModelSpec(name=str(path), kind="gguf", path=path.parent, gguf_file=path.name, fingerprint="f",
+                       tokenizer_id="t", display=path.name,
+                       _config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, vocab_size=16))
+    with pytest.raises(ModelNotFoundError) as info:
+        M.load_model(spec)
+    assert str(path) in str(info.value) and "is not a complete GGUF file" in str(info.value)
+
+
+def test_damaged_gguf_is_refused_by_load_model(tmp_path, no_weight_load):
+    from transformers import LlamaConfig
+
+    path = _bad_ggufs(tmp_path)["header-only"]
+    with pytest.raises(ModelNotFoundError, match="is not a complete GGUF file"):
+        M.load_model(str(path))
+    spec = M.ModelSpec(name=str(path), kind="gguf", path=path.parent, gguf_file=path.name, fingerprint="f",
+                       tokenizer_id="t", display=path.name,
+                       _config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, vocab_size=16))
+    with pytest.raises(ModelNotFoundError, match=r"header-only\.gguf is not a complete GGUF file"):
+        M.load_model(spec)  # resolved earlier (a file damaged since): refused again at load
+
+
+_REAL_GGUF = M.PROJECT_ROOT / "cache" / "models" / "smollm2-135m" / M.EMBEDDED["smollm2-135m"].gguf_file
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _REAL_GGUF.is_file(), reason="the smollm2-135m GGUF is not assembled in cache/")
+def test_gguf_check_on_the_real_file(tmp_path):
+    M._check_gguf(_REAL_GGUF)  # complete: passes
+    cut = tmp_path / "cut.gguf"
+    with _REAL_GGUF.open("rb") as src, cut.open("wb") as dst:
+        dst.write(src.read(_REAL_GGUF.stat().st_size - 1000))
+    with pytest.raises(ModelNotFoundError, match="the file is truncated"):
+        M._check_gguf(cut)

@@ -129,7 +129,7 @@ def test_reput_replaces_atomically(cache, result):
 
 def test_put_failure_leaves_nothing(cache, result):
     bad = dict(result.tables)
-    bad["lens_topk"] = result.tables["lens_topk"].assign(layer="not a number")  # the cast fails mid-put
+    bad["lens_topk"] = result.tables["lens_topk"].assign(prob="not a number")  # the cast fails mid-put
     with pytest.raises(duckdb.Error):
         cache.put(engine.RunResult(meta={**result.meta, "run_id": "broken"}, tables=bad))
     assert not cache.has("broken")

@@ -142,6 +142,23 @@ def test_sweep_skip_errors(tiny_dir):
     assert len(ids) == 2
 
 
+def test_sweep_skips_only_the_error_classes_asked_for_and_reports_them(tiny_dir, monkeypatch):
+    from effdepth.errors import EffdepthError, PromptError
+
+    items = _items(2) + [Item(dataset="custom", index=9, prompt="", answer="   ")]  # empty -> PromptError
+    failed: list = []
+    ids = S.sweep(tiny_dir, items, MemStore(), CONFIG, load=CountingLoad(), skip_errors=(EffdepthError,),
+                  failed=failed)
+    assert len(ids) == 2 and [(item.index, type(err)) for item, err in failed] == [(9, PromptError)]
+
+    def broken(*_a, **_k):
+        raise RuntimeError("a bug, not a bad item")
+
+    monkeypatch.setattr(S, "run_probes", broken)
+    with pytest.raises(RuntimeError, match="a bug"):  # anything but an EffdepthError still stops the sweep
+        S.sweep(tiny_dir, _items(1), MemStore(), CONFIG, load=CountingLoad(), skip_errors=(EffdepthError,))
+
+
 def test_shard_items_and_env(monkeypatch):
     items = list(range(7))
     assert S.shard_items(items, 0, 3) == [0, 3, 6] and S.shard_items(items, 2, 3) == [2, 5]
@@ -398,3 +415,52 @@ def test_depth_score_accepts_store_tables_and_zero_effect():
     assert scores[("a", "max", "layer")] == pytest.approx(0.0)  # e = [0.8, 0]
     assert scores[("a", "max", "logit")] == pytest.approx(0.6 / 0.8)
     assert scores[("b", "max", "layer")] is None or pd.isna(scores[("b", "max", "layer")])
+
+
+def _current_only(L: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The skip tables of a prompt under 13 tokens: only the current-effect variant, no future rows."""
+    skip_df = pd.DataFrame([{"variant": "current", "split": -1, "skipped": s, "affected": j, "value": 0.1}
+                            for s in range(L) for j in range(L)])
+    out_df = pd.DataFrame([{"variant": "current", "split": -1, "skipped": s, "value": 0.1} for s in range(L)])
+    return skip_df, out_df
+
+
+def test_depth_score_leaves_out_items_too_short_for_the_future_skip():
+    L = 3
+    mz = np.zeros((L, L)); mz[1, 2] = 1.0
+    short_skip, short_out = _current_only(L)
+    matrices = {"z": mz, "s1": short_skip, "s2": short_skip, "s3": short_skip}
+    outputs = {"z": np.array([0.0, 1.0, 1.0]), "s1": short_out, "s2": short_out, "s3": short_out}
+    bins = {"z": "hard", "s1": "hard", "s2": "tiny", "s3": "tiny"}
+    tokens = {"z": 40, "s1": 9, "s2": 5, "s3": 12}
+    result = S.depth_score_by_bin(matrices, outputs, bins, n_tokens=tokens)  # used to raise ValueError
+    scores = result.scores.set_index(["bin", "reduce", "effect"])
+    assert scores.loc[("hard", "max", "layer"), "depth_score"] == pytest.approx(1.0)  # z alone
+    assert scores.loc[("hard", "max", "layer"), "n_items"] == 1
+    assert scores.loc[("hard", "max", "layer"), "n_left_out"] == 1
+    # a bin whose items are all too short keeps its rows: no score, no item, 2 left out
+    tiny = result.scores[result.scores["bin"] == "tiny"]
+    assert len(tiny) == 4 and tiny["depth_score"].isna().all()
+    assert (tiny["n_items"] == 0).all() and (tiny["n_left_out"] == 2).all()
+    assert list(result.scores["bin"].unique()) == ["hard", "tiny"]
+    assert set(result.profiles["bin"]) == {"hard"}
+    left = result.left_out
+    assert list(left["run_id"]) == ["s1", "s2", "s3"] and set(left["reason"]) == {S.TOO_SHORT}
+    names = {"s1": "mine[1]", "s2": "mine[2]", "s3": "mine[3]"}
+    assert S.left_out_messages(left, 4, names) == [
+        "3 of 4 items are too short for the future-effect skip (< 13 tokens) and are left out of the depth "
+        "score: mine[1], mine[2], mine[3]."]
+    one = S.depth_score_by_bin({"z": mz, "s": short_skip}, {"z": outputs["z"], "s": short_out},
+                               {"z": "a", "s": "a"}, n_tokens={"z": 40, "s": 9})
+    assert S.left_out_messages(one.left_out, 2, {"s": "mine[0]"}) == [
+        "1 of 2 items is too short for the future-effect skip (< 13 tokens) and is left out of the depth "
+        "score: mine[0]."]
+
+
+def test_depth_score_without_token_counts_says_the_matrix_is_missing():
+    short_skip, short_out = _current_only(2)
+    result = S.depth_score_by_bin({"s": short_skip}, {"s": short_out}, {"s": "a"})
+    assert result.scores["depth_score"].isna().all() and (result.scores["n_items"] == 0).all()
+    assert list(result.left_out["reason"]) == [S.NO_MATRIX]
+    assert S.left_out_messages(result.left_out, 1) == [
+        "1 of 1 item is missing the reduced future-effect skip matrix and is left out of the depth score: s."]

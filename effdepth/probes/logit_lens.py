@@ -8,20 +8,27 @@ token in P_layer, per layer and token. Rows are decoded in chunks so that memory
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import torch
 
 from effdepth.arch import Taps
 from effdepth.capture import Trace
 from effdepth.probes._tables import layer_token_frame
+from effdepth.tokens import token_label
 
 TOP_K = 5
+Progress = Callable[[str, float | None], None]
 
 
 @torch.no_grad()
 def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: int = 5,
-                 budget_bytes: int = 256 * 2**20) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Returns ({kl, overlap, entropy, rank: [L, T]}, {top_ids, top_probs: [L, T, keep_top]})."""
+                 budget_bytes: int = 256 * 2**20, progress: Progress | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Returns ({kl, overlap, entropy, rank: [L, T]}, {top_ids, top_probs: [L, T, keep_top]}).
+
+    ``progress("logit lens", fraction)`` after every chunk of rows (an exception from it stops the lens)."""
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
     vocab = trace.logits.shape[-1]
     device = next(model_taps.unembed.parameters()).device
@@ -57,16 +64,18 @@ def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: i
         out["rank"][start:stop] = 1 + above.sum(-1, dtype=torch.int32).float()  # 1 = the layer's top-1
         top_ids[start:stop] = layer_top[:, :keep_top]
         top_probs[start:stop] = p.gather(1, layer_top[:, :keep_top])
+        if progress is not None:
+            progress("logit lens", stop / rows.shape[0])
     metrics = {name: values.reshape(n_layers, n_tokens) for name, values in out.items()}
     tops = {"top_ids": top_ids.reshape(n_layers, n_tokens, keep_top),
             "top_probs": top_probs.reshape(n_layers, n_tokens, keep_top)}
     return metrics, tops
 
 
-def logit_lens(trace: Trace, model_taps: Taps, tokenizer=None,
-               keep_top: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+def logit_lens(trace: Trace, model_taps: Taps, tokenizer=None, keep_top: int = 5,
+               progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(DataFrame[metric, layer, pos, value], DataFrame[layer, pos, rank, token_id, token, prob])."""
-    metrics, tops = lens_metrics(trace, model_taps, keep_top=keep_top)
+    metrics, tops = lens_metrics(trace, model_taps, keep_top=keep_top, progress=progress)
     ids, probs = tops["top_ids"], tops["top_probs"]
     n_layers, n_tokens, k = ids.shape
     grid = torch.stack(torch.meshgrid(torch.arange(n_layers), torch.arange(n_tokens),
@@ -76,7 +85,7 @@ def logit_lens(trace: Trace, model_taps: Taps, tokenizer=None,
         "token_id": ids.reshape(-1).numpy(), "prob": probs.reshape(-1).double().numpy(),
     })
     if tokenizer is not None:
-        vocab = {int(i): tokenizer.decode([int(i)]) for i in pd.unique(top["token_id"])}
+        vocab = {int(i): token_label(tokenizer, int(i)) for i in pd.unique(top["token_id"])}
         top["token"] = top["token_id"].map(vocab)
     else:
         top["token"] = top["token_id"].astype(str)

@@ -1,0 +1,98 @@
+"""Does a run pass its own checks? (torch-free: the store calls it before writing a run)
+
+The engine measures two invariants on the clean trace of every run (``engine.trust_checks``): the
+residual closure h_{l+1} = h_l + a_l + m_l and the logit lens of the last residual against the
+model's own logits. Both are float rounding for a clean capture; a capture that picked up another
+run's activations, a tap point at the wrong module, or a broken layer surgery breaks them. Here they
+are held against a tolerance for the dtype, and the tables are held against the run's (L, T).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+#: dtype -> (max residual closure, max |lens(h_L) - logits| / max |logits|). Measured on smollm2-135m
+#: (float32: 0 and 0; bfloat16: 1.2e-2 and 0), with headroom for other models and devices.
+TOLERANCE = {"float32": (1e-4, 1e-4), "bfloat16": (5e-2, 2e-2)}
+#: Tables with a layer axis: (table, column, smallest index, largest index as an offset from L);
+#: skipped = -1 is the noise-floor row of the skip tables.
+_LAYER_COLUMNS = (("layer_token", "layer", 0, -1), ("layer", "layer", 0, 0), ("skip", "skipped", -1, -1),
+                  ("skip", "affected", 0, -1), ("skip_output", "skipped", -1, -1), ("lens_topk", "layer", 0, -1),
+                  ("erasure", "depth", 0, 0), ("igrad", "layer", 0, -1))
+_POSITION_COLUMNS = (("layer_token", "pos"), ("lens_topk", "pos"), ("erasure", "pos"), ("igrad", "pos"))
+
+
+def verified(meta: Mapping) -> bool:
+    """Whether the run carries its own checks (runs stored before they existed do not)."""
+    return isinstance(meta.get("checks"), Mapping)
+
+
+def problems(meta: Mapping, tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    """What is wrong with a run, in sentences ([] when it passes; a run without checks passes the
+    table checks only and stays unverified)."""
+    found: list[str] = []
+    checks = meta.get("checks")
+    if isinstance(checks, Mapping):
+        found += _invariant_problems(checks, str(meta.get("dtype") or checks.get("dtype") or "float32"))
+        shape = checks.get("shape")
+        if shape is not None and (int(shape[0]) != int(meta.get("n_layers", -1))
+                                  or int(shape[1]) != int(meta.get("n_tokens", -1))):
+            found.append(f"the captured activations have shape (L, T, d) = {tuple(shape)}, but the run says "
+                         f"L = {meta.get('n_layers')}, T = {meta.get('n_tokens')}")
+    found += _table_problems(meta, tables)
+    return found
+
+
+def _invariant_problems(checks: Mapping, dtype: str) -> list[str]:
+    closure_tol, lens_tol = TOLERANCE.get(dtype, TOLERANCE["bfloat16"])
+    found = []
+    closure = _number(checks.get("residual_closure"))
+    if closure is None or not closure <= closure_tol:
+        found.append(f"the residual closure max ‖h_(l+1) − (h_l + a_l + m_l)‖ / ‖h_(l+1)‖ is {closure}, above "
+                     f"{closure_tol:g} for {dtype}")
+    gap, scale = _number(checks.get("lens_last_max_abs")), _number(checks.get("logit_scale"))
+    if gap is None or scale is None or not gap <= lens_tol * max(scale, 1.0):
+        found.append(f"the logit lens of the last residual differs from the model's logits by {gap} "
+                     f"(logits up to {scale}), above {lens_tol:g} relative for {dtype}")
+    return found
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _table_problems(meta: Mapping, tables: Mapping[str, pd.DataFrame]) -> list[str]:
+    found = []
+    n_layers, n_tokens = meta.get("n_layers"), meta.get("n_tokens")
+    if n_layers is None or n_tokens is None:
+        return found
+    n_layers, n_tokens = int(n_layers), int(n_tokens)
+    tokens = tables.get("tokens")
+    if tokens is not None and len(tokens) != n_tokens:
+        found.append(f"the tokens table has {len(tokens)} rows for T = {n_tokens}")
+    for name, column, lowest, offset in _LAYER_COLUMNS:
+        frame = tables.get(name)
+        if frame is not None and len(frame) and column in frame:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            if values.isna().any():
+                found.append(f"{name}.{column} holds values that are not layer indices")
+            elif values.min() < lowest or values.max() > n_layers + offset:
+                found.append(f"{name}.{column} runs {int(values.min())}..{int(values.max())}, outside "
+                             f"{lowest}..{n_layers + offset} for L = {n_layers}")
+    for name, column in _POSITION_COLUMNS:
+        frame = tables.get(name)
+        if frame is not None and len(frame) and column in frame:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            if values.isna().any():
+                found.append(f"{name}.{column} holds values that are not positions")
+            elif values.min() < 0 or values.max() > n_tokens - 1:
+                found.append(f"{name}.{column} runs {int(values.min())}..{int(values.max())}, outside "
+                             f"0..{n_tokens - 1} for T = {n_tokens}")
+    return found
