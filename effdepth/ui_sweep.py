@@ -146,7 +146,7 @@ def compare_items(view: views.ViewState, run_store) -> None:
     if not datasets:
         ui.sync_url(view)
         missing = set_a.items["dataset"].iloc[0] if len(set_a.items) else "gsm8k"
-        st.info(f"**{view.model_b}** and **{view.model}** share no dataset with cosine / logit-lens curves. "
+        st.info(f"**{views.md(view.model_b)}** and **{views.md(view.model)}** share no dataset with cosine / logit-lens curves. "
                 f"Sweep the other model on the same items, e.g.\n\n"
                 f"```\n{D.sweep_command(view.model_b, run_store, dataset=missing)}\n```",
                 icon=":material/info:")
@@ -160,7 +160,7 @@ def compare_items(view: views.ViewState, run_store) -> None:
 
     ids = D.shared_items(set_a, set_b, view.dataset)
     label_a, label_b = views.pair_labels(set_a.meta(), set_b.meta())
-    st.caption(f"**{len(ids)} items** of {view.dataset} with curves for both models (same text): "
+    st.caption(f"**{len(ids)} items** of {views.md(view.dataset)} with curves for both models (same text): "
                f"{label_a} L = {set_a.n_layers}, {label_b} L = {set_b.n_layers}.")
     if not ids:
         st.warning("No shared item with the same text in this dataset. Sweep the same items for both models.",

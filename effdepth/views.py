@@ -12,6 +12,7 @@ from collections import OrderedDict
 import gc
 import io
 import math
+import re
 import string
 import threading
 import time
@@ -79,13 +80,21 @@ def embedded_models_table() -> pd.DataFrame:
 
 
 def md(text) -> str:
-    """``text`` for a Streamlit markdown slot, shown as typed: every ASCII punctuation mark is
-    backslash-escaped, so a user's or a URL's ``[x](http://…)``, ``![i](…)``, ``**``, ``:red[…]``, bare
-    links and e-mail addresses render as plain characters, never as links, images or formatting."""
-    return "".join("\\" + ch if ch in _MD_PUNCTUATION else ch for ch in str(text))
+    """``text`` for a Streamlit markdown slot, shown as typed: never a link, an image or formatting.
+
+    Every ASCII punctuation mark is backslash-escaped (``[x](…)``, ``![i](…)``, ``**``, ``:red[…]``).
+    Streamlit's markdown also turns bare ``http://…``, ``www.…`` and e-mail addresses into links *after*
+    escapes are read (GFM autolink literals), so an invisible word joiner (U+2060) goes where those
+    patterns start: between ``:`` and ``/``, after ``www`` before ``.``, before ``@``.
+    """
+    text = _MD_AUTOLINK_WWW.sub("\\1" + _WORD_JOINER, str(text))
+    text = text.replace(":/", ":" + _WORD_JOINER + "/").replace("@", _WORD_JOINER + "@")
+    return "".join("\\" + ch if ch in _MD_PUNCTUATION else ch for ch in text)
 
 
 _MD_PUNCTUATION = frozenset(string.punctuation)
+_MD_AUTOLINK_WWW = re.compile(r"(www)(?=\.)", re.IGNORECASE)
+_WORD_JOINER = "\u2060"
 
 
 def contrib_metric(family: str, part: str) -> str:

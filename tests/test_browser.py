@@ -360,6 +360,96 @@ def test_demo_mode_in_the_browser(server, page):
     assert "Demo mode" in page.inner_text("body")
 
 
+# ------------------------------------------------------------------------- several sessions, one model
+
+#: two ~27-token prompts of different lengths for the two sessions
+TWO_PROMPTS = ("The spouse of the performer of Imagine is Yoko Ono, and the capital of France is Paris today.",
+               "Question: Tom has 3 boxes with 4 apples in each box. How many apples? Answer: 3 * 4 = 12 apples")
+WATCH_WAITING = """() => { window.__sawWaiting = false;
+    new MutationObserver(() => { if (document.body.innerText.includes("waiting for another session's run"))
+        window.__sawWaiting = true; }).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+
+
+def test_two_sessions_at_once_get_their_own_numbers(server, browser):
+    """Two browser sessions click "Run probes" at the same moment on the default model: one runs, the other
+    waits its turn (and says so); both end with exactly the numbers of a solo run of their own text."""
+    from effdepth import engine
+
+    pages = []
+    for text in TWO_PROMPTS:
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(120_000)
+        page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=text))
+        page.get_by_role("button", name="Run probes").wait_for()
+        page.evaluate(WATCH_WAITING)
+        pages.append(page)
+    buttons = [page.get_by_role("button", name="Run probes") for page in pages]
+    for button in buttons:  # within a few milliseconds of each other
+        button.click(no_wait_after=True)
+    for page in pages:
+        page.locator(".st-key-heat_contrib .vega-embed").locator("canvas, svg.marks").first.wait_for(timeout=600_000)
+    saw_waiting = [page.evaluate("() => window.__sawWaiting") for page in pages]
+    shoot(pages[1], "explore-second-session")
+    for page in pages:
+        page.context.close()
+    assert sum(saw_waiting) == 1, saw_waiting  # exactly one session waited for the other's run
+
+    store = views.open_store(server["cache"])
+    loaded = models.load_model(models.DEFAULT_MODEL)
+    for text in TWO_PROMPTS:
+        stored = [r.run_id for r in store.runs().itertuples() if r.prompt_text == text]
+        assert len(stored) == 1, text
+        got = store.get(stored[0])
+        solo = engine.run_probes(loaded, text, views.config_for())  # what `effdepth probe --no-cache` gives
+        assert got.run_id == solo.run_id
+        for name in ("layer_token", "layer", "skip", "skip_output"):
+            diff = (got.tables[name]["value"].to_numpy(float) - solo.tables[name]["value"].to_numpy(float))
+            assert len(got.tables[name]) == len(solo.tables[name]) and abs(diff).max() <= 1e-5, (name, abs(diff).max())
+        assert got.tables["ed"]["ed"].tolist() == solo.tables["ed"]["ed"].tolist()
+
+
+HOSTILE = "[Session expired - click here to log in again](http://evil.example/login) ![t](http://evil.example/t.png)"
+
+
+@pytest.mark.parametrize("path, field", [("", "model"), ("Explore", "model"), ("Compare", "model_b")])
+def test_a_crafted_link_renders_as_plain_text(server, page, path, field):
+    page.goto(_url(server, path, **{field: HOSTILE, "prompt": "Hello there"}))
+    page.get_by_text("[Session expired - click here to log in again]").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    # (the sidebar's links carry the URL's query, so they contain the text, percent-encoded, as data)
+    assert page.locator("a[href^='http://evil.example']").count() == 0
+    assert page.locator("img[src*='evil.example'], img[src*='evil%2Eexample']").count() == 0
+    if path == "Explore":
+        shoot(page, "crafted-link")
+
+
+def test_closing_the_tab_mid_run_is_said_on_reopening(server, browser):
+    """Close the tab while the probes run: the server stops the run at its next progress step, stores
+    nothing, and the reopened view says what was stopped."""
+    text = " ".join(["The quick brown fox jumps over the lazy dog, and the spouse of the performer of Imagine "
+                     "is Yoko Ono."] * 6)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=text))
+    page.get_by_role("button", name="Run probes").click()
+    page.get_by_text("Logit lens").first.wait_for(timeout=300_000)  # the run is under way
+    context.close()
+    again = browser.new_context().new_page()
+    deadline = time.monotonic() + 120
+    while True:
+        again.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=text))
+        again.get_by_role("button", name="Run probes").wait_for(timeout=120_000)
+        if "did not finish" in again.inner_text("body") or time.monotonic() > deadline:
+            break
+        again.wait_for_timeout(2000)
+    body = again.inner_text("body")
+    assert "did not finish: the browser session ended" in body and "Nothing of it was stored" in body
+    assert not [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
+    again.context.close()
+
+
 def test_server_log_has_no_tracebacks(server):
     text = Path(server["log"]).read_text()
     assert "Traceback" not in text, text[-3000:]

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ("[Session expired - click here to log in again](http://evil.example/login) "
            "![t](http://evil.example/track.png) www.evil.example mail@evil.example <img src=x> :red[**x**]")
 GFM = MarkdownIt("gfm-like")
+AUTOLINK_HTTP = re.compile(r"(https?:\/\/|www(?=\.))([-.\w]+)", re.IGNORECASE)  # GFM autolink literals
+AUTOLINK_EMAIL = re.compile(r"([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)", re.ASCII)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,11 @@ def rendered(markdown: str) -> str:
 def test_escaped_text_renders_as_typed(text):
     html = rendered(views.md(text))
     assert "<a" not in html and "<img" not in html and "<h1" not in html and "<li" not in html
+    # Streamlit (mdast-util-gfm-autolink-literal) links bare URLs and e-mails in text nodes, after
+    # escapes are resolved: its patterns must find nothing in the text as the browser reads it
+    node_text = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", views.md(text))
+    assert not AUTOLINK_HTTP.search(node_text) and not AUTOLINK_EMAIL.search(node_text)
+    assert node_text.replace("\u2060", "") == text  # and it reads exactly as typed
     assert "<a" in rendered(text) or "<h1" in rendered(text) or "<img" in rendered(text)  # unescaped, it would
 
 
@@ -275,3 +282,28 @@ def test_the_read_only_error_comes_before_computing(tmp_path, monkeypatch):
     holder = views.ModelHolder(loader=lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(CacheError, match="read-only"):
         views.compute_run(store, "smollm2-135m", "Hello there, world", "float32", False, holder)
+
+
+# ------------------------------------------------------------------------ progress within a stage
+
+
+def test_the_lens_reports_progress_per_chunk_and_can_be_stopped(loaded):
+    from effdepth.errors import RunStopped
+    from effdepth.probes import logit_lens
+
+    trace = capture(loaded.model, engine.tokenize(loaded, TEXT))
+    seen = []
+    full, _ = logit_lens.lens_metrics(trace, taps(loaded.model), budget_bytes=16 * 64 * 4 * 4,
+                                      progress=lambda stage, frac: seen.append((stage, frac)))
+    n_rows = trace.n_layers * trace.n_tokens
+    assert len(seen) == -(-n_rows // 16) and seen[-1] == ("logit lens", 1.0)
+    assert [f for _, f in seen] == sorted(f for _, f in seen)
+
+    def stop(stage, frac):
+        if frac > 0.3:
+            raise RunStopped("stopped")
+
+    with pytest.raises(RunStopped):
+        logit_lens.lens_metrics(trace, taps(loaded.model), budget_bytes=16 * 64 * 4 * 4, progress=stop)
+    whole, _ = logit_lens.lens_metrics(trace, taps(loaded.model))  # chunking changes no number
+    assert all((full[k] == whole[k]).all() for k in full)
