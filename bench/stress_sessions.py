@@ -32,6 +32,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HEATMAP = ".st-key-heat_contrib .vega-embed canvas, .st-key-heat_contrib .vega-embed svg.marks"
+#: textContent every 200 ms (no layout, unlike innerText on every DOM mutation, which starves a 2-core machine)
+WATCH_WAITING = """() => { window.__sawWaiting = false; clearInterval(window.__watch);
+    window.__watch = setInterval(() => { if (document.body.textContent.includes("waiting for another session"))
+        window.__sawWaiting = true; }, 200); }"""
 WORDS = ("apples", "Paris", "Yoko Ono", "the river", "twelve", "a baker", "the answer", "seven boxes")
 
 
@@ -73,9 +77,7 @@ async def session_loop(browser, url: str, session: int, model: str, deadline: fl
             await page.goto(f"{url}/Explore?{query}")
             button = page.get_by_role("button", name="Run probes")
             await button.wait_for()
-            await page.evaluate("""() => { window.__sawWaiting = false; new MutationObserver(() => {
-                if (document.body.innerText.includes("waiting for another session's run")) window.__sawWaiting = true;
-                }).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
+            await page.evaluate(WATCH_WAITING)
             started = time.monotonic()
             await button.click()
             await page.locator(HEATMAP).first.wait_for()

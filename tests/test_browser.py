@@ -365,9 +365,10 @@ def test_demo_mode_in_the_browser(server, page):
 #: two ~27-token prompts of different lengths for the two sessions
 TWO_PROMPTS = ("The spouse of the performer of Imagine is Yoko Ono, and the capital of France is Paris today.",
                "Question: Tom has 3 boxes with 4 apples in each box. How many apples? Answer: 3 * 4 = 12 apples")
-WATCH_WAITING = """() => { window.__sawWaiting = false;
-    new MutationObserver(() => { if (document.body.innerText.includes("waiting for another session's run"))
-        window.__sawWaiting = true; }).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+#: textContent every 200 ms (no layout, unlike innerText on every DOM mutation, which starves a 2-core machine)
+WATCH_WAITING = """() => { window.__sawWaiting = false; clearInterval(window.__watch);
+    window.__watch = setInterval(() => { if (document.body.textContent.includes("waiting for another session"))
+        window.__sawWaiting = true; }, 200); }"""
 
 
 def test_two_sessions_at_once_get_their_own_numbers(server, browser):
