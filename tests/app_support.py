@@ -10,6 +10,7 @@ dtype, the probe configuration and the probe version), so a re-run of the suite 
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 CORPUS = [
@@ -23,6 +24,12 @@ CORPUS = [
 
 PROMPT = "5 + 7 + 5 + 3 + 1 + 7 = 28"  # 20 tokens on smollm2: enough for the future-effect skip
 TINY_PROMPT = "The Eiffel Tower is in Paris, the capital of France, and it was finished in 1889."
+
+
+def unescape(markdown: str) -> str:
+    """A markdown body as a person reads it: the app escapes every punctuation mark of user text (views.md)
+    and breaks autolink patterns with word joiners; both are invisible on the page."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
 
 
 def build_tiny_dir(path: Path, seed: int = 0, n_layers: int = 6, vocab_size: int = 320) -> Path:

@@ -10,7 +10,6 @@ the page as Vega-Lite specs (element type ``vega_lite_chart``, ``proto.spec`` is
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -107,11 +106,7 @@ def no_problems(at: AppTest) -> None:
 
 def errors(at: AppTest) -> str:
     """The error boxes' text as a person reads it (the boxes escape every punctuation mark, see views.md)."""
-    return unescape(" ".join(e.value for e in at.error))
-
-
-def unescape(markdown: str) -> str:
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
+    return app_support.unescape(" ".join(e.value for e in at.error))
 
 
 def forbid_model_loads(monkeypatch):

@@ -304,7 +304,7 @@ def test_difficulty_page_says_which_items_are_too_short(cache, tmp_path):
     _short_store(cache)
     at = page(DIFFICULTY)
     no_problems(at)
-    info = " ".join(i.value for i in at.info)
+    info = app_support.unescape(" ".join(i.value for i in at.info))
     assert "Bin short: all 2 items are too short for the future-effect skip (< 13 tokens), so the bin has no " \
            "depth score (n/a): mix[3], mix[4]." in info
     assert "Bin long: 1 of 3 items is too short for the future-effect skip" in info
