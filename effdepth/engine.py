@@ -7,6 +7,7 @@ configuration and the code/probe version. It is computable without loading the m
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -224,75 +225,115 @@ def trust_checks(trace, model_taps, dtype: str, chunk: int = 256) -> dict:
             "shape": [trace.n_layers, trace.n_tokens, int(trace.resid.shape[-1])]}
 
 
+@dataclass
+class _Parts:
+    """What the probes of one run have produced so far (the assembly reads it, also after a stop)."""
+
+    checks: dict
+    timings: dict[str, float] = field(default_factory=dict)
+    finished: list[str] = field(default_factory=list)  # probes done, in order
+    layer_token: list[pd.DataFrame] = field(default_factory=list)
+    lens_top: pd.DataFrame | None = None
+    skip_matrix: pd.DataFrame | None = None
+    skip_output: pd.DataFrame | None = None
+    splits_used: list[int] = field(default_factory=list)
+    erasure: pd.DataFrame | None = None
+    igrad: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
 def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool,
                 answer_len: int | None, notify: Progress, extra_meta: dict | None) -> RunResult:
-    timings: dict[str, float] = {}
-    n_tokens = len(ids)
-
+    """The probes in order; a run stopped after some of them (an exception from ``notify``: the stop
+    button, a closed tab) carries the finished ones as ``err.partial_result``, a complete run of a config
+    with just those probes, which the caller may keep."""
     clock = time.perf_counter()
     notify("forward pass", None)
     replayer = Replayer(loaded.model, ids[None])
-    trace = replayer.trace
-    checks = trust_checks(trace, replayer.taps, loaded.dtype)
-    timings["forward"] = time.perf_counter() - clock
+    parts = _Parts(checks=trust_checks(replayer.trace, replayer.taps, loaded.dtype))
+    parts.timings["forward"] = time.perf_counter() - clock
+    try:
+        _probe_stages(loaded, replayer, config, answer_len, notify, parts)
+    except BaseException as err:
+        kept = tuple(p for p in config.probes if p in parts.finished)
+        if kept:
+            partial = dataclasses.replace(config, probes=kept)
+            err.partial_result = _assemble(loaded, text, ids, partial, chat_template, parts, extra_meta)
+        raise
+    return _assemble(loaded, text, ids, config, chat_template, parts, extra_meta)
 
-    layer_token_parts, skip_matrix, skip_output, lens_top = [], None, None, None
-    notes: list[str] = []
-    splits_used: list[int] = []
+
+def _probe_stages(loaded, replayer: Replayer, config: ProbeConfig, answer_len: int | None, notify: Progress,
+                  parts: _Parts) -> None:
+    trace, n_tokens = replayer.trace, replayer.trace.n_tokens
     if "cosine" in config.probes:
         clock = time.perf_counter()
         notify("contribution norms and cosines", None)
-        layer_token_parts.append(cosine.contributions(trace))
-        timings["cosine"] = time.perf_counter() - clock
+        parts.layer_token.append(cosine.contributions(trace))
+        parts.timings["cosine"] = time.perf_counter() - clock
+        parts.finished.append("cosine")
     if "logit_lens" in config.probes:
         clock = time.perf_counter()
         notify("logit lens", None)
         lens_frame, lens_top = logit_lens.logit_lens(trace, replayer.taps, loaded.tokenizer, progress=notify)
-        layer_token_parts.append(lens_frame)
-        timings["logit_lens"] = time.perf_counter() - clock
+        parts.layer_token.append(lens_frame)
+        parts.lens_top = lens_top
+        parts.timings["logit_lens"] = time.perf_counter() - clock
+        parts.finished.append("logit_lens")
     if "skip" in config.probes:
         clock = time.perf_counter()
         notify("layer skipping", 0.0)
-        variants = config.skip_variants
+        variants, short_note = config.skip_variants, None
         if not config.splits and not skip.draw_splits(n_tokens, config.seed):
             # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
             variants = tuple(v for v in variants if v.endswith("current"))
             ran = "only the current-effect variants ran" if variants else "no skip variant ran"
-            notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
-                         f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
+            short_note = (f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
+                          f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
         if variants:
             try:
                 result = skip.skip_effects(replayer, config.splits, variants, config.seed,
                                            progress=lambda stage, frac: notify(stage, frac))
             except ValueError as err:
                 raise PromptError(str(err)) from err
-            skip_matrix, skip_output, splits_used = result.matrix, result.output, result.splits
-        timings["skip"] = time.perf_counter() - clock
+            parts.skip_matrix, parts.skip_output, parts.splits_used = result.matrix, result.output, result.splits
+        parts.timings["skip"] = time.perf_counter() - clock
+        parts.notes += [short_note] if short_note else []
+        parts.finished.append("skip")
+    if answer_len is None:
+        return
+    if "erasure" in config.probes:
+        clock = time.perf_counter()
+        notify("residual erasure: baseline", None)
+        baseline = erasure_baseline(loaded)
+        parts.erasure = erasure.residual_erasure(replayer, baseline, answer_len,
+                                                 progress=lambda stage, frac: notify(stage, frac))
+        parts.timings["erasure"] = time.perf_counter() - clock
+        parts.finished.append("erasure")
+    if "igrad" in config.probes:
+        clock = time.perf_counter()
+        notify("integrated gradients", 0.0)
+        parts.igrad = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts,
+                                                 n_steps=config.ig_steps,
+                                                 progress=lambda stage, frac: notify(stage, frac))
+        parts.timings["igrad"] = time.perf_counter() - clock
+        parts.finished.append("igrad")
+    parts.notes.append(f"Erasure / IG answer span: the last {answer_len} tokens "
+                       f"(positions {n_tokens - answer_len}–{n_tokens - 1}), measured at the positions "
+                       f"{n_tokens - answer_len - 1}–{n_tokens - 2} that predict them.")
 
-    erasure_frame = igrad_frame = None
-    if answer_len is not None:
-        if "erasure" in config.probes:
-            clock = time.perf_counter()
-            notify("residual erasure: baseline", None)
-            baseline = erasure_baseline(loaded)
-            erasure_frame = erasure.residual_erasure(replayer, baseline, answer_len,
-                                                     progress=lambda stage, frac: notify(stage, frac))
-            timings["erasure"] = time.perf_counter() - clock
-        if "igrad" in config.probes:
-            clock = time.perf_counter()
-            notify("integrated gradients", 0.0)
-            igrad_frame = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts,
-                                                     n_steps=config.ig_steps,
-                                                     progress=lambda stage, frac: notify(stage, frac))
-            timings["igrad"] = time.perf_counter() - clock
-        notes.append(f"Erasure / IG answer span: the last {answer_len} tokens "
-                     f"(positions {n_tokens - answer_len}–{n_tokens - 1}), measured at the positions "
-                     f"{n_tokens - answer_len - 1}–{n_tokens - 2} that predict them.")
 
-    layer_token = (pd.concat(layer_token_parts, ignore_index=True) if layer_token_parts
+def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool, parts: _Parts,
+              extra_meta: dict | None) -> RunResult:
+    """The RunResult of ``config`` from the parts its probes produced."""
+    n_tokens = len(ids)
+    done = set(config.probes)
+    layer_token = (pd.concat(parts.layer_token, ignore_index=True) if parts.layer_token
                    else pd.DataFrame(columns=["metric", "layer", "pos", "value"]))
     layer = layer_means(layer_token) if len(layer_token) else pd.DataFrame(
         columns=["metric", "layer", "value"])
+    skip_matrix = parts.skip_matrix if "skip" in done else None
+    skip_output = parts.skip_output if "skip" in done else None
     if skip_matrix is not None:
         extra = _skip_curves(skip_matrix, skip_output)
         layer = pd.concat([layer, extra], ignore_index=True)
@@ -305,10 +346,12 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
         "tokens": tokens, "layer_token": layer_token, "layer": layer,
         "skip": skip_matrix if skip_matrix is not None else empty_skip,
         "skip_output": skip_output if skip_output is not None else empty_skip.drop(columns="affected"),
-        "lens_topk": lens_top if lens_top is not None else pd.DataFrame(
+        "lens_topk": parts.lens_top if parts.lens_top is not None else pd.DataFrame(
             columns=["layer", "pos", "rank", "token_id", "prob", "token"]),
-        "ed": ed, "erasure": erasure_frame, "igrad": igrad_frame,
+        "ed": ed, "erasure": parts.erasure if "erasure" in done else None,
+        "igrad": parts.igrad if "igrad" in done else None,
     }
+    timings = {k: v for k, v in parts.timings.items() if k == "forward" or k in done}
     spec = loaded.spec
     meta = {
         "run_id": run_key(spec.fingerprint, text, loaded.dtype, config, chat_template),
@@ -321,11 +364,12 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
                                    and int(ids[0]) == loaded.tokenizer.bos_token_id),
         "chat_template": chat_template, "prompt_text": text, "prompt_hash": prompt_hash(text),
         "n_tokens": n_tokens, "probes": list(config.probes), "probe_config": config.as_dict(),
-        "splits_used": splits_used, "code_version": f"{effdepth.__version__}+p{effdepth.PROBE_VERSION}",
+        "splits_used": parts.splits_used if "skip" in done else [],
+        "code_version": f"{effdepth.__version__}+p{effdepth.PROBE_VERSION}",
         "timings": timings, "total_seconds": sum(timings.values()),
         "device": str(next(loaded.model.parameters()).device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dataset": None, "item_index": None, "notes": notes, "checks": checks,
+        "dataset": None, "item_index": None, "notes": list(parts.notes), "checks": parts.checks,
     }
     meta.update(extra_meta or {})
     return RunResult(meta=meta, tables=tables)

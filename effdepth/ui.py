@@ -302,16 +302,16 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
         tracker = views.ProgressTracker(sink=sink)
         try:
             result = views.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config)
-        except RunStopped:
+        except RunStopped as err:
             views.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
-                                 "the browser session ended")
+                                 "the browser session ended", getattr(err, "kept", None))
             raise
         except EffdepthError:
             box.update(label="Failed", state="error", expanded=False)
             raise
-        except BaseException:  # Streamlit's stop/rerun (the stop button, another click) ends the run here
+        except BaseException as err:  # Streamlit's stop/rerun (the stop button, another click) ends the run
             views.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
-                                 "it was stopped")
+                                 "it was stopped", getattr(err, "kept", None))
             raise
         bar.progress(1.0, text=f"done in {time.perf_counter() - started:.1f} s")
         box.update(label=f"Done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False)

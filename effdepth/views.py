@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
+import dataclasses
 import gc
 import io
 import math
@@ -257,7 +258,17 @@ def config_for(n_tokens: int | None = None) -> engine.ProbeConfig:
 
 
 def candidate_configs() -> list[engine.ProbeConfig]:
-    return [config_for()]
+    """The configs a prompt's run may be stored under, best first: the app's, then what a stopped run of
+    it keeps (the probes that had finished, in order)."""
+    full = config_for()
+    kept = [dataclasses.replace(full, probes=full.probes[:n]) for n in range(len(full.probes) - 1, 0, -1)]
+    return [full, *kept]
+
+
+def missing_probes(result) -> list[str]:
+    """The app's default probes a (kept, partial) run lacks: [] for a complete run."""
+    have = set(result.meta.get("probes") or [])
+    return [p for p in config_for().probes if p not in have] if have < set(config_for().probes) else []
 
 
 #: datasets whose items the prompt picker offers (teacher-forced prompt + gold answer, PROBES.md §2)
@@ -555,15 +566,23 @@ class ModelHolder:
             gc.collect()
 
 
+PROBE_LABELS = {"cosine": "contributions and cosines", "logit_lens": "logit lens", "skip": "layer skipping",
+                "erasure": "residual erasure", "igrad": "integrated gradients"}
 _STOPPED: OrderedDict = OrderedDict()  # (name, text, dtype, chat) -> what the last stopped run said
 _STOPPED_GUARD = threading.Lock()
 
 
-def record_stopped(name: str, text: str, dtype: str, chat: bool, stage: str, seconds: float, why: str) -> None:
+def record_stopped(name: str, text: str, dtype: str, chat: bool, stage: str, seconds: float, why: str,
+                   kept: Sequence[str] | None = None) -> None:
     """Remember that a run of this input ended before it finished (shown when the input is reopened)."""
     when = time.strftime("%H:%M:%S")
     note = (f"The last run of this prompt on {name} ({dtype}) did not finish: {why} at {when}, "
-            f"after {seconds:.0f} s, during “{stage}”. Nothing of it was stored; run it again to see the results.")
+            f"after {seconds:.0f} s, during “{stage}”. ")
+    if kept:
+        note += (f"What had finished ({', '.join(PROBE_LABELS.get(p, p) for p in kept)}) was kept and is shown; "
+                 "the rest was not stored.")
+    else:
+        note += "Nothing of it was stored; run it again to see the results."
     with _STOPPED_GUARD:
         _STOPPED[(name, text, dtype, bool(chat))] = note
         while len(_STOPPED) > 256:
@@ -603,10 +622,27 @@ def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: Mod
         ids = engine.tokenize(loaded, text, chat)
         config = config or config_for(len(ids))
         key = engine.run_key(loaded.spec.fingerprint, text, loaded.dtype, config, chat)
-        result, _ = store.get_or_compute(
-            key, lambda: engine.run_probes(loaded, text, config, chat_template=chat, progress=notify))
+        try:
+            result, _ = store.get_or_compute(
+                key, lambda: engine.run_probes(loaded, text, config, chat_template=chat, progress=notify))
+        except BaseException as err:  # a stop (button, closed tab, Streamlit rerun): keep what finished
+            _keep_partial(store, err)
+            raise
     _clear_stopped(name, text, dtype, chat)
     return result
+
+
+def _keep_partial(store, err: BaseException) -> None:
+    """Store the finished probes of a stopped run (``err.partial_result``, a complete run of a config with
+    just those probes); ``err.kept`` names them. Never raises: the stop itself must go on."""
+    partial = getattr(err, "partial_result", None)
+    if partial is None:
+        return
+    try:
+        store.put(partial)
+        err.kept = list(partial.meta["probes"])
+    except Exception:  # noqa: BLE001 - a store that cannot take it: the run is lost, as it would be anyway
+        pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -629,6 +665,9 @@ def ed_value(ed_table: pd.DataFrame, probe: str, rule: str = "p1") -> tuple[int 
     return int(rows["ed"].iloc[0]), float(rows["edr"].iloc[0])
 
 
+_ED_SOURCE = {"cosine": "cosine", "kl": "logit_lens", "overlap": "logit_lens", "skip": "skip"}
+
+
 def summary_items(meta: Mapping, ed_table: pd.DataFrame, from_cache: bool) -> list[tuple[str, str, str | None, str]]:
     """(label, value, delta, help) for the metric strip of a run; the delta line carries the EDR."""
     items: list[tuple[str, str, str | None, str]] = [
@@ -637,10 +676,14 @@ def summary_items(meta: Mapping, ed_table: pd.DataFrame, from_cache: bool) -> li
         ("T (tokens)", str(meta.get("n_tokens")), None,
          "tokens fed to the model (prompt and answer together, teacher-forced)"),
     ]
+    ran = set(meta.get("probes") or engine.DEFAULT_PROBES)
     for probe in ED_PROBES:
         rule = "proposed" if probe == "skip" else "p1"
         ed, edr = ed_value(ed_table, probe, rule)
         label = f"ED {charts.PROBE_TITLES.get(probe, probe)}"
+        if _ED_SOURCE[probe] not in ran:
+            items.append((label, "not run", None, f"this run has no {PROBE_LABELS[_ED_SOURCE[probe]]} results"))
+            continue
         if probe == "skip":
             help_text = "effdepth's proposed rule (the papers define none)"
         else:

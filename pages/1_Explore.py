@@ -54,6 +54,18 @@ with ui.guard():
 
 if result is None:
     st.stop()
+if views.missing_probes(result) and not view.demo:  # a run that was stopped kept what had finished
+    with ui.guard():
+        ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
+        missing = ", ".join(views.PROBE_LABELS[p] for p in views.missing_probes(result))
+        st.info(f"This run holds only the probes that finished before it was stopped; {missing} did not run.",
+                icon=":material/pending:")
+        if st.button("Run the remaining probes", icon=":material/play_arrow:", key="run_rest"):
+            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=views.config_for())
+            computed[result.run_id] = result.meta.get("total_seconds")
+            view.run = result.run_id
+            ui.sync_url(view)
+            st.rerun()
 
 meta, t = result.meta, result.tables
 view.run = result.run_id

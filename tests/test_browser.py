@@ -426,8 +426,9 @@ def test_a_crafted_link_renders_as_plain_text(server, page, path, field):
 
 
 def test_closing_the_tab_mid_run_is_said_on_reopening(server, browser):
-    """Close the tab while the probes run: the server stops the run at its next progress step, stores
-    nothing, and the reopened view says what was stopped."""
+    """Close the tab while the skip probe runs: the server stops the run at its next progress step, keeps
+    the probes that had finished (a complete run of their own), and the reopened view shows them, says what
+    was stopped and offers to run the rest."""
     text = " ".join(["The quick brown fox jumps over the lazy dog, and the spouse of the performer of Imagine "
                      "is Yoko Ono."] * 6)
     context = browser.new_context()
@@ -435,19 +436,24 @@ def test_closing_the_tab_mid_run_is_said_on_reopening(server, browser):
     page.set_default_timeout(120_000)
     page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=text))
     page.get_by_role("button", name="Run probes").click()
-    page.get_by_text("Logit lens").first.wait_for(timeout=300_000)  # the run is under way
+    page.get_by_text("Layer skipping").first.wait_for(timeout=300_000)  # cosines and lens are done
     context.close()
-    again = browser.new_context().new_page()
+    again = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
     deadline = time.monotonic() + 120
     while True:
         again.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=text))
-        again.get_by_role("button", name="Run probes").wait_for(timeout=120_000)
+        again.locator(".st-key-run_probes, .st-key-run_rest").first.wait_for(timeout=120_000)
         if "did not finish" in again.inner_text("body") or time.monotonic() > deadline:
             break
         again.wait_for_timeout(2000)
     body = again.inner_text("body")
-    assert "did not finish: the browser session ended" in body and "Nothing of it was stored" in body
-    assert not [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
+    assert "did not finish: the browser session ended" in body, body[:2000]
+    assert "contributions and cosines, logit lens) was kept and is shown" in body
+    again.get_by_role("button", name="Run the remaining probes").wait_for()
+    again.locator(".st-key-heat_lens .vega-embed").locator("canvas, svg.marks").first.wait_for()
+    stored = [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
+    assert len(stored) == 1 and list(stored[0].probes) == ["cosine", "logit_lens"]
+    shoot(again, "explore-stopped-run")
     again.context.close()
 
 

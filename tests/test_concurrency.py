@@ -9,6 +9,7 @@ stopped run (nothing stored, the model clean, the next run fine).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -169,23 +170,43 @@ def test_giving_up_leaves_the_queue():
     assert done == ["nested"] and not queue.busy
 
 
-def test_a_stopped_run_stores_nothing_and_frees_the_model(model_dir, solo, tmp_path):
+def test_a_stopped_run_keeps_what_finished_and_frees_the_model(model_dir, loaded, solo, tmp_path):
     store = Store(tmp_path / "cache.duckdb")
     holder, name = views.ModelHolder(), str(model_dir)
 
     def stop_in_the_lens(stage, frac=None):
-        if stage.startswith("logit lens"):
+        if stage.startswith("logit lens") and frac:
             raise RunStopped("The browser session ended, so the run was stopped.")
 
     text = TEXTS_EQUAL[2]
-    with pytest.raises(RunStopped):
+    with pytest.raises(RunStopped) as stopped:
         views.compute_run(store, name, text, "float32", False, holder, stop_in_the_lens, config=CONFIG)
     model = holder.loaded.model
-    assert len(store) == 0 and hooks_left(model) == []
-    assert not holder.turns.busy and not turns.turns_of(model).busy
+    assert hooks_left(model) == [] and not holder.turns.busy and not turns.turns_of(model).busy
+    # what had finished (the cosines) is a complete run of its own config, stored and equal to a direct one
+    assert stopped.value.kept == ["cosine"] and len(store) == 1
+    kept = store.get(store.runs()["run_id"][0])
+    direct = engine.run_probes(loaded, text, dataclasses.replace(CONFIG, probes=("cosine",)))
+    assert kept.run_id == direct.run_id and kept.meta["probes"] == ["cosine"]
+    for table in ("layer_token", "layer", "ed"):
+        pd.testing.assert_frame_equal(kept.tables[table], direct.tables[table], check_dtype=False, obj=table)
+    assert not len(kept.tables["skip"]) and not len(kept.tables["lens_topk"])
+    strip = {label: value for label, value, *_ in views.summary_items(kept.meta, kept.tables["ed"], True)}
+    assert strip["ED layer-skip effect"] == strip["ED logit-lens KL"] == "not run" and strip["ED cosine μ"] != "not run"
+    assert views.missing_probes(kept) == ["logit_lens", "skip"]
     result = views.compute_run(store, name, text, "float32", False, holder, config=CONFIG)
     assert_identical(result, solo[text])
-    assert len(store) == 1
+    assert len(store) == 2
+
+
+def test_a_stop_before_any_probe_finished_keeps_nothing(loaded):
+    def stop_at_once(stage, frac=None):
+        if stage.startswith("contribution"):
+            raise RunStopped("stopped")
+
+    with pytest.raises(RunStopped) as stopped:
+        engine.run_probes(loaded, TEXTS_EQUAL[0], CONFIG, progress=stop_at_once)
+    assert getattr(stopped.value, "partial_result", None) is None and hooks_left(loaded.model) == []
 
 
 # ------------------------------------------------------------------------------------------ the holder
