@@ -7,6 +7,7 @@ Pages call these and ``effdepth.views`` / ``effdepth.charts``; nothing here touc
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -46,8 +47,21 @@ def _current_query() -> dict[str, str]:
     return {key: st.query_params.get(key) for key in st.query_params.keys()}
 
 
+def _wait_for_a_stopped_run() -> None:
+    """A click during a run starts a new script run at once while the stopped one ends at its next
+    progress step (Streamlit's fast reruns): let it keep what it finished before this run reads the cache."""
+    pending = st.session_state.get(RUN_IN_FLIGHT)
+    if pending is not None and not pending.is_set():
+        with st.spinner("Stopping the previous run…"):
+            pending.wait(120)
+
+
+RUN_IN_FLIGHT = "_effdepth_run_in_flight"
+
+
 def state() -> views.ViewState:
     """The view state of this session; (re)read from the URL when the URL is not the one we wrote."""
+    _wait_for_a_stopped_run()
     query = _current_query()
     current = st.session_state.get(STATE)
     if current is None or (query and query != st.session_state.get(URL)):
@@ -300,6 +314,7 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
             bar.progress(min(1.0, fraction), text=views.md(f"{stage} · {time.perf_counter() - started:.0f} s"))
 
         tracker = views.ProgressTracker(sink=sink)
+        done = st.session_state[RUN_IN_FLIGHT] = threading.Event()
         try:
             result = views.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config)
         except RunStopped as err:
@@ -313,6 +328,8 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
             views.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
                                  "it was stopped", getattr(err, "kept", None))
             raise
+        finally:
+            done.set()
         bar.progress(1.0, text=f"done in {time.perf_counter() - started:.1f} s")
         box.update(label=f"Done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False)
     return result

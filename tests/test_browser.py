@@ -457,6 +457,20 @@ def test_closing_the_tab_mid_run_is_said_on_reopening(server, browser):
     again.context.close()
 
 
+def test_the_stop_button_ends_a_run(server, page):
+    text = " ".join(["Question: Tom has 3 boxes with 4 apples in each box. How many apples? Answer: 12."] * 6)
+    page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=text))
+    page.get_by_role("button", name="Run probes").click()
+    page.get_by_text("Layer skipping").first.wait_for(timeout=300_000)
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("did not finish: it was stopped").first.wait_for(timeout=120_000)
+    _wait_idle(page)
+    body = page.inner_text("body")
+    assert "was kept and is shown" in body and "Done in" not in body
+    stored = [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
+    assert len(stored) == 1 and "skip" not in list(stored[0].probes)
+
+
 def test_server_log_has_no_tracebacks(server):
     text = Path(server["log"]).read_text()
     assert "Traceback" not in text, text[-3000:]
