@@ -58,5 +58,8 @@ def test_item_picker_opens_a_benchmark_item(server, page):
     page.wait_for_function("""() => { const bar = document.querySelector('[data-testid=stSidebar]');
         return bar.innerText.includes('GSM8K (test)')
             || [...bar.querySelectorAll('input')].some(e => e.value === 'GSM8K (test)'); }""", timeout=60_000)
-    assert page.locator("textarea").first.input_value() == item.text
+    box = page.get_by_role("textbox", name="Prompt (teacher-forced: question and answer together)")
+    page.wait_for_function("(want) => [...document.querySelectorAll('textarea')].some(t => t.value === want)",
+                           arg=item.text, timeout=60_000)  # the widget may fill a moment after the selectbox
+    assert box.input_value() == item.text
     shoot(page, "explore_item_not_cached")
