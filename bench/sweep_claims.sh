@@ -15,7 +15,7 @@ for model in qwen2.5-coder-0.5b qwen2.5-coder-1.5b; do
   $E sweep --model $model --dtype bfloat16 --dataset aime2025 --n 15 --probes cosine,logit_lens 2>&1 \
     | tee "$out/$model.aime2025.log" | grep -v '%|'
 done
-# Depth score (PROBES.md §7.1) per bin = dataset, from the future-effect skip (4 splits per item).
+# Depth score (docs/SPEC.md §7.1) per bin = dataset, from the future-effect skip (4 splits per item).
 for dataset in gsm8k aime2025; do
   $E sweep --model qwen2.5-coder-0.5b --dtype bfloat16 --dataset $dataset --n ${SKIP_N:-5} \
     --probes skip --skip-variants future 2>&1 | tee "$out/qwen2.5-coder-0.5b.$dataset.skip.log" | grep -v '%|'

@@ -125,7 +125,7 @@ def taps(model: nn.Module) -> Taps:
 def first_tensor(output) -> torch.Tensor:
     """Unwrap a module output: transformers 5 layers return a bare tensor, 4.x a tuple (h, ...).
 
-    Attention modules return (attn_out, weights). PROBES.md §12.1: never index a bare tensor with [0].
+    Attention modules return (attn_out, weights). docs/SPEC.md §12.1: never index a bare tensor with [0].
     """
     tensor = output[0] if isinstance(output, (tuple, list)) else output
     if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3:

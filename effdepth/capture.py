@@ -95,7 +95,7 @@ def capture(model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None =
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if input_ids.shape[0] != 1:
-        raise ValueError("capture runs one prompt at a time (batch size 1, no padding; PROBES.md §1)")
+        raise ValueError("capture runs one prompt at a time (batch size 1, no padding; docs/SPEC.md §1)")
     n_layers = model_taps.n_layers
     resid_pre: list[torch.Tensor | None] = [None] * n_layers
     resid_post: list[torch.Tensor | None] = [None] * n_layers

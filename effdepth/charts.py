@@ -4,7 +4,7 @@ Conventions shared by every chart, so a person reads them all the same way:
 
 - Layers run **bottom → top** (layer 0 at the bottom) on every layer axis of a heatmap, and left →
   right on every curve. Rows of the logit-lens heatmaps are the residual *entering* layer l
-  (PROBES.md §12.3; row 0 = the embeddings), hence the axis title "layer (input of)".
+  (docs/SPEC.md §12.3; row 0 = the embeddings), hence the axis title "layer (input of)".
 - Token axes show one label per position, ``"{pos}:{token}"`` with spaces as ``·`` and newlines as
   ``↵`` (see :func:`token_labels`); long prompts show every k-th label only.
 - Colour: cosines are diverging (``blueorange``) on a fixed domain [-1, 1] centred at 0; everything

@@ -557,7 +557,7 @@ def cmd_sweep(args) -> int:
     max_tokens = args.max_tokens if args.max_tokens is not None else (
         400 if (args.dataset or "").startswith("aime") else None)
     load = functools.partial(models.load_model, device_map=args.device_map) if args.device_map else None
-    if max_tokens:  # the ≤ 400-token filter (PROBES.md §2) needs the model's tokenizer
+    if max_tokens:  # the ≤ 400-token filter (docs/SPEC.md §2) needs the model's tokenizer
         loaded = models.load_model(args.model, args.dtype, device_map=args.device_map)
         items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, max_tokens)
         print(f"token filter ≤ {max_tokens}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--text", help="the prompt")
     source.add_argument("--text-file", metavar="FILE", help="read the prompt from FILE ('-': stdin)")
     source.add_argument("--item", metavar="DATASET:INDEX",
-                        help="a benchmark item, teacher-forced as in PROBES.md §2, e.g. gsm8k:0 or aime2025:3")
+                        help="a benchmark item, teacher-forced as in docs/SPEC.md §2, e.g. gsm8k:0 or aime2025:3")
     probe.add_argument("--answer", metavar="TEXT",
                        help="erasure / IG: the answer that ends the text (default: the item's gold answer, "
                             "else the last word)")

@@ -2,7 +2,7 @@
 
 Every probe runs the model teacher-forced on ``Item.text == Item.prompt + Item.answer``: the prompt
 followed by the gold answer or solution. Nothing is generated and no chat template is applied
-(PROBES.md §1, §2, §12.11).
+(docs/SPEC.md §1, §2, §12.11).
 
 Built-in datasets (see ``list_datasets()``):
 

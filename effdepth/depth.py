@@ -1,4 +1,4 @@
-"""Effective Depth (ED) rules over per-layer curves (PROBES.md §8), plus guarded variants.
+"""Effective Depth (ED) rules over per-layer curves (docs/SPEC.md §8), plus guarded variants.
 
 EDR = (ED + 1) / L everywhere. ``None`` means "no transition"; it is a result, never an exception.
 P1's code raises on a missing cosine crossing and returns ED = -1 (EDR 0) for KL/overlap; effdepth

@@ -146,7 +146,7 @@ def check_text(text, what: str = "The prompt") -> str:
 
 def tokenize(loaded, text: str, chat_template: bool = False,
              max_tokens: int = DEFAULT_MAX_TOKENS) -> torch.Tensor:
-    """Token ids [T] exactly as fed to the model (no chat template unless asked; PROBES.md §1)."""
+    """Token ids [T] exactly as fed to the model (no chat template unless asked; docs/SPEC.md §1)."""
     check_text(text)
     tokenizer = loaded.tokenizer
     if chat_template:

@@ -18,7 +18,7 @@ Aggregates over items (pure functions on the store's long tables):
 
 - ``aggregate(layer_frames, token_counts, how)`` — one per-layer curve per metric over items:
   ``"token"`` (P1): Σ_i T_i·v_i / Σ_i T_i, which for a per-prompt token mean v_i equals the sum over
-  all tokens of all prompts / total tokens (PROBES.md §4, §5);
+  all tokens of all prompts / total tokens (docs/SPEC.md §4, §5);
   ``"prompt"`` (P2): the plain mean of the per-prompt means; ``"max"``: the max over items (P2's
   reduction of the skip curves, §6.1). Items lacking a (metric, layer) are left out of that cell.
 - ``bootstrap_ci`` — items resampled with replacement (B = 1000, seeded), 95 % percentile intervals
@@ -582,7 +582,7 @@ LEFT_OUT_COLUMNS = ["run_id", "bin", "reason", "n_tokens"]
 def depth_score_by_bin(matrices: Mapping[str, Any], outputs: Mapping[str, Any],
                        bins: Mapping[str, str], variant: str = "future",
                        n_tokens: Mapping[str, int] | None = None) -> DepthScores:
-    """P2's depth score per difficulty bin (PROBES.md §7.1).
+    """P2's depth score per difficulty bin (docs/SPEC.md §7.1).
 
     ``matrices[run_id]``: the item's skip matrix M_ex [L, L] (array, or the store's ``skip`` table,
     from which the split = -1 rows of ``variant`` are taken); ``outputs[run_id]``: O_ex [L] (array or

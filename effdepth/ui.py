@@ -193,7 +193,7 @@ def prompt_input(view: views.ViewState, container=None, height: int = 110) -> No
 
 
 def item_picker(view: views.ViewState, container=None) -> None:
-    """Benchmark item → prompt: dataset + index; the prompt becomes the teacher-forced item (PROBES.md §2)."""
+    """Benchmark item → prompt: dataset + index; the prompt becomes the teacher-forced item (docs/SPEC.md §2)."""
     target = container or st
     item = views.current_item(view)
     names = list(views.ITEM_DATASETS)

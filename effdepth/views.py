@@ -46,7 +46,7 @@ SKIP_VARIANTS = {"future": "future tokens (P2 Fig. 3)", "current": "current toke
 ED_PROBES = ("cosine", "kl", "overlap", "skip")
 CURVE_METRICS = ("cosine", "kl", "overlap", "skip")
 
-#: short label -> prompt text (teacher-forced: prompt + answer; PROBES.md §2).
+#: short label -> prompt text (teacher-forced: prompt + answer; docs/SPEC.md §2).
 EXAMPLES: dict[str, str] = {
     "Two-hop fact (P2)": "The spouse of the performer of Imagine is Yoko Ono",
     "Addition chain (P2)": "5 + 7 + 5 + 3 + 1 + 7 = 28",
@@ -271,7 +271,7 @@ def missing_probes(result) -> list[str]:
     return [p for p in config_for().probes if p not in have] if have < set(config_for().probes) else []
 
 
-#: datasets whose items the prompt picker offers (teacher-forced prompt + gold answer, PROBES.md §2)
+#: datasets whose items the prompt picker offers (teacher-forced prompt + gold answer, docs/SPEC.md §2)
 ITEM_DATASETS = {"gsm8k": "GSM8K (test)", "aime2025": "AIME 2025"}
 IG_STEP_CHOICES = (16, 32, 64, 128, 256)
 ATTR_METRICS = {"erasure": "residual erasure", "ig_layer": "IG: layer output", "ig_attn": "IG: attention output",

@@ -1,4 +1,4 @@
-"""ED rules on synthetic curves (PROBES.md §8), including P1's KL artefact."""
+"""ED rules on synthetic curves (docs/SPEC.md §8), including P1's KL artefact."""
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,4 @@
-"""Residual erasure (PROBES.md §7.2) and integrated gradients (§7.3): known values and slow references.
+"""Residual erasure (docs/SPEC.md §7.2) and integrated gradients (§7.3): known values and slow references.
 
 The references are the plain way: one full hooked forward (and, for IG, one backward) per variant at
 batch size 1, sharing no code with effdepth's batched replays.

@@ -1,4 +1,4 @@
-"""Probe A (PROBES.md §4): relative contribution norms and cosines of each sublayer with its residual."""
+"""Probe A (docs/SPEC.md §4): relative contribution norms and cosines of each sublayer with its residual."""
 
 from __future__ import annotations
 

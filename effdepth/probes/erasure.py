@@ -1,4 +1,4 @@
-"""Probe E (PROBES.md §7.2): residual erasure — where does a token's information stop mattering?
+"""Probe E (docs/SPEC.md §7.2): residual erasure — where does a token's information stop mattering?
 
 Baseline (``erasure_baseline``): per depth k = 0..L, the token-weighted mean of h_k over all positions
 of a set of prompts (P2: the first 10 GSM8K items), one d-vector per depth. h_0 is the embeddings (the
@@ -23,7 +23,7 @@ cannot change any logit in A, so those cells are 0 without running anything. The
 against full hooked forwards that do run them.
 
 Differences from the papers: P2/P1 run one traced forward per (k, t) at batch size 1; effdepth batches
-the variants (PROBES.md §12.6: in fp32 on CPU the batch noise is ~1e-7; in bf16 expect a small floor,
+the variants (docs/SPEC.md §12.6: in fp32 on CPU the batch noise is ~1e-7; in bf16 expect a small floor,
 measurable by erasing a position with its own clean value, which must give ~0).
 """
 
@@ -60,7 +60,7 @@ def erasure_baseline(model: nn.Module, texts_or_ids: Iterable, tokenizer=None,
     """Token-weighted mean of h_k over all positions of all prompts, k = 0..L -> fp32 [L+1, d].
 
     ``texts_or_ids``: strings (tokenised with ``add_special_tokens=True``, no chat template, as in
-    PROBES.md §1) or token-id tensors/lists ([T] or [1, T]). Every position counts, position 0 included.
+    docs/SPEC.md §1) or token-id tensors/lists ([T] or [1, T]). Every position counts, position 0 included.
     """
     model_taps = model_taps or resolve_taps(model)
     total, count = None, 0

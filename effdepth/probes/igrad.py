@@ -1,4 +1,4 @@
-"""Probe F (PROBES.md §7.3): integrated gradients of the gold-answer probability w.r.t. each layer.
+"""Probe F (docs/SPEC.md §7.3): integrated gradients of the gold-answer probability w.r.t. each layer.
 
 Target scalar. With the answer = the last ``alen`` tokens of the prompt and A = T-alen-1 … T-2 (the
 positions that predict them),  F = Σ_{i in A} softmax(z[i])[ids[i+1]]  — the teacher-forced
@@ -31,7 +31,7 @@ Baselines (``baseline``):
 
 - ``"p2"`` (default): b = mean of x over token positions (position 0 included), one d-vector broadcast
   to every position.
-- ``"p1"``: P1's ``orig_output.mean(dim=1)`` evaluated on a [T, d] tensor (PROBES.md §9, §12.1): the mean
+- ``"p1"``: P1's ``orig_output.mean(dim=1)`` evaluated on a [T, d] tensor (docs/SPEC.md §9, §12.1): the mean
   over the *hidden* dimension per token, a scalar per token broadcast over d. This is very likely an
   unintended consequence of the transformers tuple→tensor change; it is offered only for replication.
   (How P1's code broadcast a [T] vector against [T, d] is [unverified]; effdepth uses keepdim.)

@@ -1,4 +1,4 @@
-"""Probe B (PROBES.md §5): the logit lens on the residual entering each layer.
+"""Probe B (docs/SPEC.md §5): the logit lens on the residual entering each layer.
 
 z_l = unembed(final_norm(h_l)) for l = 0..L-1 (index 0 = embeddings); the reference is the model's own
 output. KL(P_layer || P_final), top-5 overlap, the entropy of P_layer and the rank of the final top-1

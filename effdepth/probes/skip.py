@@ -1,4 +1,4 @@
-"""Probe C (PROBES.md §6): layer skipping — effect on later layers' contributions and on the output.
+"""Probe C (docs/SPEC.md §6): layer skipping — effect on later layers' contributions and on the output.
 
 Variants (column ``variant`` of the tables):
 
