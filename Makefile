@@ -26,6 +26,7 @@ run: setup
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: setup setup-browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 bench: setup

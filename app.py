@@ -37,7 +37,8 @@ with ui.guard():
     views.check_prompt(view.prompt)
     _, cached = views.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
     if cached is not None:
-        st.success(f"This prompt on **{views.md(view.model)}** ({view.dtype}) is in the cache: Explore opens instantly.",
+        st.success(f"This prompt on **{views.md(view.model)}** ({view.dtype}) is in the cache: "
+                   "Explore opens instantly.",
                    icon=":material/bolt:")
     elif view.demo:
         st.warning("This prompt on this model is not in the cache, and demo mode computes nothing. "

@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,7 @@ async def drive(url: str, args, report: dict) -> None:
         await browser.close()
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901 - one linear script: start, drive, stop, check, report
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=180.0, help="time for starting new runs")
@@ -172,15 +173,19 @@ def main() -> int:
         got, solo = store.get(run_id), engine.run_probes(loaded, run["text"], views.config_for())
         for name in ("layer_token", "layer", "skip", "skip_output"):
             a, b = got.tables[name]["value"].to_numpy(float), solo.tables[name]["value"].to_numpy(float)
-            worst = max(worst, float(abs(a - b).max()) if len(a) == len(b) and len(a) else (0.0 if len(a) == len(b) else 1e9))
+            if len(a) != len(b):
+                worst = float("inf")
+            elif len(a):
+                worst = max(worst, float(abs(a - b).max()))
         checked += 1
     report["checked"] = {"runs": checked, "max_abs_diff": worst, "missing": missing,
                          "sweep_runs": sum(1 for r in store.runs().itertuples() if r.dataset == "items")}
     waits = sum(r["waited"] for r in report["runs"])
-    print(f"{args.sessions} sessions + {'a CLI sweep of ' + str(args.sweep_items) + ' items' if args.sweep_items else 'no sweep'}"
+    sweep_text = f"a CLI sweep of {args.sweep_items} items" if args.sweep_items else "no sweep"
+    print(f"{args.sessions} sessions + {sweep_text}"
           f" on {args.model}, {report.get('wall_seconds', 0):.0f} s")
     print(f"runs {len(report['runs'])}, of which waited for another session's run: {waits}; "
-          f"median run {sorted(r['seconds'] for r in report['runs'])[len(report['runs']) // 2] if report['runs'] else 0:.1f} s")
+          f"median run {statistics.median(r['seconds'] for r in report['runs']) if report['runs'] else 0:.1f} s")
     print(f"errors {len(report['errors'])}" + "".join(f"\n  {e}" for e in report["errors"][:10]))
     print(f"checked against solo runs: {checked} runs, max |Δ| {worst:.2e}, missing {len(missing)}; "
           f"sweep rc {report.get('sweep_rc')}, sweep runs stored {report['checked']['sweep_runs']}")

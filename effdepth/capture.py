@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effdepth.arch import Taps, first_tensor, taps as resolve_taps
+from effdepth.arch import Taps, first_tensor
+from effdepth.arch import taps as resolve_taps
 
 
 @dataclass

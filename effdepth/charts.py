@@ -24,6 +24,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from effdepth.contract import SPLIT_MAX
+
 PX_PER_LAYER = 14
 MIN_HEIGHT = 250
 CURVE_HEIGHT = 230
@@ -320,7 +322,7 @@ def noise_floor(skip: pd.DataFrame, variant: str) -> float | None:
 
 
 def skip_matrix_frame(skip: pd.DataFrame, variant: str) -> pd.DataFrame:
-    rows = skip[(skip["variant"] == variant) & (skip["split"] == -1) & (skip["skipped"] >= 0)]
+    rows = skip[(skip["variant"] == variant) & (skip["split"] == SPLIT_MAX) & (skip["skipped"] >= 0)]
     rows = rows[["skipped", "affected", "value"]].copy()
     for col in ("skipped", "affected"):
         rows[col] = rows[col].astype(int)
@@ -336,12 +338,14 @@ def skip_chart(skip: pd.DataFrame, skip_output: pd.DataFrame, variant: str = "fu
     frame = skip_matrix_frame(skip, variant)
     n_layers = int(max(frame["skipped"].max(), frame["affected"].max())) + 1 if len(frame) else 1
     layer_values = list(range(n_layers))
-    y = alt.Y("skipped:O", sort="descending", title="skipped layer", scale=alt.Scale(domain=layer_values[::-1], paddingInner=0),
+    y = alt.Y("skipped:O", sort="descending", title="skipped layer",
+              scale=alt.Scale(domain=layer_values[::-1], paddingInner=0),
               axis=alt.Axis(values=_layer_ticks(n_layers), labelFontSize=10, ticks=False, domain=False,
                               labelOverlap=False))
     rect = alt.Chart(frame).mark_rect().encode(
         x=alt.X("affected:O", title="affected layer", scale=alt.Scale(domain=layer_values, paddingInner=0),
-                axis=alt.Axis(values=_layer_ticks(n_layers), labelAngle=0, labelFontSize=10, ticks=False, domain=False)),
+                axis=alt.Axis(values=_layer_ticks(n_layers), labelAngle=0, labelFontSize=10, ticks=False,
+                              domain=False)),
         y=y,
         color=alt.Color("value:Q", scale=alt.Scale(scheme=SEQ_SCHEME, domain=[0.0, vmax], clamp=True),
                         legend=alt.Legend(title=None, orient="left", gradientLength=120)),
@@ -355,13 +359,14 @@ def skip_chart(skip: pd.DataFrame, skip_output: pd.DataFrame, variant: str = "fu
         width=height if width == "container" else width, height=height,
         title=alt.Title(title or f"max relative change of later layers' contributions ({variant})",
                         anchor="start", fontSize=13))
-    out = skip_output[(skip_output["variant"] == variant) & (skip_output["split"] == -1)
+    out = skip_output[(skip_output["variant"] == variant) & (skip_output["split"] == SPLIT_MAX)
                       & (skip_output["skipped"] >= 0)][["skipped", "value"]].copy()
     out["skipped"] = out["skipped"].astype(int)
     out["value"] = out["value"].astype(float)
     bars = alt.Chart(out).mark_bar(color="#4c78a8").encode(
         y=alt.Y("skipped:O", sort="descending", scale=alt.Scale(domain=layer_values[::-1]), axis=None),
-        x=alt.X("value:Q", title="output change ‖Δp‖₂", scale=alt.Scale(domain=[0, max(0.05, float(out["value"].max()) if len(out) else 1.0)])),
+        x=alt.X("value:Q", title="output change ‖Δp‖₂",
+                scale=alt.Scale(domain=[0, max(0.05, float(out["value"].max()) if len(out) else 1.0)])),
         tooltip=[alt.Tooltip("skipped:O", title="skipped layer"),
                  alt.Tooltip("value:Q", title="output change", format=".4g")],
     ).properties(width=bar_width, height=height, title=alt.Title("output change", anchor="start", fontSize=13))
@@ -426,7 +431,8 @@ def probe_curve(layer: pd.DataFrame, probe: str, ed: pd.DataFrame | None = None,
                             legend=alt.Legend(orient="top", direction="horizontal", labelLimit=160)),
             tooltip=tooltip))
         main = frame[frame["metric"] == "cos_mu"]
-        layers.append(alt.Chart(main).mark_line(strokeWidth=2.5, color="#111", point=alt.OverlayMarkDef(size=18, color="#111")).encode(
+        layers.append(alt.Chart(main).mark_line(
+            strokeWidth=2.5, color="#111", point=alt.OverlayMarkDef(size=18, color="#111")).encode(
             x=x, y=alt.Y("value:Q"), color=alt.Color("series:N"), tooltip=tooltip))
     else:
         y_scale = alt.Scale(domain=[0, 1]) if probe == "overlap" else alt.Scale(zero=True)
@@ -436,7 +442,8 @@ def probe_curve(layer: pd.DataFrame, probe: str, ed: pd.DataFrame | None = None,
         threshold = _threshold(ed, probe)
         if threshold is not None:
             layers.append(alt.Chart(pd.DataFrame({"y": [threshold]})).mark_rule(
-                color="#999", strokeDash=[2, 2]).encode(y="y:Q", tooltip=[alt.Tooltip("y:Q", title="threshold", format=".4g")]))
+                color="#999", strokeDash=[2, 2]).encode(
+                y="y:Q", tooltip=[alt.Tooltip("y:Q", title="threshold", format=".4g")]))
     layers += _ed_rules(ed_rows(ed, probe), "x", label=True, extent=max(1, n_layers - 1))
     return alt.layer(*layers).properties(
         autosize=FIT_X,

@@ -14,13 +14,16 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from effdepth.contract import SKIPPED_NOISE
+
 #: dtype -> (max residual closure, max |lens(h_L) - logits| / max |logits|). Measured on smollm2-135m
 #: (float32: 0 and 0; bfloat16: 1.2e-2 and 0), with headroom for other models and devices.
 TOLERANCE = {"float32": (1e-4, 1e-4), "bfloat16": (5e-2, 2e-2)}
 #: Tables with a layer axis: (table, column, smallest index, largest index as an offset from L);
-#: skipped = -1 is the noise-floor row of the skip tables.
-_LAYER_COLUMNS = (("layer_token", "layer", 0, -1), ("layer", "layer", 0, 0), ("skip", "skipped", -1, -1),
-                  ("skip", "affected", 0, -1), ("skip_output", "skipped", -1, -1), ("lens_topk", "layer", 0, -1),
+#: skipped = SKIPPED_NOISE (-1) is the noise-floor row of the skip tables.
+_LAYER_COLUMNS = (("layer_token", "layer", 0, -1), ("layer", "layer", 0, 0), ("skip", "skipped", SKIPPED_NOISE, -1),
+                  ("skip", "affected", 0, -1), ("skip_output", "skipped", SKIPPED_NOISE, -1),
+                  ("lens_topk", "layer", 0, -1),
                   ("erasure", "depth", 0, 0), ("igrad", "layer", 0, -1))
 _POSITION_COLUMNS = (("layer_token", "pos"), ("lens_topk", "pos"), ("erasure", "pos"), ("igrad", "pos"))
 
@@ -69,30 +72,30 @@ def _number(value) -> float | None:
 
 
 def _table_problems(meta: Mapping, tables: Mapping[str, pd.DataFrame]) -> list[str]:
-    found = []
     n_layers, n_tokens = meta.get("n_layers"), meta.get("n_tokens")
     if n_layers is None or n_tokens is None:
-        return found
+        return []
     n_layers, n_tokens = int(n_layers), int(n_tokens)
     tokens = tables.get("tokens")
-    if tokens is not None and len(tokens) != n_tokens:
-        found.append(f"the tokens table has {len(tokens)} rows for T = {n_tokens}")
+    found = [] if tokens is None or len(tokens) == n_tokens else [
+        f"the tokens table has {len(tokens)} rows for T = {n_tokens}"]
     for name, column, lowest, offset in _LAYER_COLUMNS:
-        frame = tables.get(name)
-        if frame is not None and len(frame) and column in frame:
-            values = pd.to_numeric(frame[column], errors="coerce")
-            if values.isna().any():
-                found.append(f"{name}.{column} holds values that are not layer indices")
-            elif values.min() < lowest or values.max() > n_layers + offset:
-                found.append(f"{name}.{column} runs {int(values.min())}..{int(values.max())}, outside "
-                             f"{lowest}..{n_layers + offset} for L = {n_layers}")
+        found += _out_of_range(tables.get(name), name, column, lowest, n_layers + offset, f"L = {n_layers}",
+                               "layer indices")
     for name, column in _POSITION_COLUMNS:
-        frame = tables.get(name)
-        if frame is not None and len(frame) and column in frame:
-            values = pd.to_numeric(frame[column], errors="coerce")
-            if values.isna().any():
-                found.append(f"{name}.{column} holds values that are not positions")
-            elif values.min() < 0 or values.max() > n_tokens - 1:
-                found.append(f"{name}.{column} runs {int(values.min())}..{int(values.max())}, outside "
-                             f"0..{n_tokens - 1} for T = {n_tokens}")
+        found += _out_of_range(tables.get(name), name, column, 0, n_tokens - 1, f"T = {n_tokens}", "positions")
     return found
+
+
+def _out_of_range(frame: pd.DataFrame | None, name: str, column: str, lowest: int, highest: int, size: str,
+                  what: str) -> list[str]:
+    """[] when ``frame[column]`` holds numbers in lowest..highest (or the table is empty), else why not."""
+    if frame is None or not len(frame) or column not in frame:
+        return []
+    values = pd.to_numeric(frame[column], errors="coerce")
+    if values.isna().any():
+        return [f"{name}.{column} holds values that are not {what}"]
+    if values.min() < lowest or values.max() > highest:
+        return [f"{name}.{column} runs {int(values.min())}..{int(values.max())}, outside {lowest}..{highest} "
+                f"for {size}"]
+    return []

@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effdepth.contract import DEFAULT_PROBES, SKIP_VARIANTS, SPLIT_MAX
+from effdepth.contract import PROBES as PROBE_CHOICES
 from effdepth.errors import EffdepthError, PromptError
 
-PROBE_CHOICES = ("cosine", "logit_lens", "skip", "erasure", "igrad")
-DEFAULT_PROBES = ("cosine", "logit_lens", "skip")
-SKIP_VARIANTS = ("future", "current", "local_future", "local_current")
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
              ("skip", "layer skipping"))
 LAYER_METRICS = ("cos_att", "cos_mlp", "cos_layer", "rc_att", "rc_mlp", "rc_layer", "kl", "overlap", "entropy",
@@ -113,7 +112,7 @@ def _clean(value: Any) -> Any:
 
 def _matrix(skip, variant: str) -> list[list[float | None]] | None:
     """The split = -1 matrix of one variant as L×L nested lists (rows skipped, cols affected)."""
-    rows = skip[(skip["variant"] == variant) & (skip["split"] == -1)]
+    rows = skip[(skip["variant"] == variant) & (skip["split"] == SPLIT_MAX)]
     if not len(rows):
         return None
     grid = rows.pivot(index="skipped", columns="affected", values="value").sort_index().sort_index(axis=1)
@@ -121,7 +120,7 @@ def _matrix(skip, variant: str) -> list[list[float | None]] | None:
 
 
 def _vector(output, variant: str) -> list[float | None] | None:
-    rows = output[(output["variant"] == variant) & (output["split"] == -1)].sort_values("skipped")
+    rows = output[(output["variant"] == variant) & (output["split"] == SPLIT_MAX)].sort_values("skipped")
     return [_clean(v) for v in rows["value"]] if len(rows) else None
 
 
@@ -161,7 +160,7 @@ def ed_rows(result) -> dict[str, dict[str, Any]]:
     return out
 
 
-def to_json(result, from_cache: bool) -> dict[str, Any]:
+def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one flat JSON document, one branch per optional table
     """The ``--json`` document of a run (only the parts of the probes that ran; null, never NaN)."""
     meta = result.meta
     tables = result.tables
@@ -346,7 +345,7 @@ def _store(args):
 # ----------------------------------------------------------------------------------------------
 
 
-def cmd_probe(args) -> int:
+def cmd_probe(args) -> int:  # noqa: C901 - reads inputs, checks them before loading, computes or reads, writes
     from effdepth import engine, models
 
     text = _read_text(args)
@@ -525,7 +524,7 @@ def _sweep_items(args):
     return datasets.items(args.dataset, n=args.n, start=args.start), []
 
 
-def cmd_sweep(args) -> int:
+def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / report (the house issue)
     """Probe many benchmark items (resumable), then print the aggregate ED/EDR with bootstrap CIs.
 
     Unusable JSONL items and items whose probes raise an EffdepthError (e.g. too long for the context)

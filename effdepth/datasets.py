@@ -578,7 +578,7 @@ def _text_problem(pkey: str, prompt: str, answer: str, bin_: str | None) -> str 
     return None
 
 
-def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str = "custom",
+def load_jsonl(path_or_bytes: str | os.PathLike | bytes | bytearray, name: str = "custom",  # noqa: C901 - one pass over the lines, each check a sentence for the user
                max_bytes: int = 5_000_000, max_items: int = 10_000) -> JsonlItems:
     """Parse user JSONL into Items -> ``JsonlItems(items, skipped)``.
 

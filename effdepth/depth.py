@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from effdepth.contract import SPLIT_MAX
+
 KL_TAU = 0.5
 OVERLAP_TAU = 0.3
 SKIP_TAU = 0.5
@@ -131,7 +133,7 @@ def _curve(layer: pd.DataFrame, metric: str) -> np.ndarray | None:
 
 def future_matrix(skip: pd.DataFrame, variant: str = "future") -> np.ndarray | None:
     """The reduced (split = -1) matrix M[s, j] of one variant as an [L, L] array."""
-    rows = skip[(skip["variant"] == variant) & (skip["split"] == -1)]
+    rows = skip[(skip["variant"] == variant) & (skip["split"] == SPLIT_MAX)]
     if not len(rows):
         return None
     return rows.pivot(index="skipped", columns="affected", values="value").sort_index().to_numpy()

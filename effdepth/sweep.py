@@ -56,12 +56,12 @@ import numpy as np
 import pandas as pd
 
 from effdepth import depth
+from effdepth.contract import SPLIT_MAX, Progress
 from effdepth.datasets import Item
 from effdepth.engine import ANSWER_PROBES, ProbeConfig, run_key, run_probes
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float | None], None]
 _DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 N_BOOT = 1000
 BOOT_SEED = 0
@@ -103,7 +103,7 @@ def item_keys(fingerprint: str, items: Sequence[Item], dtype: str, config: Probe
             for item in items]
 
 
-def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequence,
+def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequence,  # noqa: C901 - to split into run / shard (the house issue)
            config: ProbeConfig, dtype: str, progress: Progress | None, load: Callable | None,
            resolve: Callable | None, chat_template: bool, skip_errors: bool | tuple[type[BaseException], ...],
            desc: str, failed: list | None = None) -> list[str]:
@@ -550,7 +550,7 @@ def _matrix(value, variant: str) -> np.ndarray:
 
 def _output(value, variant: str) -> np.ndarray:
     if isinstance(value, pd.DataFrame):
-        rows = value[(value["variant"] == variant) & (value["split"] == -1)].sort_values("skipped")
+        rows = value[(value["variant"] == variant) & (value["split"] == SPLIT_MAX)].sort_values("skipped")
         if not len(rows):
             raise ValueError(f"no reduced '{variant}' output change (split = -1) in the frame")
         return rows["value"].to_numpy(dtype=float)
@@ -562,10 +562,10 @@ def _has_variant(matrix, output, variant: str) -> bool:
     if matrix is None or output is None:
         return False
     if isinstance(matrix, pd.DataFrame) and not len(
-            matrix[(matrix["variant"] == variant) & (matrix["split"] == -1)]):
+            matrix[(matrix["variant"] == variant) & (matrix["split"] == SPLIT_MAX)]):
         return False
     if isinstance(output, pd.DataFrame) and not len(
-            output[(output["variant"] == variant) & (output["split"] == -1)]):
+            output[(output["variant"] == variant) & (output["split"] == SPLIT_MAX)]):
         return False
     return True
 

@@ -113,7 +113,7 @@ def edr_section(agg: D.Aggregate, order, group_title: str, key: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def compare_items(view: views.ViewState, run_store) -> None:
+def compare_items(view: views.ViewState, run_store) -> None:  # noqa: C901 - a page section drawn top to bottom
     """Two models over the benchmark items they share: curves on layer / L with bands, EDR with CIs."""
     if run_store is None:
         ui.sync_url(view)
@@ -146,7 +146,8 @@ def compare_items(view: views.ViewState, run_store) -> None:
     if not datasets:
         ui.sync_url(view)
         missing = set_a.items["dataset"].iloc[0] if len(set_a.items) else "gsm8k"
-        st.info(f"**{views.md(view.model_b)}** and **{views.md(view.model)}** share no dataset with cosine / logit-lens curves. "
+        st.info(f"**{views.md(view.model_b)}** and **{views.md(view.model)}** share no dataset with cosine / "
+                "logit-lens curves. "
                 f"Sweep the other model on the same items, e.g.\n\n"
                 f"```\n{D.sweep_command(view.model_b, run_store, dataset=missing)}\n```",
                 icon=":material/info:")

@@ -6,20 +6,19 @@ Nothing here imports Streamlit (see ``effdepth.ui`` for the Streamlit glue).
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
-
 import dataclasses
 import gc
 import io
 import math
+import os
 import re
 import string
+import tempfile
 import threading
 import time
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,10 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from effdepth import charts, engine
+from effdepth.contract import Progress
 from effdepth.errors import CacheError, PromptError
 from effdepth.turns import Turns
-
-Progress = Callable[[str, float | None], None]
 
 # --------------------------------------------------------------------------------------------------
 # Options

@@ -36,7 +36,8 @@ with ui.guard():
         _, result = views.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
     if result is None:
         if view.demo:
-            st.warning(f"**Not cached.** This prompt on **{views.md(view.model)}** ({view.dtype}) has no stored run, and "
+            st.warning(f"**Not cached.** This prompt on **{views.md(view.model)}** ({view.dtype}) has no stored run, "
+                       "and "
                        "demo mode loads no model. Pick a cached run on the Runs page or leave demo mode.",
                        icon=":material/block:")
         else:
@@ -190,7 +191,8 @@ with ui.guard():
                    "run on request.")
         a1, a2 = st.columns([3, 1])
         ui.bind(st.text_input, "answer", "Answer span (must end the prompt)", container=a1,
-                transform=lambda v: v or None, to_widget=lambda v: v or "", help="Default: the benchmark item's gold answer, else the last word.")
+                transform=lambda v: v or None, to_widget=lambda v: v or "",
+                help="Default: the benchmark item's gold answer, else the last word.")
         if not view.answer:
             a1.caption(f"Using {views.md(repr(answer))}")
         ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(views.IG_STEP_CHOICES),
@@ -213,7 +215,8 @@ if attr is not None:
         attr_frame, attr.tables["tokens"], view.attr, ed, domain=views.attribution_domain(attr_frame, view.attr),
         selected_pos=view.pos))
     ui.chart(attr_chart, f"{attr.run_id}_{view.attr}", "heat_attr", on_select=_on_cell("heat_attr"))
-    st.caption(f"Answer span {views.md(repr(answer))}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, k = L the final "
+    st.caption(f"Answer span {views.md(repr(answer))}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, "
+               "k = L the final "
                "residual); the colour is the largest ‖Δp‖₂ over the answer-predicting positions — where a column "
                "turns dark, that token's information has moved on. IG (P2 baseline = token mean, "
                f"{attr.meta['probe_config'].get('ig_steps')} steps): red lowers, blue raises the answer's "

@@ -58,7 +58,8 @@ for which, (name, dtype, column) in specs.items():
         else:
             views.preflight(name)
             ui.stopped_notice(name, view.prompt, dtype, view.chat)
-            st.info(f"{views.md(name)} ({dtype}) on this prompt is not in the cache yet.", icon=":material/hourglass_top:")
+            st.info(f"{views.md(name)} ({dtype}) on this prompt is not in the cache yet.",
+                    icon=":material/hourglass_top:")
             if st.button(f"Compute {which.upper()}", key=f"compute_{which}", type="primary",
                          icon=":material/play_arrow:"):
                 results[which] = ui.compute(run_store, name, view.prompt, dtype, view.chat,
@@ -84,13 +85,15 @@ st.subheader("Effective depth")
 st.dataframe(views.compare_ed_table([(label_a, a.tables["ed"]), (label_b, b.tables["ed"])]),
              hide_index=True, width="stretch")
 st.caption(f"Each cell: ED (EDR), EDR = (ED + 1) / L with L = {a.meta['n_layers']} for {views.md(label_a)} and "
-           f"{b.meta['n_layers']} for {views.md(label_b)}. P1 = the paper's rule; guarded = effdepth's guarded variant; "
+           f"{b.meta['n_layers']} for {views.md(label_b)}. P1 = the paper's rule; "
+           "guarded = effdepth's guarded variant; "
            "skip uses effdepth's proposed rule; “none” = no transition.")
 
 # ------------------------------------------------------------------------------------------ curves
 st.subheader("Per-layer curves on relative depth")
 probes = [p for p in views.CURVE_METRICS
-          if len(charts.probe_curve_frame(a.tables["layer"], p)) and len(charts.probe_curve_frame(b.tables["layer"], p))]
+          if len(charts.probe_curve_frame(a.tables["layer"], p))
+          and len(charts.probe_curve_frame(b.tables["layer"], p))]
 for start in range(0, len(probes), 2):
     row = st.columns(2, gap="medium")
     for column, probe in zip(row, probes[start:start + 2]):

@@ -25,7 +25,8 @@ if not len(runs):
             icon=":material/inbox:")
     st.stop()
 
-st.caption(f"{len(runs)} run(s) in {views.md(run_store.path)}. EDR columns use P1's rules (skip: effdepth's proposed rule).")
+st.caption(f"{len(runs)} run(s) in {views.md(run_store.path)}. EDR columns use P1's rules "
+           "(skip: effdepth's proposed rule).")
 needle = st.text_input("Filter", key="w_runs_filter", placeholder="model, prompt text, run id or dtype…")
 table = views.runs_table(runs, text_filter=needle)
 table_key = f"runs_table_{st.session_state.get('_runs_version', 0)}"  # a new key clears the selection

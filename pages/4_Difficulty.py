@@ -116,7 +116,8 @@ if order:
         st.session_state[ui.STATE].item = st.session_state["w_diff_item"]
 
     st.session_state["w_diff_item"] = selected
-    pick.selectbox("Item", options, key="w_diff_item", on_change=_on_item, placeholder="Pick an item (or click a point)…",
+    pick.selectbox("Item", options, key="w_diff_item", on_change=_on_item,
+                   placeholder="Pick an item (or click a point)…",
                    format_func=lambda i: D.item_label(item_set, i, eds, view.ed_probe, view.ed_rule))
     if selected:
         link.page_link(ui.PAGES["explore"][0], label="Open this item in Explore", icon=":material/grid_on:",

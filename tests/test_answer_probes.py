@@ -170,10 +170,3 @@ def test_sweep_gives_each_item_its_answer(loaded, tmp_path):
     # Resuming finds every item without loading anything.
     assert sweep.sweep("x", items, store, config, load=None, resolve=lambda name: loaded.spec,
                        progress=lambda *a: None) == ids
-
-
-def test_cli_choices_match_the_engine():
-    from effdepth.probes import skip
-
-    assert cli.PROBE_CHOICES == engine.PROBES and cli.DEFAULT_PROBES == engine.DEFAULT_PROBES
-    assert cli.SKIP_VARIANTS == skip.VARIANTS

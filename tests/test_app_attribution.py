@@ -68,7 +68,8 @@ def test_attribution_computes_on_click_and_reopens_from_cache(cache, tiny, monke
     at = page(EXPLORE, run=tiny["run"].run_id, ig_steps=16)
     no_problems(at)
     assert at.text_input(key="w_answer").value == ""
-    assert any(r"\'1889\.\'" in c.value for c in at.caption)  # shown as text (views.md escapes it)  # default answer span: the last word
+    # default answer span: the last word, shown as text (views.md escapes it)
+    assert any(r"\'1889\.\'" in c.value for c in at.caption)
     at.button(key="run_attr").click().run()
     no_problems(at)
     assert any("Done" in s.label for s in at.status)

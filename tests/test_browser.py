@@ -152,7 +152,8 @@ def _canvas_has_pixels(page, selector: str) -> bool:
         const ctx = c.getContext('2d');
         const d = ctx.getImageData(0, 0, c.width, c.height).data;
         let inked = 0;
-        for (let i = 0; i < d.length; i += 4 * 97) if (d[i + 3] > 0 && (d[i] < 245 || d[i+1] < 245 || d[i+2] < 245)) inked++;
+        for (let i = 0; i < d.length; i += 4 * 97)
+            if (d[i + 3] > 0 && (d[i] < 245 || d[i+1] < 245 || d[i+2] < 245)) inked++;
         return inked > 50;
     }""", selector)
 

@@ -257,7 +257,8 @@ def test_load_jsonl_good(tmp_path):
         its, skipped = ds.load_jsonl(src, name="mine")
         assert len(its) == 3 and skipped == []
         a, b, c = its
-        assert (a.prompt, a.answer, a.text, a.bin, a.dataset, a.index) == ("Q: 2+2=", " 4", "Q: 2+2= 4", "mine", "mine", 0)
+        assert (a.prompt, a.answer, a.text, a.bin, a.dataset, a.index) == (
+            "Q: 2+2=", " 4", "Q: 2+2= 4", "mine", "mine", 0)
         assert (b.prompt, b.text, b.bin, b.index) == ("Capital of France?", "Capital of France? Paris", "geo", 1)
         assert b.meta == {"line": 4, "extra": {"id": 7}}
         assert c.prompt == "é ü \u2028 ok" and c.meta["line"] == 5

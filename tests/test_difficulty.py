@@ -177,7 +177,8 @@ def test_bin_edr_equals_ed_table_of_the_hand_aggregate(tmp_path, how):
         weights = np.array([n if how == "token" else 1 for _, _, n in items], dtype=float)
         curves = {}
         for metric, spread in (("cos_att", -0.1), ("cos_mlp", 0.0), ("cos_layer", 0.1)):
-            curves[metric] = (weights[:, None] * np.array([np.array(mu) + spread for mu, _, _ in items])).sum(0) / weights.sum()
+            stacked = np.array([np.array(mu) + spread for mu, _, _ in items])
+            curves[metric] = (weights[:, None] * stacked).sum(0) / weights.sum()
         curves["kl"] = (weights[:, None] * np.array([kl for _, kl, _ in items], dtype=float)).sum(0) / weights.sum()
         expected = depth.ed_table(_layer(curves)).set_index(["probe", "rule"])
         got = agg.ed[agg.ed["group"] == name].set_index(["probe", "rule"])

@@ -9,8 +9,8 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,8 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from effdepth import checks, cli, engine, models, verify, views
-from effdepth.capture import capture
 from effdepth.arch import taps
+from effdepth.capture import capture
 from effdepth.errors import CacheError, PromptError, RunCheckError
 from effdepth.store import Store
 from tests.test_store import TEXT, tiny_model_dir
@@ -196,7 +196,8 @@ import json, sys
 from effdepth import cli
 from effdepth.store import Store
 store = Store({str(path)!r})
-print(json.dumps({{"read_only": store.read_only, "runs": len(store), "meta": store.meta({result.run_id!r}) is not None}}))
+has_meta = store.meta({result.run_id!r}) is not None
+print(json.dumps({{"read_only": store.read_only, "runs": len(store), "meta": has_meta}}))
 sys.stdout.flush()
 rc = cli.main(["probe", "--model", {str(model_dir)!r}, "--text", "w1 w2 w3 w4 w5 w6", "--cache", {str(path)!r},
                "--json", {str(tmp_path / 'out.json')!r}, "-q"])
@@ -215,7 +216,8 @@ def test_demo_mode_offers_no_write_on_a_broken_cache(cache):
     at = page("pages/1_Explore.py", demo="1")
     assert not at.exception
     errors = " ".join(e.value for e in at.error)
-    assert "not a readable DuckDB cache" in errors and "\\-\\-cache" in errors and str(cache.name).split(".")[0] in errors
+    assert "not a readable DuckDB cache" in errors and "\\-\\-cache" in errors
+    assert str(cache.name).split(".")[0] in errors
     assert not [b for b in at.button if b.label == "Move the broken cache aside"]
     normal = page("pages/1_Explore.py")
     assert [b for b in normal.button if b.label == "Move the broken cache aside"]

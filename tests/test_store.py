@@ -15,7 +15,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from effdepth import engine, store as store_mod
+from effdepth import engine
+from effdepth import store as store_mod
 from effdepth.errors import CacheError
 from effdepth.store import SCHEMA_VERSION, Store
 
@@ -74,10 +75,6 @@ def assert_same_run(got: engine.RunResult, want: engine.RunResult) -> None:
         if len(frame) and objects:
             frame = frame.astype({c: got.tables[name][c].dtype for c in objects})
         pd.testing.assert_frame_equal(got.tables[name], frame, check_dtype=len(frame) > 0, obj=name)
-
-
-def test_tables_match_engine():
-    assert store_mod.TABLES == engine.TABLES
 
 
 def test_round_trip(cache, result):

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from effdepth import depth, models, sweep as S
+from effdepth import depth, models
+from effdepth import sweep as S
 from effdepth.datasets import Item
 from effdepth.engine import ProbeConfig
 
@@ -371,11 +372,14 @@ def test_bootstrap_counts_no_transition():
 def test_depth_score_by_bin_by_hand():
     L = 3
     # item x (bin easy): only skipping layer 0 affects later layers
-    mx = np.zeros((L, L)); mx[0, 1] = 1.0; mx[0, 2] = 1.0
+    mx = np.zeros((L, L))
+    mx[0, 1] = mx[0, 2] = 1.0
     # item y (bin easy): only layer 1 affects layer 2
-    my = np.zeros((L, L)); my[1, 2] = 0.5
+    my = np.zeros((L, L))
+    my[1, 2] = 0.5
     # item z (bin hard): skipping layer 1 affects layer 2 fully
-    mz = np.zeros((L, L)); mz[1, 2] = 1.0
+    mz = np.zeros((L, L))
+    mz[1, 2] = 1.0
     outputs = {"x": np.array([1.0, 0.0, 0.0]), "y": np.array([0.0, 0.0, 1.0]),
                "z": np.array([0.0, 1.0, 1.0])}
     result = S.depth_score_by_bin({"x": mx, "y": my, "z": mz}, outputs,
@@ -427,7 +431,8 @@ def _current_only(L: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_depth_score_leaves_out_items_too_short_for_the_future_skip():
     L = 3
-    mz = np.zeros((L, L)); mz[1, 2] = 1.0
+    mz = np.zeros((L, L))
+    mz[1, 2] = 1.0
     short_skip, short_out = _current_only(L)
     matrices = {"z": mz, "s1": short_skip, "s2": short_skip, "s3": short_skip}
     outputs = {"z": np.array([0.0, 1.0, 1.0]), "s1": short_out, "s2": short_out, "s3": short_out}

@@ -35,7 +35,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from effdepth.arch import Taps, taps as resolve_taps
+from effdepth.arch import Taps
+from effdepth.arch import taps as resolve_taps
 from effdepth.capture import Replayer, capture
 
 N_BASELINE_PROMPTS = 10  # P2: the first 10 GSM8K prompts

@@ -8,18 +8,16 @@ token in P_layer, per layer and token. Rows are decoded in chunks so that memory
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pandas as pd
 import torch
 
 from effdepth.arch import Taps
 from effdepth.capture import Trace
+from effdepth.contract import Progress
 from effdepth.probes._tables import layer_token_frame
 from effdepth.tokens import token_label
 
 TOP_K = 5
-Progress = Callable[[str, float | None], None]
 
 
 @torch.no_grad()

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from effdepth import contract
 from effdepth.capture import Replayer
 
 EPS = 1e-6
 SEED_FUTURE = 123  # P2's random.seed for split positions
 MAX_SPLITS = 4
-VARIANTS = ("future", "current", "local_future", "local_current")
+VARIANTS = contract.SKIP_VARIANTS
 
 
 def draw_splits(n_tokens: int, seed: int = SEED_FUTURE, max_splits: int = MAX_SPLITS,
@@ -79,8 +80,7 @@ class SkipResult:
     splits: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for name, cols in (("matrix", ["variant", "split", "skipped", "affected", "value"]),
-                           ("output", ["variant", "split", "skipped", "value"])):
+        for name, cols in (("matrix", contract.columns("skip")), ("output", contract.columns("skip_output"))):
             if list(getattr(self, name).columns) != cols:
                 raise ValueError(f"{name} columns {list(getattr(self, name).columns)} != {cols}")
 
