@@ -28,19 +28,9 @@ CONFIG = engine.ProbeConfig(splits=(8, 12))  # every probe of the default config
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "llama")
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    return models.load_model(str(model_dir))
-
-
-@pytest.fixture(scope="module")
-def solo(loaded):
+def solo(word_model):
     """Each text run alone, before any thread starts."""
-    return {text: engine.run_probes(loaded, text, CONFIG) for text in set(TEXTS_EQUAL + TEXTS_MIXED)}
+    return {text: engine.run_probes(word_model, text, CONFIG) for text in set(TEXTS_EQUAL + TEXTS_MIXED)}
 
 
 def assert_identical(got: engine.RunResult, want: engine.RunResult) -> None:
@@ -55,7 +45,7 @@ def hooks_left(model) -> list[str]:
             if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks]
 
 
-def run_in_threads(loaded, texts):
+def run_in_threads(word_model, texts):
     """Start one engine run per text at the same moment; returns {text: result or exception}."""
     barrier = threading.Barrier(len(texts))
     out: dict[int, object] = {}
@@ -63,7 +53,7 @@ def run_in_threads(loaded, texts):
     def work(k: int, text: str) -> None:
         barrier.wait()
         try:
-            out[k] = engine.run_probes(loaded, text, CONFIG)
+            out[k] = engine.run_probes(word_model, text, CONFIG)
         except BaseException as err:  # noqa: BLE001 - reported by the test
             out[k] = err
 
@@ -77,18 +67,18 @@ def run_in_threads(loaded, texts):
 
 @pytest.mark.parametrize("n_threads", [2, 4])
 @pytest.mark.parametrize("texts", [TEXTS_EQUAL, TEXTS_MIXED], ids=["equal-lengths", "different-lengths"])
-def test_engine_from_many_threads_equals_solo_runs(loaded, solo, texts, n_threads):
-    waits_before = turns.turns_of(loaded.model).waits
-    results = run_in_threads(loaded, texts[:n_threads])
+def test_engine_from_many_threads_equals_solo_runs(word_model, solo, texts, n_threads):
+    waits_before = turns.turns_of(word_model.model).waits
+    results = run_in_threads(word_model, texts[:n_threads])
     for text, result in zip(texts, results):
         assert isinstance(result, engine.RunResult), result
         assert_identical(result, solo[text])
-    assert hooks_left(loaded.model) == []
-    assert turns.turns_of(loaded.model).waits > waits_before  # the runs did meet, and took turns
-    assert not turns.turns_of(loaded.model).busy
+    assert hooks_left(word_model.model) == []
+    assert turns.turns_of(word_model.model).waits > waits_before  # the runs did meet, and took turns
+    assert not turns.turns_of(word_model.model).busy
 
 
-def test_a_waiting_run_hears_its_place(loaded, solo):
+def test_a_waiting_run_hears_its_place(word_model, solo):
     stages: list[str] = []
     started, release = threading.Event(), threading.Event()
 
@@ -96,12 +86,12 @@ def test_a_waiting_run_hears_its_place(loaded, solo):
         started.set()
         release.wait(30)
 
-    first = threading.Thread(target=engine.run_probes, args=(loaded, TEXTS_EQUAL[0], CONFIG),
+    first = threading.Thread(target=engine.run_probes, args=(word_model, TEXTS_EQUAL[0], CONFIG),
                              kwargs={"progress": slow_first})
     first.start()
     started.wait(30)
     threading.Timer(0.6, release.set).start()
-    result = engine.run_probes(loaded, TEXTS_EQUAL[1], CONFIG, progress=lambda s, f=None: stages.append(s))
+    result = engine.run_probes(word_model, TEXTS_EQUAL[1], CONFIG, progress=lambda s, f=None: stages.append(s))
     first.join(30)
     assert f"{engine.WAITING_STAGE} (position 1)" in stages
     assert stages.index(f"{engine.WAITING_STAGE} (position 1)") < stages.index("forward pass")
@@ -170,9 +160,9 @@ def test_giving_up_leaves_the_queue():
     assert done == ["nested"] and not queue.busy
 
 
-def test_a_stopped_run_keeps_what_finished_and_frees_the_model(model_dir, loaded, solo, tmp_path):
+def test_a_stopped_run_keeps_what_finished_and_frees_the_model(word_model_dir, word_model, solo, tmp_path):
     store = Store(tmp_path / "cache.duckdb")
-    holder, name = views.ModelHolder(), str(model_dir)
+    holder, name = views.ModelHolder(), str(word_model_dir)
 
     def stop_in_the_lens(stage, frac=None):
         if stage.startswith("logit lens") and frac:
@@ -186,7 +176,7 @@ def test_a_stopped_run_keeps_what_finished_and_frees_the_model(model_dir, loaded
     # what had finished (the cosines) is a complete run of its own config, stored and equal to a direct one
     assert stopped.value.kept == ["cosine"] and len(store) == 1
     kept = store.get(store.runs()["run_id"][0])
-    direct = engine.run_probes(loaded, text, dataclasses.replace(CONFIG, probes=("cosine",)))
+    direct = engine.run_probes(word_model, text, dataclasses.replace(CONFIG, probes=("cosine",)))
     assert kept.run_id == direct.run_id and kept.meta["probes"] == ["cosine"]
     for table in ("layer_token", "layer", "ed"):
         pd.testing.assert_frame_equal(kept.tables[table], direct.tables[table], check_dtype=False, obj=table)
@@ -199,14 +189,14 @@ def test_a_stopped_run_keeps_what_finished_and_frees_the_model(model_dir, loaded
     assert len(store) == 2
 
 
-def test_a_stop_before_any_probe_finished_keeps_nothing(loaded):
+def test_a_stop_before_any_probe_finished_keeps_nothing(word_model):
     def stop_at_once(stage, frac=None):
         if stage.startswith("contribution"):
             raise RunStopped("stopped")
 
     with pytest.raises(RunStopped) as stopped:
-        engine.run_probes(loaded, TEXTS_EQUAL[0], CONFIG, progress=stop_at_once)
-    assert getattr(stopped.value, "partial_result", None) is None and hooks_left(loaded.model) == []
+        engine.run_probes(word_model, TEXTS_EQUAL[0], CONFIG, progress=stop_at_once)
+    assert getattr(stopped.value, "partial_result", None) is None and hooks_left(word_model.model) == []
 
 
 # ------------------------------------------------------------------------------------------ the holder

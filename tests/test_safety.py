@@ -22,7 +22,7 @@ from effdepth.arch import taps
 from effdepth.capture import capture
 from effdepth.errors import CacheError, PromptError, RunCheckError
 from effdepth.store import Store
-from tests.test_store import TEXT, tiny_model_dir
+from tests.test_store import TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ("[Session expired - click here to log in again](http://evil.example/login) "
@@ -33,18 +33,8 @@ AUTOLINK_EMAIL = re.compile(r"([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)", re.ASCII)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "llama")
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    return models.load_model(str(model_dir))
-
-
-@pytest.fixture(scope="module")
-def result(loaded):
-    return engine.run_probes(loaded, TEXT)
+def result(word_model):
+    return engine.run_probes(word_model, TEXT)
 
 
 @pytest.fixture
@@ -180,10 +170,10 @@ def shared_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_a_read_only_cache_is_viewable_and_refuses_work_first(result, model_dir, shared_tmp):
+def test_a_read_only_cache_is_viewable_and_refuses_work_first(result, word_model_dir, shared_tmp):
     tmp_path = shared_tmp
-    model_dir = shutil.copytree(model_dir, tmp_path / "model")
-    for file in model_dir.iterdir():
+    word_model_dir = shutil.copytree(word_model_dir, tmp_path / "model")
+    for file in word_model_dir.iterdir():
         file.chmod(0o644)
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -199,7 +189,7 @@ store = Store({str(path)!r})
 has_meta = store.meta({result.run_id!r}) is not None
 print(json.dumps({{"read_only": store.read_only, "runs": len(store), "meta": has_meta}}))
 sys.stdout.flush()
-rc = cli.main(["probe", "--model", {str(model_dir)!r}, "--text", "w1 w2 w3 w4 w5 w6", "--cache", {str(path)!r},
+rc = cli.main(["probe", "--model", {str(word_model_dir)!r}, "--text", "w1 w2 w3 w4 w5 w6", "--cache", {str(path)!r},
                "--json", {str(tmp_path / 'out.json')!r}, "-q"])
 print("rc", rc)
 """
@@ -238,14 +228,14 @@ def test_a_run_carries_its_checks_and_passes_them(result):
     assert checks.problems(result.meta, result.tables) == [] and checks.verified(result.meta)
 
 
-def test_broken_invariants_are_measured(loaded):
-    trace = capture(loaded.model, engine.tokenize(loaded, TEXT))
+def test_broken_invariants_are_measured(word_model):
+    trace = capture(word_model.model, engine.tokenize(word_model, TEXT))
     trace.attn[1, 3] += 0.5 * trace.resid[2, 3].norm()  # a capture that mixed in something else
-    broken = engine.trust_checks(trace, taps(loaded.model), "float32")
+    broken = engine.trust_checks(trace, taps(word_model.model), "float32")
     assert broken["residual_closure"] > 0.1
     assert any("residual closure" in p for p in checks._invariant_problems(broken, "float32"))
     trace.logits[5, 7] += 3.0
-    assert engine.trust_checks(trace, taps(loaded.model), "float32")["lens_last_max_abs"] >= 3.0 - 1e-4
+    assert engine.trust_checks(trace, taps(word_model.model), "float32")["lens_last_max_abs"] >= 3.0 - 1e-4
 
 
 def test_the_store_refuses_a_run_that_fails_its_checks(result, tmp_path):
@@ -261,7 +251,7 @@ def test_the_store_refuses_a_run_that_fails_its_checks(result, tmp_path):
     assert len(store) == 1
 
 
-def test_cache_verify_recomputes_unverified_runs(result, model_dir, tmp_path, capsys):
+def test_cache_verify_recomputes_unverified_runs(result, word_model_dir, tmp_path, capsys):
     store = Store(tmp_path / "c.duckdb")
     # an old run: no checks, and (as a concurrent app run could have stored) wrong numbers
     old_meta = {k: v for k, v in result.meta.items() if k != "checks"}
@@ -289,13 +279,13 @@ def test_the_read_only_error_comes_before_computing(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------ progress within a stage
 
 
-def test_the_lens_reports_progress_per_chunk_and_can_be_stopped(loaded):
+def test_the_lens_reports_progress_per_chunk_and_can_be_stopped(word_model):
     from effdepth.errors import RunStopped
     from effdepth.probes import logit_lens
 
-    trace = capture(loaded.model, engine.tokenize(loaded, TEXT))
+    trace = capture(word_model.model, engine.tokenize(word_model, TEXT))
     seen = []
-    full, _ = logit_lens.lens_metrics(trace, taps(loaded.model), budget_bytes=16 * 64 * 4 * 4,
+    full, _ = logit_lens.lens_metrics(trace, taps(word_model.model), budget_bytes=16 * 64 * 4 * 4,
                                       progress=lambda stage, frac: seen.append((stage, frac)))
     n_rows = trace.n_layers * trace.n_tokens
     assert len(seen) == -(-n_rows // 16) and seen[-1] == ("logit lens", 1.0)
@@ -306,6 +296,6 @@ def test_the_lens_reports_progress_per_chunk_and_can_be_stopped(loaded):
             raise RunStopped("stopped")
 
     with pytest.raises(RunStopped):
-        logit_lens.lens_metrics(trace, taps(loaded.model), budget_bytes=16 * 64 * 4 * 4, progress=stop)
-    whole, _ = logit_lens.lens_metrics(trace, taps(loaded.model))  # chunking changes no number
+        logit_lens.lens_metrics(trace, taps(word_model.model), budget_bytes=16 * 64 * 4 * 4, progress=stop)
+    whole, _ = logit_lens.lens_metrics(trace, taps(word_model.model))  # chunking changes no number
     assert all((full[k] == whole[k]).all() for k in full)
