@@ -1,0 +1,127 @@
+"""The Python face of effdepth, for notebooks: ``effdepth.probe(model, text)`` → a :class:`Run`.
+
+    import effdepth
+    run = effdepth.probe("smollm2-135m", "The spouse of the performer of Imagine is Yoko Ono, and "
+                         "the capital of France is Paris.")
+    run.ed                       # ED / EDR per probe and rule (pandas)
+    run.tables["layer_token"]    # tidy per layer × token values
+    run.curve("cosine")          # Altair charts: they render inline in Jupyter
+    run.heatmap("kl"); run.skip_matrix("future")
+
+Runs go through the same cache as the CLI and the app (``cache=False`` computes without it), and the
+model stays loaded between calls (one at a time, as in the app; changed weights are reloaded).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from effdepth.contract import DEFAULT_PROBES, Progress
+from effdepth.holder import ModelHolder
+
+_HOLDER = ModelHolder()
+
+
+@dataclass
+class Run:
+    """One run of the probes on one model and text: its tables, its EDs and its charts."""
+
+    result: object  # engine.RunResult
+    from_cache: bool
+
+    @property
+    def run_id(self) -> str:
+        return self.result.run_id
+
+    @property
+    def meta(self) -> dict:
+        """Model, text, tokens, probe configuration, timings and the run's own checks."""
+        return self.result.meta
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The long tables (effdepth.contract.TABLES): tokens, layer_token, layer, skip, skip_output, ..."""
+        return self.result.tables
+
+    @property
+    def ed(self) -> pd.DataFrame:
+        """ED and EDR per probe (cosine, kl, overlap, skip) and rule (p1, guarded, proposed)."""
+        return self.tables["ed"]
+
+    def curve(self, probe: str = "cosine"):
+        """The per-layer curve of one ED probe (cosine, kl, overlap, skip) with its ED marked."""
+        from effdepth import charts
+
+        return charts.probe_curve(self.tables["layer"], probe, self.ed)
+
+    def heatmap(self, metric: str = "cos_layer"):
+        """A layer × token heatmap of one metric of the layer_token table (cos_layer, rc_att, kl, ...)."""
+        from effdepth import charts
+
+        return charts.layer_token_heatmap(self.tables["layer_token"], self.tables["tokens"], metric, self.ed)
+
+    def skip_matrix(self, variant: str = "future"):
+        """The skip effect matrix of one variant with the output change beside it."""
+        from effdepth import charts
+
+        return charts.skip_chart(self.tables["skip"], self.tables["skip_output"], variant, self.ed)
+
+    def _repr_html_(self) -> str:
+        meta = self.meta
+        head = (f"<b>{_html(meta.get('model_name'))}</b> · {meta.get('n_layers')} layers · "
+                f"{meta.get('n_tokens')} tokens · run {self.run_id}{' (cached)' if self.from_cache else ''}")
+        return head + self.ed[["probe", "rule", "ed", "edr"]].to_html(index=False)
+
+
+def _html(text) -> str:
+    import html
+
+    return html.escape(str(text))
+
+
+def probe(model, text: str, *, probes: Sequence[str] = DEFAULT_PROBES, dtype: str = "float32",
+          chat_template: bool = False, answer: str | None = None, cache: bool | str | os.PathLike = True,
+          progress: Progress | None = None, **options) -> Run:
+    """Run the probes on ``text`` with ``model`` and return the :class:`Run`.
+
+    ``model``: an embedded name, a model directory, an HF cache id, a GGUF file, or a model already
+    loaded with ``effdepth.models.load_model``. ``options`` go to ``engine.ProbeConfig`` (splits, seed,
+    skip_variants, ig_steps, ig_parts). ``cache``: True (the project cache), a file path, or False.
+    Bad input raises ``effdepth.errors.EffdepthError`` with a sentence saying what to do, before any work.
+    """
+    from effdepth import engine, models
+    from effdepth.store import Store
+
+    engine.check_text(text)
+    config = engine.ProbeConfig(probes=tuple(probes), answer=answer, **options)
+    if any(p in config.probes for p in engine.ANSWER_PROBES):
+        engine.check_answer(text, config.answer, chat_template)
+    store = None if cache is False else Store(None if cache is True else cache)
+    if isinstance(model, models.LoadedModel):
+        key = engine.run_key(model.spec.fingerprint, text, model.dtype, config, chat_template)
+        return _run(store, key, lambda notify: engine.run_probes(model, text, config, chat_template,
+                                                                 progress=notify), progress)
+    spec = models.resolve_model(model)
+    key = engine.run_key(spec.fingerprint, text, dtype, config, chat_template)
+
+    def compute(notify):
+        with _HOLDER.lease(str(model), dtype, notify) as loaded:
+            return engine.run_probes(loaded, text, config, chat_template, progress=notify)
+
+    return _run(store, key, compute, progress)
+
+
+def _run(store, key: str, compute, progress: Progress | None) -> Run:
+    notify = progress or (lambda stage, frac=None: None)
+    if store is None:
+        return Run(compute(notify), from_cache=False)
+    cached = store.get(key)
+    if cached is not None:
+        return Run(cached, from_cache=True)
+    store.check_writable()
+    result, from_cache = store.get_or_compute(key, lambda: compute(notify))
+    return Run(result, from_cache=from_cache)
