@@ -24,6 +24,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from effdepth import depth
 from effdepth.contract import SPLIT_MAX
 
 PX_PER_LAYER = 14
@@ -390,12 +391,8 @@ CURVES: dict[str, tuple[tuple[str, ...], str]] = {
 def probe_curve_frame(layer: pd.DataFrame, probe: str) -> pd.DataFrame:
     """The curve(s) of one probe as DataFrame[metric, layer, value] (adds μ = mean of the 3 cosines)."""
     metrics, _ = CURVES[probe]
+    layer = depth.with_cosine_mean(layer) if probe == "cosine" else layer
     rows = layer[layer["metric"].isin(metrics)][["metric", "layer", "value"]].copy()
-    if probe == "cosine":
-        cos = layer[layer["metric"].isin(["cos_att", "cos_mlp", "cos_layer"])]
-        if len(cos):
-            mu = cos.groupby("layer", as_index=False)["value"].mean().assign(metric="cos_mu")
-            rows = pd.concat([rows, mu[["metric", "layer", "value"]]], ignore_index=True)
     rows["layer"] = rows["layer"].astype(int)
     rows["value"] = rows["value"].astype(float)
     return rows.reset_index(drop=True)

@@ -28,8 +28,8 @@ from effdepth.errors import EffdepthError, PromptError
 
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
              ("skip", "layer skipping"))
-LAYER_METRICS = ("cos_att", "cos_mlp", "cos_layer", "rc_att", "rc_mlp", "rc_layer", "kl", "overlap", "entropy",
-                 "rank", "skip_layer_effect", "skip_output")
+LAYER_METRICS = ("cos_att", "cos_mlp", "cos_layer", "cos_mu", "rc_att", "rc_mlp", "rc_layer", "kl", "overlap",
+                 "entropy", "rank", "skip_layer_effect", "skip_output")
 
 
 # ----------------------------------------------------------------------------------------------

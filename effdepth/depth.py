@@ -55,7 +55,23 @@ class EDResult:
 
 
 def cosine_mean(cos_att: np.ndarray, cos_mlp: np.ndarray, cos_layer: np.ndarray) -> np.ndarray:
+    """μ(l), the mean of the three cosines: the curve of P1's cosine ED rule (the one place it is computed)."""
     return (np.asarray(cos_att) + np.asarray(cos_mlp) + np.asarray(cos_layer)) / 3.0
+
+
+COSINES = ("cos_att", "cos_mlp", "cos_layer")
+
+
+def with_cosine_mean(layer: pd.DataFrame) -> pd.DataFrame:
+    """``layer`` (DataFrame[metric, layer, value]) with the rows of ``cos_mu`` = μ(l) added, when the three
+    cosines are there and μ is not (runs store it; runs cached before it was stored get it here)."""
+    present = set(layer["metric"]) if len(layer) else set()
+    if "cos_mu" in present or not set(COSINES) <= present:
+        return layer
+    wide = layer[layer["metric"].isin(COSINES)].pivot(index="layer", columns="metric", values="value").sort_index()
+    mu = pd.DataFrame({"metric": "cos_mu", "layer": wide.index.astype(int),
+                       "value": cosine_mean(wide["cos_att"], wide["cos_mlp"], wide["cos_layer"])})
+    return pd.concat([layer, mu], ignore_index=True)
 
 
 def ed_cosine(mu: np.ndarray, guarded: bool = False, hold: int = COSINE_HOLD) -> EDResult:

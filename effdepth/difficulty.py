@@ -36,7 +36,7 @@ from typing import Any
 
 import pandas as pd
 
-from effdepth import sweep
+from effdepth import depth, sweep
 from effdepth.contract import SPLIT_MAX
 
 PROBES = ("cosine", "kl", "overlap")
@@ -44,7 +44,7 @@ RULES = ("p1", "guarded")
 HOWS = {"token": "token-weighted (P1)", "prompt": "per-prompt mean (P2)"}
 #: the curve of each probe that carries its ED (cosine: μ, the mean of the three cosines)
 PROBE_METRIC = {"cosine": "cos_mu", "kl": "kl", "overlap": "overlap"}
-COSINES = ("cos_att", "cos_mlp", "cos_layer")
+COSINES = depth.COSINES
 CURVE_METRICS = COSINES + ("cos_mu", "kl", "overlap")
 #: known datasets from easy to hard (bins of other datasets follow, by name)
 DATASET_ORDER = ("manual", "addition", "multiplication", "hellaswag", "gsm8k", "math", "mquake", "aime2024",
@@ -315,10 +315,7 @@ def merge_item(runs: Sequence[tuple[str, Mapping[str, pd.DataFrame]]],  # noqa: 
     if len(layer):
         layer["layer"] = layer["layer"].astype(int)
         layer["value"] = layer["value"].astype(float)
-        cos = layer[layer["metric"].isin(COSINES)]
-        if set(cos["metric"]) == set(COSINES) and "cos_mu" not in set(layer["metric"]):
-            mu = (cos.groupby("layer", as_index=False)["value"].mean().assign(metric="cos_mu"))
-            layer = pd.concat([layer, mu[["metric", "layer", "value"]]], ignore_index=True)
+        layer = depth.with_cosine_mean(layer)
     skip = (pd.concat(skip_parts, ignore_index=True) if skip_parts
             else _empty(["variant", "split", "skipped", "affected", "value"]))
     skip_output = (pd.concat(out_parts, ignore_index=True) if out_parts

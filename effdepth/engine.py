@@ -324,7 +324,7 @@ def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_te
     done = set(config.probes)
     layer_token = (pd.concat(parts.layer_token, ignore_index=True) if parts.layer_token
                    else contract.empty_table("layer_token"))
-    layer = layer_means(layer_token) if len(layer_token) else contract.empty_table("layer")
+    layer = depth.with_cosine_mean(layer_means(layer_token)) if len(layer_token) else contract.empty_table("layer")
     skip_matrix = parts.skip_matrix if "skip" in done else None
     skip_output = parts.skip_output if "skip" in done else None
     if skip_matrix is not None:

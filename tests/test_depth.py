@@ -84,3 +84,17 @@ def test_skip_rule_ignores_a_layer0_spike():
     result = depth.ed_skip(matrix)
     assert result.threshold == pytest.approx(0.25)  # 0.5 · max over s ≥ 1
     assert result.ed == 4
+
+
+def test_runs_carry_the_cosine_mean_and_old_runs_get_the_same(word_model):
+    from effdepth import engine
+
+    layer = engine.run_probes(word_model, " ".join(f"w{i}" for i in range(20)),
+                              engine.ProbeConfig(probes=("cosine",))).tables["layer"]
+    wide = layer.pivot(index="layer", columns="metric", values="value")
+    assert np.allclose(wide["cos_mu"], (wide["cos_att"] + wide["cos_mlp"] + wide["cos_layer"]) / 3, atol=1e-15)
+    old = layer[layer["metric"] != "cos_mu"]  # a run cached before μ was stored
+    again = depth.with_cosine_mean(old)
+    pd.testing.assert_frame_equal(again[again["metric"] == "cos_mu"].reset_index(drop=True),
+                                  layer[layer["metric"] == "cos_mu"].reset_index(drop=True), check_exact=True)
+    assert depth.with_cosine_mean(layer) is layer  # already there: nothing added
