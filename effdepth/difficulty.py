@@ -24,11 +24,8 @@ changes it), the bootstraps by the exact run ids they read (a run id fixes its n
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +35,7 @@ import pandas as pd
 
 from effdepth import depth, sweep
 from effdepth.contract import SPLIT_MAX
+from effdepth.memo import Memo, store_stamp
 
 PROBES = ("cosine", "kl", "overlap")
 RULES = ("p1", "guarded")
@@ -86,42 +84,18 @@ def skip_command(model: str, store=None, dataset: str = "gsm8k", n: int = 20) ->
 # Memo
 # --------------------------------------------------------------------------------------------------
 
-_MEMO: OrderedDict = OrderedDict()
-_MEMO_LOCK = threading.Lock()
-MEMO_SIZE = 64
+_MEMO = Memo(size=64)
 
 
 def _memo(key: tuple, build: Callable[[], Any]) -> Any:
-    with _MEMO_LOCK:
-        if key in _MEMO:
-            _MEMO.move_to_end(key)
-            return _MEMO[key]
-    value = build()
-    with _MEMO_LOCK:
-        _MEMO[key] = value
-        while len(_MEMO) > MEMO_SIZE:
-            _MEMO.popitem(last=False)
-    return value
+    return _MEMO.get(key, build)
 
 
 def clear_memo() -> None:
-    with _MEMO_LOCK:
-        _MEMO.clear()
+    _MEMO.clear()
 
 
-def _stamp(store) -> tuple:
-    """(mtime, size) of the cache file and of its WAL: changes with every write or delete."""
-    path = getattr(store, "path", None)
-    if path is None:
-        return (id(store),)
-    out = []
-    for file in (Path(path), Path(str(path) + ".wal")):
-        try:
-            stat = os.stat(file)
-            out.append((stat.st_mtime_ns, stat.st_size))
-        except OSError:
-            out.append(None)
-    return (str(path), *out)
+_stamp = store_stamp
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -22,6 +21,7 @@ except ImportError:  # pragma: no cover - another Streamlit: st.altair_chart con
 
 from effdepth import views
 from effdepth.errors import CacheError, EffdepthError, RunStopped
+from effdepth.memo import Memo
 
 STATE = "_effdepth_state"
 URL = "_effdepth_url"
@@ -359,7 +359,7 @@ def downloads(chart, name: str, key: str) -> None:
                           type="tertiary")
 
 
-_SPECS: OrderedDict[int, tuple] = OrderedDict()  # id(chart) -> (chart, spec): holding the chart keeps its id unique
+_SPECS = Memo(size=128)  # id(chart) -> (chart, spec): holding the chart keeps its id unique
 
 
 def _vega_lite_spec(chart_obj) -> dict | None:
@@ -370,7 +370,7 @@ def _vega_lite_spec(chart_obj) -> dict | None:
     """
     if _to_vega_lite is None:
         return None
-    _, spec = views.remember(_SPECS, id(chart_obj), lambda: (chart_obj, _to_vega_lite(chart_obj)), size=128)
+    _, spec = _SPECS.get(id(chart_obj), lambda: (chart_obj, _to_vega_lite(chart_obj)))
     return copy.deepcopy(spec)  # Streamlit moves the datasets out of the spec it is given
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 import re
 import string
 import tempfile
@@ -27,6 +26,7 @@ from effdepth import charts, engine
 from effdepth.contract import Progress
 from effdepth.errors import CacheError, PromptError
 from effdepth.holder import WAITING_STAGE, ModelHolder  # noqa: F401 - the app's one model
+from effdepth.memo import Memo, store_stamp
 
 # --------------------------------------------------------------------------------------------------
 # Options
@@ -401,43 +401,21 @@ def find_cached(store, name: str, text: str, dtype: str, chat: bool,
     return keys[0], None
 
 
-_RUN_MEMO: OrderedDict = OrderedDict()
-_CHART_MEMO: OrderedDict = OrderedDict()
-
-
-def _file_stamp(path) -> tuple:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return (None, None)
-    return (stat.st_mtime_ns, stat.st_size)
-
-
-def remember(memo: OrderedDict, key, build, size: int):
-    """memo[key], built on a miss; the least recently used entry goes past ``size``."""
-    if key in memo:
-        memo.move_to_end(key)
-        return memo[key]
-    value = build()
-    if value is not None:
-        memo[key] = value
-        if len(memo) > size:
-            memo.popitem(last=False)
-    return value
+_RUN_MEMO = Memo(size=8)
+_CHART_MEMO = Memo(size=128)
 
 
 def get_run(store, run_id: str | None):
-    """A stored run, memoised in-process: a run id fixes its numbers, and the cache file's stamp
-    (mtime, size) changes with any write or delete, so a memoised run is never stale."""
+    """A stored run, memoised in-process: a run id fixes its numbers, and the cache's stamp (file and
+    WAL) changes with any write or delete, so a memoised run is never stale."""
     if not run_id:
         return None
-    key = (str(getattr(store, "path", id(store))), run_id, _file_stamp(getattr(store, "path", "")))
-    return remember(_RUN_MEMO, key, lambda: store.get(run_id), size=8)
+    return _RUN_MEMO.get((store_stamp(store), run_id), lambda: store.get(run_id))
 
 
 def memo_chart(key: tuple, build):
     """Chart specs memoised by (run id, chart, options): reruns of a cached view rebuild nothing."""
-    return remember(_CHART_MEMO, key, build, size=128)
+    return _CHART_MEMO.get(key, build)
 
 
 # --------------------------------------------------------------------------------------------------
