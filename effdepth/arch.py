@@ -76,6 +76,28 @@ def check_supported(config) -> str:
     return model_type
 
 
+#: config key aliases: the first one a config has wins (GPT-2 names them n_layer, n_embd, n_positions).
+CONFIG_KEYS = {"n_layers": ("num_hidden_layers", "n_layer"), "d_model": ("hidden_size", "n_embd", "d_model"),
+               "vocab_size": ("vocab_size",), "max_context": ("max_position_embeddings", "n_positions", "n_ctx")}
+#: families whose outputs are garbage without <bos> first (docs/SPEC.md §12): loading refuses otherwise
+NEEDS_BOS = ("gemma3", "gemma3_text")
+
+
+def text_config(config):
+    """The text-model config (multimodal wrappers such as Gemma 3 keep it in ``text_config``)."""
+    return getattr(config, "text_config", None) or config
+
+
+def config_value(config, key: str, default=None):
+    """A model dimension by effdepth's name (``CONFIG_KEYS``), read from the text config."""
+    inner = text_config(config)
+    for name in CONFIG_KEYS[key]:
+        value = getattr(inner, name, None)
+        if value is not None:
+            return value
+    return default
+
+
 def _get(root: nn.Module, path: str) -> nn.Module:
     return root.get_submodule(path)
 

@@ -39,7 +39,7 @@ def problems(meta: Mapping, tables: Mapping[str, pd.DataFrame]) -> list[str]:
     found: list[str] = []
     checks = meta.get("checks")
     if isinstance(checks, Mapping):
-        found += _invariant_problems(checks, str(meta.get("dtype") or checks.get("dtype") or "float32"))
+        found += invariant_problems(checks, str(meta.get("dtype") or checks.get("dtype") or "float32"))
         shape = checks.get("shape")
         if shape is not None and (int(shape[0]) != int(meta.get("n_layers", -1))
                                   or int(shape[1]) != int(meta.get("n_tokens", -1))):
@@ -49,7 +49,8 @@ def problems(meta: Mapping, tables: Mapping[str, pd.DataFrame]) -> list[str]:
     return found
 
 
-def _invariant_problems(checks: Mapping, dtype: str) -> list[str]:
+def invariant_problems(checks: Mapping, dtype: str) -> list[str]:
+    """The run invariants (engine.trust_checks) that are above their tolerance for ``dtype``."""
     closure_tol, lens_tol = TOLERANCE.get(dtype, TOLERANCE["bfloat16"])
     found = []
     closure = _number(checks.get("residual_closure"))

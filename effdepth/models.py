@@ -360,10 +360,6 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
-def _text_config(config):
-    return getattr(config, "text_config", None) or config
-
-
 def _accepted_forms() -> str:
     names = ", ".join(EMBEDDED)
     return (
@@ -1080,12 +1076,36 @@ def _load_dir(spec: ModelSpec, torch_dtype, progress: Progress | None, device_ma
     return model, tokenizer, "safetensors"
 
 
-def _first_attr(config, *names, default=None):
-    for name in names:
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
-    return default
+def check_tap_points(model, family: str, n_layers: int, d_model: int, first_id: int | None = None) -> None:
+    """Capture a 3-token forward and hold every tap point to its shape and the run invariants, so that a
+    family row of effdepth/arch.py that names the wrong modules fails at load with the row to fix."""
+    import torch
+
+    from effdepth import checks
+    from effdepth.arch import taps as resolve_taps
+    from effdepth.capture import capture
+    from effdepth.engine import trust_checks
+
+    ids = torch.tensor([[first_id if first_id is not None else 1, 2, 3]])
+    row = f"the '{family}' row of effdepth/arch.py (FAMILIES)"
+    dtype = "bfloat16" if next(model.parameters()).dtype == torch.bfloat16 else "float32"
+    try:
+        trace = capture(model, ids)
+        measured = trust_checks(trace, resolve_taps(model), dtype)
+    except (RuntimeError, ValueError) as exc:
+        raise UnsupportedArchitectureError(
+            f"The tap points of {row} do not fit this model: {str(exc).splitlines()[0]}. Fix the module paths "
+            "in that row (layers, attn_out, mlp_out, final_norm, unembed).") from exc
+    if trace.n_layers != n_layers or trace.resid.shape[-1] != d_model:
+        raise UnsupportedArchitectureError(
+            f"The tap points of {row} give (L, d) = ({trace.n_layers}, {trace.resid.shape[-1]}), but the config "
+            f"says ({n_layers}, {d_model}). Fix the layers path in that row.")
+    found = checks.invariant_problems(measured, dtype)
+    if found:
+        raise UnsupportedArchitectureError(
+            f"The tap points of {row} do not add up on this model: {'; '.join(found)}. attn_out and mlp_out "
+            "must name the modules whose outputs are added to the residual (the post-norms for sandwich "
+            "norms), final_norm and unembed the modules that make the logits.")
 
 
 def load_model(
@@ -1102,6 +1122,7 @@ def load_model(
     installed / assembled / converted on first use. The model comes back in eval mode with its
     parameters frozen; gradient mode is left to the caller.
     """
+    from effdepth import arch
     from effdepth.arch import check_supported
 
     start = time.perf_counter()
@@ -1131,21 +1152,24 @@ def load_model(
     if spec._config is None:
         spec._config = model.config
 
-    text_config = _text_config(model.config)
     bos_id = tokenizer.bos_token_id
     ids = tokenizer("a", add_special_tokens=True)["input_ids"]
     add_bos = bos_id is not None and len(ids) > 0 and ids[0] == bos_id
-    if family.startswith("gemma") and not add_bos:
+    if family in arch.NEEDS_BOS and not add_bos:
         raise EffdepthError(
             f"The Gemma tokenizer of {spec.display} does not start with <bos>; Gemma's outputs are garbage "
             f"without it. transformers {_transformers_version()} builds this tokenizer wrongly (5.18-5.22 drop "
             "<bos>); install transformers==5.23.0 as pinned in requirements.txt.")
     output_embeddings = model.get_output_embeddings()
     vocab_size = (output_embeddings.weight.shape[0] if output_embeddings is not None
-                  else _first_attr(text_config, "vocab_size"))
-    max_context = _first_attr(text_config, "max_position_embeddings", "n_positions", "n_ctx")
+                  else arch.config_value(model.config, "vocab_size"))
+    max_context = arch.config_value(model.config, "max_context")
     if max_context is None:
         max_context = min(int(getattr(tokenizer, "model_max_length", 2048) or 2048), 1 << 20)
+    n_layers = int(arch.config_value(model.config, "n_layers"))
+    d_model = int(arch.config_value(model.config, "d_model"))
+    _report(progress, "checking tap points", None)
+    check_tap_points(model, family, n_layers, d_model, bos_id if add_bos else None)
 
     _report(progress, "ready", 1.0)
     return LoadedModel(
@@ -1154,8 +1178,8 @@ def load_model(
         tokenizer=tokenizer,
         dtype=dtype,
         family=family,
-        n_layers=int(_first_attr(text_config, "num_hidden_layers", "n_layer")),
-        d_model=int(_first_attr(text_config, "hidden_size", "n_embd", "d_model")),
+        n_layers=n_layers,
+        d_model=d_model,
         vocab_size=int(vocab_size),
         max_context=int(max_context),
         add_bos=bool(add_bos),

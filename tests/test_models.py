@@ -685,3 +685,31 @@ def test_gguf_check_on_the_real_file(tmp_path):
         dst.write(src.read(_REAL_GGUF.stat().st_size - 1000))
     with pytest.raises(ModelNotFoundError, match="the file is truncated"):
         M._check_gguf(cut)
+
+
+@pytest.mark.parametrize("row, words", [
+    ({"mlp_out": "mlp.gate_proj"}, "do not fit this model"),  # [B, T, 64] where d = 32
+    ({"attn_out": "input_layernorm"}, "do not add up"),  # right shape, not what is added to the residual
+    ({"final_norm": "model.layers.0.mlp.up_proj"}, "do not fit this model"),  # logits of another width
+])
+def test_a_wrong_family_row_fails_at_load_naming_the_row(word_model_dir, monkeypatch, row, words):
+    import dataclasses
+
+    from effdepth import arch
+    from effdepth.errors import UnsupportedArchitectureError
+
+    monkeypatch.setitem(arch.FAMILIES, "llama", dataclasses.replace(arch.FAMILIES["llama"], **row))
+    with pytest.raises(UnsupportedArchitectureError, match=words) as failed:
+        M.load_model(str(word_model_dir))
+    assert "the 'llama' row of effdepth/arch.py" in str(failed.value)
+
+
+def test_config_keys_are_read_through_arch():
+    import transformers as tf
+
+    from effdepth import arch
+
+    gpt2 = tf.GPT2Config(n_layer=3, n_embd=24, n_positions=77)
+    llama = tf.LlamaConfig(num_hidden_layers=4, hidden_size=32, max_position_embeddings=99)
+    assert [arch.config_value(gpt2, k) for k in ("n_layers", "d_model", "max_context")] == [3, 24, 77]
+    assert [arch.config_value(llama, k) for k in ("n_layers", "d_model", "max_context")] == [4, 32, 99]

@@ -233,7 +233,7 @@ def test_broken_invariants_are_measured(word_model):
     trace.attn[1, 3] += 0.5 * trace.resid[2, 3].norm()  # a capture that mixed in something else
     broken = engine.trust_checks(trace, taps(word_model.model), "float32")
     assert broken["residual_closure"] > 0.1
-    assert any("residual closure" in p for p in checks._invariant_problems(broken, "float32"))
+    assert any("residual closure" in p for p in checks.invariant_problems(broken, "float32"))
     trace.logits[5, 7] += 3.0
     assert engine.trust_checks(trace, taps(word_model.model), "float32")["lens_last_max_abs"] >= 3.0 - 1e-4
 
