@@ -563,7 +563,8 @@ def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / repo
         load = lambda *_a, **_k: loaded  # noqa: E731 - reuse the model loaded for the filter
     clock = time.perf_counter()
     failed: list = []
-    ids = sweep.sweep_distributed(args.model, items, store, config, args.dtype, load=load,
+    quiet = (lambda stage, frac=None: None) if args.quiet else None  # None: sweep's own tqdm bar
+    ids = sweep.sweep_distributed(args.model, items, store, config, args.dtype, progress=quiet, load=load,
                                   skip_errors=(EffdepthError,), failed=failed)
     if rank != 0:
         return 0
@@ -714,6 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_p.add_argument("--max-tokens", type=int, default=None,
                          help="drop items longer than this (default: 400 for AIME as in P1, else none)")
     sweep_p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    sweep_p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sweep_p.set_defaults(func=cmd_sweep)
     install = sub.add_parser("install-default", help="install and convert the default embedded model")
     install.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
