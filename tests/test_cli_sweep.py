@@ -170,3 +170,14 @@ def test_sweep_cli_only_bad_items_is_a_clear_error(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: items.jsonl has no usable item: line 1: the text contains a lone surrogate (\\ud800)" in err
     assert "Traceback" not in err
+
+
+def test_sweep_cli_quiet_draws_no_progress_bar(tiny, tmp_path, capsys):
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"prompt": t, "answer": " Yes."}) + "\n" for t in LONG))
+    base = ["sweep", "--model", tiny, "--jsonl", str(items), "--probes", "cosine", "--n-boot", "10"]
+    assert cli.main(base + ["--cache", str(tmp_path / "a.duckdb")]) == 0
+    assert f"sweep {tiny}" in capsys.readouterr().err  # the sweep's own bar, on stderr
+    assert cli.main(base + ["--cache", str(tmp_path / "b.duckdb"), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert f"sweep {tiny}" not in captured.err and "2 items of" in captured.out
