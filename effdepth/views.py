@@ -511,7 +511,8 @@ def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: Mod
 
     The cache is checked first with keys computed without the model, and again once the turn comes
     (another session may have computed the same input meanwhile). The store is checked for
-    writability before any work, so a result is never computed only to be lost.
+    writability before any work, so a result is never computed only to be lost; a stopped run keeps
+    the probes that had finished (``_keep_partial``).
     """
     text = check_prompt(text)
     key, cached = find_cached(store, name, text, dtype, chat, config)
