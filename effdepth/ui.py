@@ -305,7 +305,8 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
     has); a closed tab or the stop button ends the run at the next progress step, keeping the probes that
     had finished (views.compute_run) and noting what was stopped (views.record_stopped)."""
     with st.status(views.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
-        st.button("Stop", key="stop_run", icon=":material/stop:", help="End this run; the probes that have finished are kept.")
+        st.button("Stop", key="stop_run", icon=":material/stop:",
+                  help="End this run; the probes that have finished are kept.")
         bar = st.progress(0.0, text="Starting")
         started = time.perf_counter()
 
