@@ -251,8 +251,11 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
     except BaseException as err:
         kept = tuple(p for p in config.probes if p in parts.finished)
         if kept:
-            partial = dataclasses.replace(config, probes=kept)
-            err.partial_result = _assemble(loaded, text, ids, partial, chat_template, parts, extra_meta)
+            try:  # never hide the stop (or the error) behind a failure of the bookkeeping
+                partial = dataclasses.replace(config, probes=kept)
+                err.partial_result = _assemble(loaded, text, ids, partial, chat_template, parts, extra_meta)
+            except Exception:  # noqa: BLE001
+                pass
         raise
     return _assemble(loaded, text, ids, config, chat_template, parts, extra_meta)
 
