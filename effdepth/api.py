@@ -122,6 +122,7 @@ def _run(store, key: str, compute, progress: Progress | None) -> Run:
     cached = store.get(key)
     if cached is not None:
         return Run(cached, from_cache=True)
-    store.check_writable()
-    result, from_cache = store.get_or_compute(key, lambda: compute(notify))
-    return Run(result, from_cache=from_cache)
+    store.check_writable()  # before the work: a result that cannot be stored is not computed
+    result = compute(notify)
+    store.put(result)
+    return Run(result, from_cache=False)

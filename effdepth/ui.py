@@ -275,7 +275,7 @@ def store():
 @st.cache_resource(max_entries=1, show_spinner=False)
 def model_holder() -> views.ModelHolder:
     """The process-wide holder of the one loaded model: runs of all sessions take turns on it, and a
-    model switch waits until no run uses the held model (see views.ModelHolder)."""
+    model switch waits until no run uses the held model (see effdepth.holder.ModelHolder)."""
     return views.ModelHolder()
 
 
