@@ -247,6 +247,10 @@ def test_probe_a_typed_prompt_cold(server, page):
     box.wait_for()
     box.fill(PROMPT_64)
     box.press("Control+Enter")
+    # the rerun with the new prompt redraws the button: a click on the old one can be lost
+    page.wait_for_function("() => decodeURIComponent(window.location.href.replace(/\\+/g, ' ')).includes('= 12')",
+                           timeout=120_000)
+    _wait_idle(page)
     run = page.get_by_role("button", name="Run probes")
     run.wait_for(timeout=60_000)
     start = time.perf_counter()
