@@ -1,6 +1,6 @@
 """Does a run pass its own checks? (torch-free: the store calls it before writing a run)
 
-The engine measures two invariants on the clean trace of every run (``engine.trust_checks``): the
+The engine measures two invariants on the clean trace of every run (``capture.trust_checks``): the
 residual closure h_{l+1} = h_l + a_l + m_l and the logit lens of the last residual against the
 model's own logits. Both are float rounding for a clean capture; a capture that picked up another
 run's activations, a tap point at the wrong module, or a broken layer surgery breaks them. Here they
@@ -51,7 +51,7 @@ def problems(meta: Mapping, tables: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def invariant_problems(checks: Mapping, dtype: str) -> list[str]:
-    """The run invariants (engine.trust_checks) that are above their tolerance for ``dtype``."""
+    """The run invariants (capture.trust_checks) that are above their tolerance for ``dtype``."""
     closure_tol, lens_tol = TOLERANCE.get(dtype, TOLERANCE["bfloat16"])
     found = []
     closure = _number(checks.get("residual_closure"))

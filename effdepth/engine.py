@@ -20,7 +20,7 @@ import torch
 
 import effdepth
 from effdepth import contract, depth, turns
-from effdepth.capture import Replayer
+from effdepth.capture import Replayer, trust_checks
 from effdepth.contract import ANSWER_PROBES, DEFAULT_PROBES, OPTIONAL_TABLES, PROBES, SPLIT_MAX, TABLES, Progress  # noqa: F401 - the vocabulary the engine's callers read from it
 from effdepth.errors import PromptError
 from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
@@ -194,29 +194,6 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
 
 #: The stage a run reports while another run holds the model.
 WAITING_STAGE = "waiting for another run on this model"
-
-
-def trust_checks(trace, model_taps, dtype: str, chunk: int = 256) -> dict:
-    """The run's own invariants, measured on this model and text (stored with the run).
-
-    ``residual_closure``: max over (l, t) of ‖h_{l+1} − (h_l + a_l + m_l)‖ / ‖h_{l+1}‖;
-    ``lens_last_max_abs``: max |lens(h_L) − model logits| and ``logit_scale`` max |logits|. Both are
-    float rounding for a clean capture; a capture that mixed two runs breaks them (effdepth.checks).
-    """
-    closure = 0.0
-    for layer in range(trace.n_layers):  # one layer at a time: no [L, T, d] temporaries
-        target = trace.resid[layer + 1]  # [T, d]
-        gap = (target - (trace.resid[layer] + trace.attn[layer] + trace.mlp[layer])).norm(dim=-1)
-        closure = max(closure, float((gap / target.norm(dim=-1).clamp_min(1e-30)).max()))
-    device = next(model_taps.unembed.parameters()).device
-    lens_gap = 0.0
-    with torch.no_grad():
-        for start in range(0, trace.n_tokens, chunk):  # [chunk, V] at a time (150k vocabularies)
-            z = model_taps.to_logits(trace.resid[-1, start:start + chunk].to(device)).cpu()
-            lens_gap = max(lens_gap, float((z - trace.logits[start:start + chunk]).abs().max()))
-    return {"residual_closure": closure, "lens_last_max_abs": lens_gap,
-            "logit_scale": float(trace.logits.abs().max()), "dtype": dtype,
-            "shape": [trace.n_layers, trace.n_tokens, int(trace.resid.shape[-1])]}
 
 
 @dataclass

@@ -1083,8 +1083,7 @@ def check_tap_points(model, family: str, n_layers: int, d_model: int, first_id: 
 
     from effdepth import checks
     from effdepth.arch import taps as resolve_taps
-    from effdepth.capture import capture
-    from effdepth.engine import trust_checks
+    from effdepth.capture import capture, trust_checks
 
     ids = torch.tensor([[first_id if first_id is not None else 1, 2, 3]])
     row = f"the '{family}' row of effdepth/arch.py (FAMILIES)"

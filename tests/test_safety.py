@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from effdepth import checks, cli, engine, models, verify, views
 from effdepth.arch import taps
-from effdepth.capture import capture
+from effdepth.capture import capture, trust_checks
 from effdepth.errors import CacheError, PromptError, RunCheckError
 from effdepth.store import Store
 from tests.test_store import TEXT
@@ -231,11 +231,11 @@ def test_a_run_carries_its_checks_and_passes_them(result):
 def test_broken_invariants_are_measured(word_model):
     trace = capture(word_model.model, engine.tokenize(word_model, TEXT))
     trace.attn[1, 3] += 0.5 * trace.resid[2, 3].norm()  # a capture that mixed in something else
-    broken = engine.trust_checks(trace, taps(word_model.model), "float32")
+    broken = trust_checks(trace, taps(word_model.model), "float32")
     assert broken["residual_closure"] > 0.1
     assert any("residual closure" in p for p in checks.invariant_problems(broken, "float32"))
     trace.logits[5, 7] += 3.0
-    assert engine.trust_checks(trace, taps(word_model.model), "float32")["lens_last_max_abs"] >= 3.0 - 1e-4
+    assert trust_checks(trace, taps(word_model.model), "float32")["lens_last_max_abs"] >= 3.0 - 1e-4
 
 
 def test_the_store_refuses_a_run_that_fails_its_checks(result, tmp_path):
