@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from effdepth.contract import DEFAULT_PROBES, Progress
-from effdepth.holder import ModelHolder
+from effdepth.models.holder import ModelHolder
 
 _HOLDER = ModelHolder()
 

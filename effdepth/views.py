@@ -25,8 +25,8 @@ import pandas as pd
 from effdepth import charts, engine
 from effdepth.contract import Progress
 from effdepth.errors import CacheError, PromptError
-from effdepth.holder import WAITING_STAGE, ModelHolder  # noqa: F401 - the app's one model
 from effdepth.memo import Memo, store_stamp
+from effdepth.models.holder import WAITING_STAGE, ModelHolder  # noqa: F401 - the app's one model
 
 # --------------------------------------------------------------------------------------------------
 # Options

