@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from effdepth import ui, views
+from effdepth import app, ui
 
 ui.page_setup("Home")
 view = ui.state()
@@ -24,20 +24,20 @@ with left:
     st.subheader("Model")
     ui.model_input(view, left)
     with st.expander("Embedded models (install offline from PyPI on first use)"):
-        st.dataframe(views.embedded_models_table(), hide_index=True, width="stretch")
+        st.dataframe(app.embedded_models_table(), hide_index=True, width="stretch")
 with right:
     st.subheader("Prompt")
     ui.prompt_input(view, right, height=130)
 
 ui.sync_url(view)
-query = views.state_to_query(view)
+query = app.state_to_query(view)
 
 with ui.guard():
-    run_store = views.open_store()
-    views.check_prompt(view.prompt)
-    _, cached = views.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
+    run_store = app.open_store()
+    app.check_prompt(view.prompt)
+    _, cached = app.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
     if cached is not None:
-        st.success(f"This prompt on **{views.md(view.model)}** ({view.dtype}) is in the cache: "
+        st.success(f"This prompt on **{app.md(view.model)}** ({view.dtype}) is in the cache: "
                    "Explore opens instantly.",
                    icon=":material/bolt:")
     elif view.demo:

@@ -159,9 +159,9 @@ def main() -> int:  # noqa: C901 - one linear script: start, drive, stop, check,
     if "Traceback" in server_log:
         report["errors"].append("the server log has a traceback:\n" + server_log[-2000:])
 
-    from effdepth import engine, models, views
+    from effdepth import app, engine, models
 
-    store = views.open_store(cache)
+    store = app.open_store(cache)
     stored = {r.prompt_text: r.run_id for r in store.runs().itertuples()}
     loaded = models.load_model(args.model)
     worst, checked, missing = 0.0, 0, []
@@ -170,7 +170,7 @@ def main() -> int:  # noqa: C901 - one linear script: start, drive, stop, check,
         if run_id is None:
             missing.append(run["text"])
             continue
-        got, solo = store.get(run_id), engine.run_probes(loaded, run["text"], views.config_for())
+        got, solo = store.get(run_id), engine.run_probes(loaded, run["text"], app.config_for())
         for name in ("layer_token", "layer", "skip", "skip_output"):
             a, b = got.tables[name]["value"].to_numpy(float), solo.tables[name]["value"].to_numpy(float)
             if len(a) != len(b):

@@ -196,7 +196,7 @@ def sweep_sets(runs: pd.DataFrame) -> pd.DataFrame:
                "datasets", "bins", "label"]
     if runs is None or not len(runs):
         return pd.DataFrame(columns=columns)
-    from effdepth.views import short_model_name  # lazily: views pulls in the engine
+    from effdepth.app import short_model_name  # lazily: views pulls in the engine
 
     rows = []
     for (fp, dtype, chat), group in runs.groupby(["model_fingerprint", "dtype", "chat_template"], sort=False):
@@ -324,7 +324,7 @@ class ItemSet:
         return list(dict.fromkeys(self.items["bin"]))
 
     def meta(self) -> dict:
-        """A meta-like dict naming the set (for ``views.pair_labels``)."""
+        """A meta-like dict naming the set (for ``app.pair_labels``)."""
         return {"model_name": self.model_name, "dtype": self.dtype, "chat_template": self.chat_template,
                 "n_layers": self.n_layers}
 
@@ -588,14 +588,14 @@ def item_label(item_set: ItemSet, iid: str, eds: pd.DataFrame | None = None, pro
 
 
 def explore_query(item_set: ItemSet, iid: str, probe: str | None = None, demo: bool = False) -> dict[str, str]:
-    """URL query that opens the item's run in Explore (``views.query_for_run``), naming the item too."""
-    from effdepth import views
+    """URL query that opens the item's run in Explore (``app.query_for_run``), naming the item too."""
+    from effdepth import app
 
     run_id = explore_run(item_set, iid, probe)
     meta = dict(item_set.metas.get(run_id) or {"run_id": run_id, "model_name": item_set.model_name,
                                                  "dtype": item_set.dtype})
     meta.setdefault("run_id", run_id)
-    return views.query_for_run(meta, demo=demo, item=iid)
+    return app.query_for_run(meta, demo=demo, item=iid)
 
 
 def skip_items(item_set: ItemSet) -> list[str]:

@@ -1,7 +1,7 @@
 """Streamlit glue shared by the pages: state <-> widgets <-> URL, the error boundary, the model
 holder, the compute-with-progress call, summary strip and chart downloads.
 
-Pages call these and ``effdepth.views`` / ``effdepth.charts``; nothing here touches a tensor.
+Pages call these and ``effdepth.app`` / ``effdepth.charts``; nothing here touches a tensor.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ try:  # Streamlit's own Altair → Vega-Lite conversion (Arrow datasets); privat
 except ImportError:  # pragma: no cover - another Streamlit: st.altair_chart converts on every rerun
     _to_vega_lite = None
 
-from effdepth import views
+from effdepth import app
 from effdepth.errors import CacheError, EffdepthError, RunStopped
 from effdepth.memo import Memo
 
@@ -59,13 +59,13 @@ def _wait_for_a_stopped_run() -> None:
 RUN_IN_FLIGHT = "_effdepth_run_in_flight"
 
 
-def state() -> views.ViewState:
+def state() -> app.ViewState:
     """The view state of this session; (re)read from the URL when the URL is not the one we wrote."""
     _wait_for_a_stopped_run()
     query = _current_query()
     current = st.session_state.get(STATE)
     if current is None or (query and query != st.session_state.get(URL)):
-        current = views.state_from_query(query)
+        current = app.state_from_query(query)
         st.session_state[STATE] = current
         # widget values follow the state on this run
         for key in [k for k in st.session_state.keys() if str(k).startswith("w_")]:
@@ -73,9 +73,9 @@ def state() -> views.ViewState:
     return current
 
 
-def sync_url(view: views.ViewState) -> None:
+def sync_url(view: app.ViewState) -> None:
     """Write the view into the URL (so a copied link reopens this exact view)."""
-    query = views.state_to_query(view)
+    query = app.state_to_query(view)
     if query != _current_query():
         st.query_params.from_dict(query)
     st.session_state[URL] = query
@@ -109,9 +109,9 @@ def bind(widget: Callable, field: str, label: str, *, container=None, key: str |
         label, key=widget_key, on_change=_set(field, widget_key, transform, clears_run, clears_run_b), **kwargs)
 
 
-def nav(view: views.ViewState, current: str) -> None:
+def nav(view: app.ViewState, current: str) -> None:
     """Sidebar navigation that carries the shared state (model, prompt, dtype, ...) in the URL."""
-    query = views.state_to_query(view)
+    query = app.state_to_query(view)
     with st.sidebar:
         st.markdown("### effdepth")
         for name, (path, title, icon) in PAGES.items():
@@ -125,12 +125,12 @@ def nav(view: views.ViewState, current: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def model_input(view: views.ViewState, container=None, which: str = "a", label: str = "Model") -> None:
+def model_input(view: app.ViewState, container=None, which: str = "a", label: str = "Model") -> None:
     """Embedded model picker, or a path / HF id / GGUF file for "Other"."""
     target = container or st
     field, dtype_field = ("model", "dtype") if which == "a" else ("model_b", "dtype_b")
-    options = [name for name, _ in views.model_options()]
-    labels = dict(views.model_options())
+    options = [name for name, _ in app.model_options()]
+    labels = dict(app.model_options())
     labels[OTHER] = "Other: a local directory, an HF cache id, or a .gguf file…"
     current = getattr(view, field)
     choice_key, path_key = f"w_{field}_choice", f"w_{field}_path"
@@ -154,12 +154,12 @@ def model_input(view: views.ViewState, container=None, which: str = "a", label: 
         st.session_state[path_key] = "" if current in options else current
         target.text_input("Model path, HF id or GGUF file", key=path_key, on_change=on_path,
                           placeholder="/path/to/model-dir · Qwen/Qwen2.5-1.5B · ~/models/x.gguf")
-    bind(st.radio, dtype_field, "dtype", container=target, options=list(views.DTYPES),
+    bind(st.radio, dtype_field, "dtype", container=target, options=list(app.DTYPES),
          horizontal=True, clears_run=(which == "a"), clears_run_b=(which == "b"),
          help="bfloat16 is 2–3× faster on this CPU; float32 matches the papers' reductions best.")
 
 
-def _clear(view: views.ViewState, which: str) -> None:
+def _clear(view: app.ViewState, which: str) -> None:
     if which == "a":
         view.run = None
         view.pos = None
@@ -167,20 +167,20 @@ def _clear(view: views.ViewState, which: str) -> None:
         view.run_b = None
 
 
-def prompt_input(view: views.ViewState, container=None, height: int = 110) -> None:
+def prompt_input(view: app.ViewState, container=None, height: int = 110) -> None:
     target = container or st
-    examples = list(views.EXAMPLES)
+    examples = list(app.EXAMPLES)
     example_key = "w_example"
 
     def on_example() -> None:
         picked = st.session_state[example_key]
-        if picked in views.EXAMPLES:
-            view.prompt = views.EXAMPLES[picked]
+        if picked in app.EXAMPLES:
+            view.prompt = app.EXAMPLES[picked]
             view.run = None
             view.run_b = None
             view.pos = None
 
-    current = next((k for k, v in views.EXAMPLES.items() if v == view.prompt), None)
+    current = next((k for k, v in app.EXAMPLES.items() if v == view.prompt), None)
     st.session_state[example_key] = current
     target.selectbox("Examples", examples, key=example_key, on_change=on_example,
                      placeholder="Pick a ready example…")
@@ -192,11 +192,11 @@ def prompt_input(view: views.ViewState, container=None, height: int = 110) -> No
          help="Off in both papers. With a template, ED values are not comparable to the papers' tables.")
 
 
-def item_picker(view: views.ViewState, container=None) -> None:
+def item_picker(view: app.ViewState, container=None) -> None:
     """Benchmark item → prompt: dataset + index; the prompt becomes the teacher-forced item (docs/SPEC.md §2)."""
     target = container or st
-    item = views.current_item(view)
-    names = list(views.ITEM_DATASETS)
+    item = app.current_item(view)
+    names = list(app.ITEM_DATASETS)
     ds_key, idx_key = "w_item_dataset", "w_item_index"
     st.session_state[ds_key] = item.dataset if item is not None and item.dataset in names else None
     if item is not None:
@@ -208,18 +208,18 @@ def item_picker(view: views.ViewState, container=None) -> None:
         dataset = st.session_state.get(ds_key)
         if not dataset:
             return
-        index = min(int(st.session_state.get(idx_key) or 0), views.item_size(dataset) - 1)
-        picked = views.load_item(views.item_spec(dataset, index))
-        view.prompt, view.item, view.answer = picked.text, views.item_spec(dataset, index), None
+        index = min(int(st.session_state.get(idx_key) or 0), app.item_size(dataset) - 1)
+        picked = app.load_item(app.item_spec(dataset, index))
+        view.prompt, view.item, view.answer = picked.text, app.item_spec(dataset, index), None
         view.run = view.run_b = view.pos = None
 
     left, right = target.columns([3, 2])
-    left.selectbox("Benchmark item", names, format_func=views.ITEM_DATASETS.get, key=ds_key, on_change=on_pick,
+    left.selectbox("Benchmark item", names, format_func=app.ITEM_DATASETS.get, key=ds_key, on_change=on_pick,
                    placeholder="Dataset…", help="Question + gold answer, teacher-forced, in P1's format.")
     right.number_input("Index", min_value=0, step=1, key=idx_key, on_change=on_pick)
 
 
-def demo_toggle(view: views.ViewState, container=None) -> None:
+def demo_toggle(view: app.ViewState, container=None) -> None:
     bind(st.toggle, "demo", "Demo mode (read-only, cache only)", container=container or st.sidebar,
          help="For talks: every view reads the cache only; no model loads and no compute buttons.")
 
@@ -232,21 +232,21 @@ def demo_toggle(view: views.ViewState, container=None) -> None:
 def show_error(err: BaseException) -> None:
     """The one place where user-facing errors are shown (never a traceback; the message may quote the
     user's input, so it is shown as text, not markdown)."""
-    st.error(views.md(str(err)), icon=":material/error:")
+    st.error(app.md(str(err)), icon=":material/error:")
     view = st.session_state.get(STATE)
-    if isinstance(err, CacheError) and views.error_kind(err) == "corrupt" and not (view and view.demo):
+    if isinstance(err, CacheError) and app.error_kind(err) == "corrupt" and not (view and view.demo):
         if st.button("Move the broken cache aside", key=f"move_aside_{abs(hash(str(err))) % 10**8}",
                      type="primary"):
             try:
                 moved = _move_aside()
-                st.success(views.md(f"Moved the broken cache to {moved}. A fresh, empty cache is used from now on.")
+                st.success(app.md(f"Moved the broken cache to {moved}. A fresh, empty cache is used from now on.")
                            if moved else "Moved the broken cache aside; a fresh, empty cache is used from now on.")
             except EffdepthError as again:
-                st.error(views.md(str(again)))
+                st.error(app.md(str(again)))
 
 
 def _move_aside():
-    return views.open_store().move_aside()
+    return app.open_store().move_aside()
 
 
 @contextmanager
@@ -261,7 +261,7 @@ def guard() -> Iterator[None]:
 def store():
     """The result store, or None after showing why it cannot be opened."""
     try:
-        return views.open_store()
+        return app.open_store()
     except EffdepthError as err:
         show_error(err)
         return None
@@ -273,10 +273,10 @@ def store():
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
-def model_holder() -> views.ModelHolder:
+def model_holder() -> app.ModelHolder:
     """The process-wide holder of the one loaded model: runs of all sessions take turns on it, and a
     model switch waits until no run uses the held model (see effdepth.holder.ModelHolder)."""
-    return views.ModelHolder()
+    return app.ModelHolder()
 
 
 def _session_gone() -> bool:
@@ -293,9 +293,9 @@ def _session_gone() -> bool:
 
 def stopped_notice(name: str, text: str, dtype: str, chat: bool) -> None:
     """Say so when this input's last run was stopped (stop control, closed tab) before it finished."""
-    note = views.stopped_run(name, text, dtype, chat)
+    note = app.stopped_run(name, text, dtype, chat)
     if note is not None:
-        st.warning(views.md(note), icon=":material/stop_circle:")
+        st.warning(app.md(note), icon=":material/stop_circle:")
 
 
 def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes",
@@ -303,8 +303,8 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
     """Compute (or fetch) a run with a status box, a progress bar that moves within each stage, and a
     stop button. Runs of other sessions on the shared model go first (the box says which place this one
     has); a closed tab or the stop button ends the run at the next progress step, keeping the probes that
-    had finished (views.compute_run) and noting what was stopped (views.record_stopped)."""
-    with st.status(views.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
+    had finished (app.compute_run) and noting what was stopped (app.record_stopped)."""
+    with st.status(app.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
         st.button("Stop", key="stop_run", icon=":material/stop:",
                   help="End this run; the probes that have finished are kept.")
         bar = st.progress(0.0, text="Starting")
@@ -313,21 +313,21 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
         def sink(stage: str, fraction: float) -> None:
             if _session_gone():
                 raise RunStopped("The browser session ended, so the run was stopped.")
-            bar.progress(min(1.0, fraction), text=views.md(f"{stage} · {time.perf_counter() - started:.0f} s"))
+            bar.progress(min(1.0, fraction), text=app.md(f"{stage} · {time.perf_counter() - started:.0f} s"))
 
-        tracker = views.ProgressTracker(sink=sink)
+        tracker = app.ProgressTracker(sink=sink)
         done = st.session_state[RUN_IN_FLIGHT] = threading.Event()
         try:
-            result = views.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config)
+            result = app.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config)
         except RunStopped as err:
-            views.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
+            app.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
                                  "the browser session ended", getattr(err, "kept", None))
             raise
         except EffdepthError:
             box.update(label="Failed", state="error", expanded=False)
             raise
         except BaseException as err:  # Streamlit's stop/rerun (the stop button, another click) ends the run
-            views.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
+            app.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
                                  "it was stopped", getattr(err, "kept", None))
             raise
         finally:
@@ -347,16 +347,16 @@ def summary_strip(items: Sequence[tuple[str, str, str | None, str]], per_row: in
         cols = st.columns(per_row)
         for col, (label, value, delta, help_text) in zip(cols, items[start:start + per_row]):
             col.metric(label, value, delta=delta, delta_color="off", delta_arrow="off",
-                       help=views.md(help_text) if help_text else None)  # help quotes model-supplied tokens
+                       help=app.md(help_text) if help_text else None)  # help quotes model-supplied tokens
 
 
 def downloads(chart, name: str, key: str) -> None:
     """PNG and SVG download buttons under a chart (rendered lazily by vl-convert on click)."""
-    base = views.safe_name(name)
+    base = app.safe_name(name)
     row = st.container(horizontal=True, gap="small")
-    row.download_button("PNG", data=lambda: views.chart_png(chart), file_name=f"{base}.png", mime="image/png",
+    row.download_button("PNG", data=lambda: app.chart_png(chart), file_name=f"{base}.png", mime="image/png",
                          key=f"png_{key}", on_click="ignore", icon=":material/download:", type="tertiary")
-    row.download_button("SVG", data=lambda: views.chart_svg(chart), file_name=f"{base}.svg",
+    row.download_button("SVG", data=lambda: app.chart_svg(chart), file_name=f"{base}.svg",
                           mime="image/svg+xml", key=f"svg_{key}", on_click="ignore", icon=":material/download:",
                           type="tertiary")
 
@@ -368,7 +368,7 @@ def _vega_lite_spec(chart_obj) -> dict | None:
     """The chart's Vega-Lite spec, converted once per chart object.
 
     Converting (Altair's schema validation) is over half of a cached view's script time, and the
-    pages reuse memoised chart objects (views.memo_chart), so a rerun sends the stored spec.
+    pages reuse memoised chart objects (app.memo_chart), so a rerun sends the stored spec.
     """
     if _to_vega_lite is None:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from effdepth import charts, charts_sweep, sweep, ui, views
+from effdepth import app, charts, charts_sweep, sweep, ui
 from effdepth import difficulty as D
 from effdepth.errors import EffdepthError
 
@@ -23,8 +23,8 @@ def load_sets(run_store) -> pd.DataFrame | None:
         return None
 
 
-def no_sweeps(view: views.ViewState, run_store, what: str = "This view") -> None:
-    model = view.model or views.default_model()
+def no_sweeps(view: app.ViewState, run_store, what: str = "This view") -> None:
+    model = view.model or app.default_model()
     st.info(f"**No benchmark sweeps in the cache yet.** {what} aggregates runs of benchmark items "
             f"(`{run_store.path}` has none). Fill it from a shell, e.g.\n\n"
             f"```\n{D.sweep_command(model, run_store)}\n"
@@ -37,7 +37,7 @@ def _set_options(sets: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     return list(sets["key"]), dict(zip(sets["key"], sets["label"]))
 
 
-def set_picker(view: views.ViewState, sets: pd.DataFrame, which: str = "a", label: str = "Model (sweep)",
+def set_picker(view: app.ViewState, sets: pd.DataFrame, which: str = "a", label: str = "Model (sweep)",
                container=None, avoid: str | None = None) -> str:
     """A selectbox of the sweep sets bound to the view's model / dtype / chat template (``which`` = "a")
     or model_b / dtype_b ("b"); returns the chosen set's key. ``avoid``: a key not to default to."""
@@ -62,7 +62,7 @@ def set_picker(view: views.ViewState, sets: pd.DataFrame, which: str = "a", labe
     return current
 
 
-def _adopt(view: views.ViewState, sets: pd.DataFrame, key: str, which: str) -> None:
+def _adopt(view: app.ViewState, sets: pd.DataFrame, key: str, which: str) -> None:
     row = sets[sets["key"] == key].iloc[0]
     if which == "a":
         if view.model_b == view.model and view.dtype_b == view.dtype:  # B follows A unless set apart
@@ -72,7 +72,7 @@ def _adopt(view: views.ViewState, sets: pd.DataFrame, key: str, which: str) -> N
         view.model_b, view.dtype_b = str(row["model_name"]), str(row["dtype"])
 
 
-def agg_picker(view: views.ViewState, container=None) -> None:
+def agg_picker(view: app.ViewState, container=None) -> None:
     ui.bind(st.radio, "agg", "Aggregation over items", container=container, options=list(D.HOWS),
             format_func=D.HOWS.get, horizontal=True,
             help="Token-weighted (P1): Σ over all tokens of all items / total tokens. Per-prompt mean (P2): "
@@ -113,7 +113,7 @@ def edr_section(agg: D.Aggregate, order, group_title: str, key: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def compare_items(view: views.ViewState, run_store) -> None:  # noqa: C901 - a page section drawn top to bottom
+def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a page section drawn top to bottom
     """Two models over the benchmark items they share: curves on layer / L with bands, EDR with CIs."""
     if run_store is None:
         ui.sync_url(view)
@@ -136,7 +136,7 @@ def compare_items(view: views.ViewState, run_store) -> None:  # noqa: C901 - a p
         ui.sync_url(view)
         return
     if key_a == key_b:
-        other = next((name for name, _ in views.model_options() if name != set_a.model_name), "MODEL")
+        other = next((name for name, _ in app.model_options() if name != set_a.model_name), "MODEL")
         st.info("The cache holds benchmark sweeps of one model only; sweep a second model on the same items to "
                 f"compare, e.g.\n\n```\n{D.sweep_command(other, run_store, dataset=set_a.items['dataset'].iloc[0])}"
                 "\n```", icon=":material/info:")
@@ -146,7 +146,7 @@ def compare_items(view: views.ViewState, run_store) -> None:  # noqa: C901 - a p
     if not datasets:
         ui.sync_url(view)
         missing = set_a.items["dataset"].iloc[0] if len(set_a.items) else "gsm8k"
-        st.info(f"**{views.md(view.model_b)}** and **{views.md(view.model)}** share no dataset with cosine / "
+        st.info(f"**{app.md(view.model_b)}** and **{app.md(view.model)}** share no dataset with cosine / "
                 "logit-lens curves. "
                 f"Sweep the other model on the same items, e.g.\n\n"
                 f"```\n{D.sweep_command(view.model_b, run_store, dataset=missing)}\n```",
@@ -160,8 +160,8 @@ def compare_items(view: views.ViewState, run_store) -> None:  # noqa: C901 - a p
     ui.sync_url(view)
 
     ids = D.shared_items(set_a, set_b, view.dataset)
-    label_a, label_b = views.pair_labels(set_a.meta(), set_b.meta())
-    st.caption(f"**{len(ids)} items** of {views.md(view.dataset)} with curves for both models (same text): "
+    label_a, label_b = app.pair_labels(set_a.meta(), set_b.meta())
+    st.caption(f"**{len(ids)} items** of {app.md(view.dataset)} with curves for both models (same text): "
                f"{label_a} L = {set_a.n_layers}, {label_b} L = {set_b.n_layers}.")
     if not ids:
         st.warning("No shared item with the same text in this dataset. Sweep the same items for both models.",

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from effdepth import charts, checks, ui, views
+from effdepth import app, charts, checks, ui
 
 ui.page_setup("Explore")
 view = ui.state()
@@ -12,9 +12,9 @@ run_store = ui.store()
 result = None
 if run_store is not None and view.run:
     with ui.guard():
-        result = views.get_run(run_store, view.run)
+        result = app.get_run(run_store, view.run)
         if result is not None:
-            views.adopt_meta(view, result.meta)
+            app.adopt_meta(view, result.meta)
 
 ui.nav(view, "explore")
 with st.sidebar:
@@ -32,19 +32,19 @@ if run_store is None:
 computed = st.session_state.setdefault("_computed", {})
 with ui.guard():
     if result is None:
-        views.check_prompt(view.prompt)
-        _, result = views.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
+        app.check_prompt(view.prompt)
+        _, result = app.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
     if result is None:
         if view.demo:
-            st.warning(f"**Not cached.** This prompt on **{views.md(view.model)}** ({view.dtype}) has no stored run, "
+            st.warning(f"**Not cached.** This prompt on **{app.md(view.model)}** ({view.dtype}) has no stored run, "
                        "and "
                        "demo mode loads no model. Pick a cached run on the Runs page or leave demo mode.",
                        icon=":material/block:")
         else:
-            views.preflight(view.model)
+            app.preflight(view.model)
             ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
             notice = st.empty()
-            notice.info(f"This prompt on **{views.md(view.model)}** ({view.dtype}) is not in the cache yet.",
+            notice.info(f"This prompt on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
                         icon=":material/hourglass_top:")
             button = st.empty()
             if button.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
@@ -55,14 +55,14 @@ with ui.guard():
 
 if result is None:
     st.stop()
-if views.missing_probes(result) and not view.demo:  # a run that was stopped kept what had finished
+if app.missing_probes(result) and not view.demo:  # a run that was stopped kept what had finished
     with ui.guard():
         ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
-        missing = ", ".join(views.PROBE_LABELS[p] for p in views.missing_probes(result))
+        missing = ", ".join(app.PROBE_LABELS[p] for p in app.missing_probes(result))
         st.info(f"This run holds only the probes that finished before it was stopped; {missing} did not run.",
                 icon=":material/pending:")
         if st.button("Run the remaining probes", icon=":material/play_arrow:", key="run_rest"):
-            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=views.config_for())
+            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=app.config_for())
             computed[result.run_id] = result.meta.get("total_seconds")
             view.run = result.run_id
             ui.sync_url(view)
@@ -72,19 +72,19 @@ meta, t = result.meta, result.tables
 view.run = result.run_id
 n_tokens = int(meta["n_tokens"])
 n_layers = int(meta["n_layers"])
-view.pos = views.clamp_position(view.pos, n_tokens)
+view.pos = app.clamp_position(view.pos, n_tokens)
 ed = t["ed"]
 
-st.caption(f"**{views.md(meta['model_name'])}** · run `{result.run_id}` · {n_tokens} tokens · "
+st.caption(f"**{app.md(meta['model_name'])}** · run `{result.run_id}` · {n_tokens} tokens · "
            f"probe config {', '.join(meta.get('probes') or [])} · created {meta.get('created', '')}")
 if not checks.verified(meta):
     st.warning("**Unverified run.** It was stored before runs checked their own invariants, possibly while "
                "another session used the same model (whose numbers it may then hold). Recompute the cache's "
-               f"unverified runs with `effdepth cache --verify --cache {views.md(run_store.path)}`.",
+               f"unverified runs with `effdepth cache --verify --cache {app.md(run_store.path)}`.",
                icon=":material/gpp_maybe:")
 with st.expander("Prompt as analysed", expanded=False):
     st.code(meta.get("prompt_text", ""), language=None, wrap_lines=True)
-ui.summary_strip(views.summary_items(meta, ed, from_cache=result.run_id not in computed))
+ui.summary_strip(app.summary_items(meta, ed, from_cache=result.run_id not in computed))
 if "future" not in set(t["skip"]["variant"]) and len(t["skip"]):
     st.info("The prompt is shorter than 13 tokens: the future-effect skip needs a split point t with "
             "8 ≤ t < T − 4, so only the current-token skip variants were computed (and no skip ED).",
@@ -92,26 +92,26 @@ if "future" not in set(t["skip"]["variant"]) and len(t["skip"]):
 
 # ---------------------------------------------------------------------------------------------- ED
 st.subheader("Effective depth per probe")
-st.dataframe(views.ed_comparison_table(ed), hide_index=True, width="stretch")
+st.dataframe(app.ed_comparison_table(ed), hide_index=True, width="stretch")
 st.caption("ED = the transition layer (curves indexed by the *input* of each layer, as in P1); "
            "EDR = (ED + 1) / L. “P1” applies the paper's rule exactly; “guarded” adds the guard described "
            "next to it. Solid rules mark P1, dashed rules the guarded variant.")
 
-probes_with_curves = [p for p in views.CURVE_METRICS if len(charts.probe_curve_frame(t["layer"], p))]
+probes_with_curves = [p for p in app.CURVE_METRICS if len(charts.probe_curve_frame(t["layer"], p))]
 for start in range(0, len(probes_with_curves), 2):
     row = st.columns(2, gap="medium")
     for col, probe in zip(row, probes_with_curves[start:start + 2]):
         with col:
-            curve = views.memo_chart((result.run_id, "curve", probe), lambda: charts.probe_curve(t["layer"], probe, ed))
+            curve = app.memo_chart((result.run_id, "curve", probe), lambda: charts.probe_curve(t["layer"], probe, ed))
             ui.chart(curve, f"{result.run_id}_curve_{probe}", f"curve_{probe}")
-            st.caption(views.ed_caption(ed, probe))
+            st.caption(app.ed_caption(ed, probe))
 
 # -------------------------------------------------------------------------------- click → position
 
 
 def _on_cell(key: str):
     def callback() -> None:
-        pos = views.selected_position(st.session_state.get(key))
+        pos = app.selected_position(st.session_state.get(key))
         if pos is not None:
             st.session_state[ui.STATE].pos = pos
     return callback
@@ -120,12 +120,12 @@ def _on_cell(key: str):
 # ----------------------------------------------------------------------------------- contributions
 st.subheader("Contributions to the residual stream (probe A)")
 c1, c2 = st.columns(2)
-ui.bind(st.radio, "contrib", "Quantity", container=c1, options=list(views.CONTRIB_FAMILIES),
-        format_func=views.CONTRIB_FAMILIES.get, horizontal=True)
-ui.bind(st.radio, "part", "Sublayer", container=c2, options=list(views.SUBLAYERS),
-        format_func=views.SUBLAYERS.get, horizontal=True)
-metric = views.contrib_metric(view.contrib, view.part)
-heat = views.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
+ui.bind(st.radio, "contrib", "Quantity", container=c1, options=list(app.CONTRIB_FAMILIES),
+        format_func=app.CONTRIB_FAMILIES.get, horizontal=True)
+ui.bind(st.radio, "part", "Sublayer", container=c2, options=list(app.SUBLAYERS),
+        format_func=app.SUBLAYERS.get, horizontal=True)
+metric = app.contrib_metric(view.contrib, view.part)
+heat = app.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
     t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos))
 ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
 st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
@@ -134,39 +134,39 @@ st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writ
 
 # -------------------------------------------------------------------------------------- logit lens
 st.subheader("Logit lens (probe B)")
-ui.bind(st.radio, "lens", "Quantity", options=list(views.LENS_METRICS), format_func=views.LENS_METRICS.get,
+ui.bind(st.radio, "lens", "Quantity", options=list(app.LENS_METRICS), format_func=app.LENS_METRICS.get,
         horizontal=True, key="w_lens")
-lens_heat = views.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
+lens_heat = app.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
     t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos))
 ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
 st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
            "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "
            "The rules mark the KL ED (entropy) or the overlap ED.")
 
-positions = views.position_options(t["tokens"])
+positions = app.position_options(t["tokens"])
 ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", options=positions,
-        format_func=lambda p: views.position_label(t["tokens"], p))
-top_chart = views.memo_chart((result.run_id, "topk", view.pos), lambda: charts.lens_topk_chart(
-    t["lens_topk"], view.pos, views.position_label(t["tokens"], view.pos), ed=ed))
+        format_func=lambda p: app.position_label(t["tokens"], p))
+top_chart = app.memo_chart((result.run_id, "topk", view.pos), lambda: charts.lens_topk_chart(
+    t["lens_topk"], view.pos, app.position_label(t["tokens"], view.pos), ed=ed))
 ui.chart(top_chart, f"{result.run_id}_lens_top5_pos{view.pos}", "lens_topk")
-with st.expander(f"Top-5 per layer at position {views.md(views.position_label(t['tokens'], view.pos))} as a table"):
-    st.dataframe(views.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
+with st.expander(f"Top-5 per layer at position {app.md(app.position_label(t['tokens'], view.pos))} as a table"):
+    st.dataframe(app.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
                  height=min(36 * (n_layers + 1), 560))
 
 # ------------------------------------------------------------------------------------ layer skipping
 st.subheader("Layer skipping (probe C)")
-variants = views.available_variants(t["skip"])
+variants = app.available_variants(t["skip"])
 if variants:
     if view.variant not in variants:
         view.variant = variants[0]
-    ui.bind(st.radio, "variant", "Variant", options=variants, format_func=views.SKIP_VARIANTS.get, horizontal=True)
+    ui.bind(st.radio, "variant", "Variant", options=variants, format_func=app.SKIP_VARIANTS.get, horizontal=True)
     skip_col, noise_col = st.columns([4, 1], gap="medium")
     with skip_col:
-        skip_chart = views.memo_chart((result.run_id, "skip", view.variant),
+        skip_chart = app.memo_chart((result.run_id, "skip", view.variant),
                                       lambda: charts.skip_chart(t["skip"], t["skip_output"], view.variant, ed))
         ui.chart(skip_chart, f"{result.run_id}_skip_{view.variant}", "skip")
     with noise_col:
-        number, caption = views.noise_caption(t["skip"], view.variant)
+        number, caption = app.noise_caption(t["skip"], view.variant)
         st.metric("Noise floor", number, help="max relative change of an identity intervention")
         st.caption(caption)
         if meta.get("splits_used"):
@@ -179,10 +179,10 @@ else:
 
 # ------------------------------------------------------------------- erasure and integrated gradients
 st.subheader("Residual erasure and integrated gradients (probes E, F)")
-answer = views.answer_for(view)
+answer = app.answer_for(view)
 with ui.guard():
-    attr_config = views.attribution_config(answer, view.ig_steps)
-    _, attr = views.find_cached(run_store, view.model, meta["prompt_text"], view.dtype, view.chat, attr_config)
+    attr_config = app.attribution_config(answer, view.ig_steps)
+    _, attr = app.find_cached(run_store, view.model, meta["prompt_text"], view.dtype, view.chat, attr_config)
     if attr is None:
         st.caption("Both measure the **answer span** at the end of the prompt: erasure replaces one residual "
                    "h_k[t] by P2's baseline (mean over the first 10 GSM8K prompts) and measures the largest change "
@@ -194,9 +194,9 @@ with ui.guard():
                 transform=lambda v: v or None, to_widget=lambda v: v or "",
                 help="Default: the benchmark item's gold answer, else the last word.")
         if not view.answer:
-            a1.caption(f"Using {views.md(repr(answer))}")
-        ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(views.IG_STEP_CHOICES),
-                to_widget=lambda v: min(views.IG_STEP_CHOICES, key=lambda c: abs(c - v)),
+            a1.caption(f"Using {app.md(repr(answer))}")
+        ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(app.IG_STEP_CHOICES),
+                to_widget=lambda v: min(app.IG_STEP_CHOICES, key=lambda c: abs(c - v)),
                 help="P2 uses 256 (a left Riemann sum); fewer steps are faster and less exact.")
         if view.demo:
             st.info("Not cached for this answer span and step count; demo mode loads no model.",
@@ -205,17 +205,17 @@ with ui.guard():
             attr = ui.compute(run_store, view.model, meta["prompt_text"], view.dtype, view.chat,
                               label="Residual erasure and integrated gradients", config=attr_config)
 if attr is not None:
-    attr_frame = views.attribution_layer_token(attr)
-    choices = [m for m in views.ATTR_METRICS if m in set(attr_frame["metric"])]
+    attr_frame = app.attribution_layer_token(attr)
+    choices = [m for m in app.ATTR_METRICS if m in set(attr_frame["metric"])]
     if view.attr not in choices:
         view.attr = choices[0]
-    ui.bind(st.radio, "attr", "Heatmap", options=choices, format_func=views.ATTR_METRICS.get, horizontal=True,
+    ui.bind(st.radio, "attr", "Heatmap", options=choices, format_func=app.ATTR_METRICS.get, horizontal=True,
             key="w_attr")
-    attr_chart = views.memo_chart((attr.run_id, "attr", view.attr, view.pos), lambda: charts.layer_token_heatmap(
-        attr_frame, attr.tables["tokens"], view.attr, ed, domain=views.attribution_domain(attr_frame, view.attr),
+    attr_chart = app.memo_chart((attr.run_id, "attr", view.attr, view.pos), lambda: charts.layer_token_heatmap(
+        attr_frame, attr.tables["tokens"], view.attr, ed, domain=app.attribution_domain(attr_frame, view.attr),
         selected_pos=view.pos))
     ui.chart(attr_chart, f"{attr.run_id}_{view.attr}", "heat_attr", on_select=_on_cell("heat_attr"))
-    st.caption(f"Answer span {views.md(repr(answer))}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, "
+    st.caption(f"Answer span {app.md(repr(answer))}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, "
                "k = L the final "
                "residual); the colour is the largest ‖Δp‖₂ over the answer-predicting positions — where a column "
                "turns dark, that token's information has moved on. IG (P2 baseline = token mean, "

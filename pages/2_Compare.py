@@ -3,7 +3,7 @@ or, in the "benchmark items" mode, over the items both were swept on (aggregate 
 
 import streamlit as st
 
-from effdepth import charts, ui, ui_sweep, views
+from effdepth import app, charts, ui, ui_sweep
 
 ui.page_setup("Compare")
 view = ui.state()
@@ -14,9 +14,9 @@ results = {"a": None, "b": None}
 if run_store is not None and view.cmp_mode == "prompt":
     with ui.guard():
         for which, run_id in (("a", view.run), ("b", view.run_b)):
-            results[which] = views.get_run(run_store, run_id)
+            results[which] = app.get_run(run_store, run_id)
             if results[which] is not None:
-                views.adopt_meta(view, results[which].meta, which)
+                app.adopt_meta(view, results[which].meta, which)
 
 ui.nav(view, "compare")
 with st.sidebar:
@@ -46,19 +46,19 @@ specs = {"a": (view.model, view.dtype, col_a), "b": (view.model_b, view.dtype_b,
 for which, (name, dtype, column) in specs.items():
     with column, ui.guard():
         if results[which] is None:
-            views.check_prompt(view.prompt)
-            _, results[which] = views.find_cached(run_store, name, view.prompt, dtype, view.chat)
+            app.check_prompt(view.prompt)
+            _, results[which] = app.find_cached(run_store, name, view.prompt, dtype, view.chat)
         if results[which] is not None:
             meta = results[which].meta
             st.caption(f"run `{meta['run_id']}` · L = {meta['n_layers']} · T = {meta['n_tokens']} · "
                        f"{meta['dtype']}" + (" · computed now" if meta["run_id"] in computed else " · cached"))
         elif view.demo:
-            st.warning(f"**Not cached**: {views.md(name)} ({dtype}) on this prompt. Demo mode loads no model.",
+            st.warning(f"**Not cached**: {app.md(name)} ({dtype}) on this prompt. Demo mode loads no model.",
                        icon=":material/block:")
         else:
-            views.preflight(name)
+            app.preflight(name)
             ui.stopped_notice(name, view.prompt, dtype, view.chat)
-            st.info(f"{views.md(name)} ({dtype}) on this prompt is not in the cache yet.",
+            st.info(f"{app.md(name)} ({dtype}) on this prompt is not in the cache yet.",
                     icon=":material/hourglass_top:")
             if st.button(f"Compute {which.upper()}", key=f"compute_{which}", type="primary",
                          icon=":material/play_arrow:"):
@@ -75,23 +75,23 @@ ui.sync_url(view)
 if a is None or b is None:
     st.stop()
 
-label_a, label_b = views.pair_labels(a.meta, b.meta)
+label_a, label_b = app.pair_labels(a.meta, b.meta)
 if a.meta.get("prompt_text") != b.meta.get("prompt_text"):
     st.warning("The two runs are on **different prompts**; the comparison shows them side by side anyway.",
                icon=":material/warning:")
 
 # ------------------------------------------------------------------------------------------- EDR
 st.subheader("Effective depth")
-st.dataframe(views.compare_ed_table([(label_a, a.tables["ed"]), (label_b, b.tables["ed"])]),
+st.dataframe(app.compare_ed_table([(label_a, a.tables["ed"]), (label_b, b.tables["ed"])]),
              hide_index=True, width="stretch")
-st.caption(f"Each cell: ED (EDR), EDR = (ED + 1) / L with L = {a.meta['n_layers']} for {views.md(label_a)} and "
-           f"{b.meta['n_layers']} for {views.md(label_b)}. P1 = the paper's rule; "
+st.caption(f"Each cell: ED (EDR), EDR = (ED + 1) / L with L = {a.meta['n_layers']} for {app.md(label_a)} and "
+           f"{b.meta['n_layers']} for {app.md(label_b)}. P1 = the paper's rule; "
            "guarded = effdepth's guarded variant; "
            "skip uses effdepth's proposed rule; “none” = no transition.")
 
 # ------------------------------------------------------------------------------------------ curves
 st.subheader("Per-layer curves on relative depth")
-probes = [p for p in views.CURVE_METRICS
+probes = [p for p in app.CURVE_METRICS
           if len(charts.probe_curve_frame(a.tables["layer"], p))
           and len(charts.probe_curve_frame(b.tables["layer"], p))]
 for start in range(0, len(probes), 2):
@@ -106,7 +106,7 @@ st.caption("x = layer / L so that models of different depth line up; each model'
 
 # ---------------------------------------------------------------------------------------- heatmaps
 st.subheader("Layer × token, same colour scale")
-options = views.compare_metrics(a, b)
+options = app.compare_metrics(a, b)
 if view.cmp_metric not in options:
     view.cmp_metric = options[0]
 ui.bind(st.selectbox, "cmp_metric", "Quantity", options=options, format_func=lambda m: charts.METRICS[m][0])
@@ -121,11 +121,11 @@ with heat_b:
     ui.chart(charts.layer_token_heatmap(b.tables["layer_token"], b.tables["tokens"], metric, b.tables["ed"],
                                         domain=domain, title=f"{label_b}: {charts.METRICS[metric][0]}",
                                         select=False, max_labels=24), f"{label_b}_{metric}", "cmp_heat_b")
-st.caption(f"Both heatmaps use one colour domain: {views.domain_text(metric, domain)}.")
+st.caption(f"Both heatmaps use one colour domain: {app.domain_text(metric, domain)}.")
 
-mismatch = views.grid_mismatch(a, b)
+mismatch = app.grid_mismatch(a, b)
 if mismatch is None:
-    st.subheader(f"Δ = {views.md(label_b)} − {views.md(label_a)}")
+    st.subheader(f"Δ = {app.md(label_b)} − {app.md(label_a)}")
     ui.chart(charts.delta_heatmap(a.tables["layer_token"], b.tables["layer_token"], a.tables["tokens"], metric,
                                   (label_a, label_b)), f"delta_{metric}", "cmp_delta")
     st.caption("Diverging scale centred at 0, symmetric around it (clipped at the 98th percentile of |Δ| for "

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from effdepth import ui, views
+from effdepth import app, ui
 
 ui.page_setup("Runs")
 view = ui.state()
@@ -25,10 +25,10 @@ if not len(runs):
             icon=":material/inbox:")
     st.stop()
 
-st.caption(f"{len(runs)} run(s) in {views.md(run_store.path)}. EDR columns use P1's rules "
+st.caption(f"{len(runs)} run(s) in {app.md(run_store.path)}. EDR columns use P1's rules "
            "(skip: effdepth's proposed rule).")
 needle = st.text_input("Filter", key="w_runs_filter", placeholder="model, prompt text, run id or dtype…")
-table = views.runs_table(runs, text_filter=needle)
+table = app.runs_table(runs, text_filter=needle)
 table_key = f"runs_table_{st.session_state.get('_runs_version', 0)}"  # a new key clears the selection
 event = st.dataframe(table, hide_index=True, width="stretch", key=table_key, on_select="rerun",
                      selection_mode="multi-row",
@@ -44,28 +44,28 @@ if not selected:
             icon=":material/touch_app:")
     st.stop()
 
-st.markdown(f"**Selected:** {views.md(', '.join(selected))}")
+st.markdown(f"**Selected:** {app.md(', '.join(selected))}")
 actions = st.container(horizontal=True, gap="small")
 if len(selected) == 1:
     actions.page_link(ui.PAGES["explore"][0], label="Open in Explore", icon=":material/grid_on:",
-                      query_params=views.query_for_run(metas[selected[0]], demo=view.demo))
+                      query_params=app.query_for_run(metas[selected[0]], demo=view.demo))
 if len(selected) == 2:
     actions.page_link(ui.PAGES["compare"][0], label="Open both in Compare", icon=":material/compare_arrows:",
-                      query_params=views.query_for_pair(metas[selected[0]], metas[selected[1]], demo=view.demo))
+                      query_params=app.query_for_pair(metas[selected[0]], metas[selected[1]], demo=view.demo))
 ids = tuple(selected)
 stem = selected[0] if len(selected) == 1 else f"{len(selected)}-runs"
-actions.download_button("Tables as CSV (zip)", data=lambda: views.export_zip(run_store, ids, "csv"),
+actions.download_button("Tables as CSV (zip)", data=lambda: app.export_zip(run_store, ids, "csv"),
                         file_name=f"effdepth-{stem}-csv.zip", mime="application/zip", key="export_csv",
                         on_click="ignore", icon=":material/download:")
-actions.download_button("Tables as Parquet (zip)", data=lambda: views.export_zip(run_store, ids, "parquet"),
+actions.download_button("Tables as Parquet (zip)", data=lambda: app.export_zip(run_store, ids, "parquet"),
                         file_name=f"effdepth-{stem}-parquet.zip", mime="application/zip", key="export_parquet",
                         on_click="ignore", icon=":material/download:")
 if len(selected) == 1:
     only = selected[0]
-    actions.download_button("Charts as PNG (zip)", data=lambda: views.charts_zip(run_store.get(only), "png"),
+    actions.download_button("Charts as PNG (zip)", data=lambda: app.charts_zip(run_store.get(only), "png"),
                             file_name=f"effdepth-{only}-charts-png.zip", mime="application/zip",
                             key="export_png", on_click="ignore", icon=":material/image:")
-    actions.download_button("Charts as SVG (zip)", data=lambda: views.charts_zip(run_store.get(only), "svg"),
+    actions.download_button("Charts as SVG (zip)", data=lambda: app.charts_zip(run_store.get(only), "svg"),
                             file_name=f"effdepth-{only}-charts-svg.zip", mime="application/zip",
                             key="export_svg", on_click="ignore", icon=":material/image:")
 

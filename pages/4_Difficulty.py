@@ -3,7 +3,7 @@ depth score, and the ED of every item (a click opens the item in Explore)."""
 
 import streamlit as st
 
-from effdepth import charts, charts_sweep, ui, ui_sweep, views
+from effdepth import app, charts, charts_sweep, ui, ui_sweep
 from effdepth import difficulty as D
 
 ui.page_setup("Difficulty")
@@ -37,14 +37,14 @@ if item_set is None or agg is None:
     st.stop()
 order = [b for b in item_set.bins if b in set(agg.ed["group"])]
 counts = item_set.items[item_set.items["has_curves"]]["bin"].value_counts()
-st.caption(f"**{views.md(views.short_model_name(item_set.model_name))}** ({item_set.dtype}, L = {item_set.n_layers}) · "
-           + " · ".join(f"{views.md(b)}: {int(counts.get(b, 0))} items" for b in order))
+st.caption(f"**{app.md(app.short_model_name(item_set.model_name))}** ({item_set.dtype}, L = {item_set.n_layers}) · "
+           + " · ".join(f"{app.md(b)}: {int(counts.get(b, 0))} items" for b in order))
 
 # ------------------------------------------------------------------------------------------- EDR
 st.subheader("Effective depth per bin")
 if not order:
     st.info("No item of this model has cosine or logit-lens curves, only skip runs. Run "
-            f"{views.md(D.sweep_command(item_set.model_name, run_store))} for them.", icon=":material/info:")
+            f"{app.md(D.sweep_command(item_set.model_name, run_store))} for them.", icon=":material/info:")
 else:
     ui_sweep.edr_section(agg, order, "bin", "diff")
     st.caption(ui_sweep.boot_caption(agg) + " “no transition”: share of resamples whose aggregate has none.")
@@ -79,7 +79,7 @@ else:
     if notes:
         st.info("Left out of the depth score (the future-effect skip needs a split point 8 ≤ t < T−4, so a "
                 "prompt under 13 tokens gets only the current-effect variants):\n\n"
-                + "\n\n".join(f"- {views.md(note)}" for note in notes), icon=":material/info:")
+                + "\n\n".join(f"- {app.md(note)}" for note in notes), icon=":material/info:")
     st.caption(f"{len(D.skip_items(item_set))} items with a future-effect skip matrix. Per bin the item matrices "
                "M[s, j] and output changes O(s) are reduced by max or mean over items; layer effect e(s) = "
                "Σ_j M[s, j] / max(L − 1 − s, 1), logit effect O(s); depth score = Σ s·e(s) / Σ e(s), the centre "

@@ -27,7 +27,7 @@ TINY_PROMPT = "The Eiffel Tower is in Paris, the capital of France, and it was f
 
 
 def unescape(markdown: str) -> str:
-    """A markdown body as a person reads it: the app escapes every punctuation mark of user text (views.md)
+    """A markdown body as a person reads it: the app escapes every punctuation mark of user text (app.md)
     and breaks autolink patterns with word joiners; both are invisible on the page."""
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
 
@@ -65,20 +65,20 @@ def build_tiny_dir(path: Path, seed: int = 0, n_layers: int = 6, vocab_size: int
 
 def compute_run(model: str, text: str, dtype: str = "float32"):
     """RunResult of ``text`` on ``model`` through the engine, with the app's probe configuration."""
-    from effdepth import engine, models, views
+    from effdepth import app, engine, models
 
     loaded = models.load_model(model, dtype=dtype)
-    config = views.config_for(len(engine.tokenize(loaded, text)))
+    config = app.config_for(len(engine.tokenize(loaded, text)))
     return engine.run_probes(loaded, text, config)
 
 
 def cached_run(cache_dir: Path, model: str, text: str, dtype: str = "float32"):
     """``compute_run`` memoised on disk under ``cache_dir`` by the run id (no model load on a hit)."""
-    from effdepth import views
+    from effdepth import app
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for key in views.run_keys(model, text, dtype, False):
+    for key in app.run_keys(model, text, dtype, False):
         path = cache_dir / f"{key}.pkl"
         if path.is_file():
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from effdepth import charts, models, views
+from effdepth import app, charts, models
 from effdepth.errors import ModelTooLargeError
 from tests import app_support
 
@@ -96,7 +96,7 @@ def marks(spec: dict) -> set[str]:
 
 
 def ed_of(result, probe: str, rule: str) -> int | None:
-    return views.ed_value(result.tables["ed"], probe, rule)[0]
+    return app.ed_value(result.tables["ed"], probe, rule)[0]
 
 
 def no_problems(at: AppTest) -> None:
@@ -105,7 +105,7 @@ def no_problems(at: AppTest) -> None:
 
 
 def errors(at: AppTest) -> str:
-    """The error boxes' text as a person reads it (the boxes escape every punctuation mark, see views.md)."""
+    """The error boxes' text as a person reads it (the boxes escape every punctuation mark, see app.md)."""
     return app_support.unescape(" ".join(e.value for e in at.error))
 
 
@@ -119,20 +119,20 @@ def forbid_model_loads(monkeypatch):
 
 
 def test_url_state_round_trip():
-    state = views.ViewState(model="smollm2-135m", prompt="a b\nc", dtype="bfloat16", chat=True, run="abc",
+    state = app.ViewState(model="smollm2-135m", prompt="a b\nc", dtype="bfloat16", chat=True, run="abc",
                             contrib="rc", part="mlp", lens="entropy", variant="local_future", pos=7,
                             model_b="gemma3-270m", dtype_b="float32", run_b="def", demo=True)
-    query = views.state_to_query(state)
+    query = app.state_to_query(state)
     assert query["prompt"] == "a b\nc" and query["pos"] == "7" and query["demo"] == "1"
-    assert views.state_from_query(query) == state
-    assert views.state_to_query(views.ViewState()) .keys() == {"model", "prompt", "dtype"}
-    bad = views.state_from_query({"dtype": "int3", "pos": "x", "variant": "nope", "part": ["att", "mlp"]})
+    assert app.state_from_query(query) == state
+    assert app.state_to_query(app.ViewState()) .keys() == {"model", "prompt", "dtype"}
+    bad = app.state_from_query({"dtype": "int3", "pos": "x", "variant": "nope", "part": ["att", "mlp"]})
     assert bad.dtype == "float32" and bad.pos is None and bad.variant == "future" and bad.part == "mlp"
 
 
 def test_progress_tracker_is_monotone_and_names_stages():
     seen = []
-    tracker = views.ProgressTracker(sink=lambda label, frac: seen.append((label, frac)))
+    tracker = app.ProgressTracker(sink=lambda label, frac: seen.append((label, frac)))
     for stage, frac in [("loading model", 0.0), ("dequantising GGUF (weights)", None), ("forward pass", None),
                         ("logit lens", None), ("layer skipping", 0.0), ("skip replay, layer 3/30", 0.1),
                         ("skip replay, layer 30/30", 1.0), ("direct-path replay, layer 3/30", 0.1),
@@ -152,7 +152,7 @@ def test_model_holder_keeps_one_model():
         loads.append((name, dtype))
         return object()
 
-    holder = views.ModelHolder(loader)
+    holder = app.ModelHolder(loader)
     first = holder.get("a", "float32")
     assert holder.get("a", "float32") is first and loads == [("a", "float32")]
     holder.get("b", "bfloat16")
@@ -163,11 +163,11 @@ def test_model_holder_keeps_one_model():
 
 def test_token_labels_for_positions(tiny):
     tokens = tiny["run_a"].tables["tokens"]
-    assert views.position_label(tokens, 1) == "1:·"
-    assert views.clamp_position(None, 10) == 9 and views.clamp_position(50, 10) == 9
-    assert views.selected_position({"selection": {"cell": [{"pos": 4}]}}) == 4
-    assert views.selected_position({"selection": {"cell": {"pos": [2]}}}) == 2
-    assert views.selected_position({"selection": {"cell": []}}) is None
+    assert app.position_label(tokens, 1) == "1:·"
+    assert app.clamp_position(None, 10) == 9 and app.clamp_position(50, 10) == 9
+    assert app.selected_position({"selection": {"cell": [{"pos": 4}]}}) == 4
+    assert app.selected_position({"selection": {"cell": {"pos": [2]}}}) == 2
+    assert app.selected_position({"selection": {"cell": []}}) is None
 
 
 # ------------------------------------------------------------------------------------------------ home
@@ -182,8 +182,8 @@ def test_home_lists_models_examples_and_views(cache):
     assert {b.label for b in at.button} >= {"Explore one model × one prompt", "Compare two models",
                                            "Browse cached runs"}
     at.selectbox(key="w_example").select("Addition chain (P2)").run()
-    assert at.text_area(key="w_prompt").value == views.EXAMPLES["Addition chain (P2)"]
-    assert url(at)["prompt"] == views.EXAMPLES["Addition chain (P2)"]
+    assert at.text_area(key="w_prompt").value == app.EXAMPLES["Addition chain (P2)"]
+    assert url(at)["prompt"] == app.EXAMPLES["Addition chain (P2)"]
     at.radio(key="w_dtype").set_value("bfloat16").run()
     assert url(at)["dtype"] == "bfloat16"
 
@@ -251,7 +251,7 @@ def test_explore_computes_on_click_with_progress(cache, tiny):
     at.button(key="run_probes").click().run()
     no_problems(at)
     assert len(at.status) == 1 and "Done" in at.status[0].label
-    stored = views.open_store().get(tiny["run_a"].run_id)
+    stored = app.open_store().get(tiny["run_a"].run_id)
     assert stored is not None  # same key as the engine computes
     heat = by_title(at, "cosine(layer contribution")
     assert set(charts.rule_positions(heat, "y")) == {v for v in (ed_of(stored, "cosine", "p1"),
@@ -264,7 +264,7 @@ def test_short_prompt_gets_current_effect_skips_only(cache, tiny):
     at.button(key="run_probes").click().run()
     no_problems(at)
     assert any("shorter than 13 tokens" in i.value for i in at.info)
-    assert at.radio(key="w_variant").options == [views.SKIP_VARIANTS[v] for v in ("current", "local_current")]
+    assert at.radio(key="w_variant").options == [app.SKIP_VARIANTS[v] for v in ("current", "local_current")]
     assert at.radio(key="w_variant").value == "current"
 
 
@@ -303,7 +303,7 @@ def test_model_too_large(cache, tiny, monkeypatch):
     from effdepth import ui
 
     ui.model_holder().release()  # the app holds one model per process; make this one load again
-    monkeypatch.setattr(models, "available_memory_bytes", lambda: 1024)
+    monkeypatch.setattr(models.memory, "available_memory_bytes", lambda: 1024)
     with pytest.raises(ModelTooLargeError) as expected:
         models.load_model(tiny["a"])
     at = page(EXPLORE, model=tiny["a"], prompt=app_support.TINY_PROMPT)
@@ -337,7 +337,7 @@ def test_locked_cache_is_an_error_not_a_traceback(cache, monkeypatch):
         assert holder.stdout.readline().strip() == "locked"
         from effdepth import store as store_module
 
-        monkeypatch.setattr(views, "open_store", lambda path=None: store_module.Store(cache, lock_timeout=0.5))
+        monkeypatch.setattr(app, "open_store", lambda path=None: store_module.Store(cache, lock_timeout=0.5))
         at = page(RUNS)
         assert not at.exception
         assert "locked by another process" in errors(at)
@@ -415,7 +415,7 @@ def test_compare_computes_the_missing_model(cache, tiny):
     at.button(key="compute_b").click().run()
     no_problems(at)
     assert by_title(at, "Δ")
-    assert views.open_store().get(tiny["run_b"].run_id) is not None
+    assert app.open_store().get(tiny["run_b"].run_id) is not None
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -428,7 +428,7 @@ def test_runs_table_filter_reopen_export_delete(cache, tiny, smol):
     table = at.dataframe[0].value
     assert len(table) == 3 and {"EDR cosine", "EDR KL", "EDR overlap", "EDR skip", "when"} <= set(table.columns)
     smol_row = table[table["run_id"] == smol.run_id].iloc[0]
-    assert smol_row["EDR cosine"] == pytest.approx(views.ed_value(smol.tables["ed"], "cosine")[1], abs=1e-3)
+    assert smol_row["EDR cosine"] == pytest.approx(app.ed_value(smol.tables["ed"], "cosine")[1], abs=1e-3)
 
     at.text_input(key="w_runs_filter").input("smollm2").run()
     assert list(at.dataframe[0].value["run_id"]) == [smol.run_id]
@@ -452,10 +452,10 @@ def test_runs_table_filter_reopen_export_delete(cache, tiny, smol):
 
     at.button(key="delete").click().run()
     assert any("cannot be undone" in w.value for w in at.warning)
-    assert len(views.open_store().runs()) == 3  # nothing deleted before the confirmation
+    assert len(app.open_store().runs()) == 3  # nothing deleted before the confirmation
     at.button(key="delete_yes").click().run()
     no_problems(at)
-    assert list(views.open_store().runs()["run_id"]) == [smol.run_id]
+    assert list(app.open_store().runs()["run_id"]) == [smol.run_id]
 
 
 def test_runs_exports_are_zips_of_tables(cache, tiny):
@@ -463,9 +463,9 @@ def test_runs_exports_are_zips_of_tables(cache, tiny):
     import zipfile
 
     app_support.fill_store(cache, [tiny["run_a"]])
-    store = views.open_store()
+    store = app.open_store()
     for fmt in ("csv", "parquet"):
-        names = zipfile.ZipFile(io.BytesIO(views.export_zip(store, [tiny["run_a"].run_id], fmt))).namelist()
+        names = zipfile.ZipFile(io.BytesIO(app.export_zip(store, [tiny["run_a"].run_id], fmt))).namelist()
         assert f"{tiny['run_a'].run_id}/layer_token.{fmt}" in names and f"{tiny['run_a'].run_id}/meta.{fmt}" in names
 
 

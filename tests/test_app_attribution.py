@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from effdepth import charts, datasets, engine, views
+from effdepth import app, charts, datasets, engine
 from tests import app_support
 from tests.test_app import EXPLORE, forbid_model_loads, marks, no_problems, page, specs, title, url
 
@@ -68,7 +68,7 @@ def test_attribution_computes_on_click_and_reopens_from_cache(cache, tiny, monke
     at = page(EXPLORE, run=tiny["run"].run_id, ig_steps=16)
     no_problems(at)
     assert at.text_input(key="w_answer").value == ""
-    # default answer span: the last word, shown as text (views.md escapes it)
+    # default answer span: the last word, shown as text (app.md escapes it)
     assert any(r"\'1889\.\'" in c.value for c in at.caption)
     at.button(key="run_attr").click().run()
     no_problems(at)
@@ -76,9 +76,9 @@ def test_attribution_computes_on_click_and_reopens_from_cache(cache, tiny, monke
     heat = attr_chart(at, "erasure")
     assert "rect" in marks(heat)
     # The engine's numbers, through the store, are what the chart draws.
-    store = views.open_store()
-    config = views.attribution_config(" 1889.", 16)
-    key, stored = views.find_cached(store, tiny["model"], app_support.TINY_PROMPT, "float32", False, config)
+    store = app.open_store()
+    config = app.attribution_config(" 1889.", 16)
+    key, stored = app.find_cached(store, tiny["model"], app_support.TINY_PROMPT, "float32", False, config)
     assert stored is not None and len(stored.tables["erasure"]) > 0
     drawn = max(chart_frames(at, charts.METRICS["erasure"][0]), key=len)
     want = stored.tables["erasure"].sort_values(["depth", "pos"])
@@ -86,7 +86,7 @@ def test_attribution_computes_on_click_and_reopens_from_cache(cache, tiny, monke
     assert list(got["layer"]) == list(want["depth"]) and list(got["pos"]) == list(want["pos"])
     assert got["value"].to_numpy() == pytest.approx(want["value"].to_numpy())
     # the cosine ED of the main run is drawn on it
-    want = {v for v in (views.ed_value(tiny["run"].tables["ed"], "cosine", r)[0] for r in ("p1", "guarded"))
+    want = {v for v in (app.ed_value(tiny["run"].tables["ed"], "cosine", r)[0] for r in ("p1", "guarded"))
             if v is not None}
     assert set(charts.rule_positions(heat, "y")) == want
     # IG heatmap: diverging scale symmetric around 0, domain without position 0.
@@ -96,7 +96,7 @@ def test_attribution_computes_on_click_and_reopens_from_cache(cache, tiny, monke
     scale = next(v["encoding"]["color"]["scale"] for v in charts.iter_views(ig)
                  if charts.mark_type(v) == "rect" and "color" in v.get("encoding", {}))
     low, high = scale["domain"]
-    frame = views.attribution_layer_token(stored)
+    frame = app.attribution_layer_token(stored)
     top = frame[(frame.metric == "ig_layer") & (frame.pos > 0)]["value"].abs().max()
     assert low == pytest.approx(-top) and high == pytest.approx(top)
     assert url(at)["attr"] == "ig_layer"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from effdepth import models, views
+from effdepth import app, models
 from tests import app_support
 
 pytestmark = pytest.mark.browser
@@ -198,7 +198,7 @@ def test_cached_explore_view(server, page, runs):
     TIMINGS["cached Explore again (warm tab): navigation → heatmap drawn"] = (time.perf_counter() - start) * 1000
     _wait_charts(page, 8)
     assert _canvas_has_pixels(page, ".st-key-heat_contrib .vega-embed canvas, .st-key-heat_contrib svg.marks")
-    ed, edr = views.ed_value(smol.tables["ed"], "cosine", "p1")
+    ed, edr = app.ed_value(smol.tables["ed"], "cosine", "p1")
     # the script may still be streaming the last elements (the noise-floor column) under load
     page.get_by_text("Noise floor", exact=True).first.wait_for(timeout=60_000)
     body = page.inner_text("body")
@@ -262,7 +262,7 @@ def test_probe_a_typed_prompt_cold(server, page):
     _wait_charts(page, 8)
     assert "64" in page.locator("[data-testid=stMetric]").nth(1).inner_text()  # T (tokens)
     assert "Done in" in page.inner_text("body")
-    stored = [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == PROMPT_64]
+    stored = [r for r in app.open_store(server["cache"]).runs().itertuples() if r.prompt_text == PROMPT_64]
     assert stored and stored[0].n_tokens == 64
     print(f"engine time for it (forward + probes, no model load): {stored[0].total_seconds:.1f} s")
 
@@ -320,7 +320,7 @@ def test_difficulty_page(server, page, runs):
     assert page.locator(".vega-embed svg.marks").count() >= 10
     body = page.inner_text("body")
     assert "Effective depth per bin" in body and "Depth score (layer skipping, P2)" in body
-    store = views.open_store(server["cache"])
+    store = app.open_store(server["cache"])
     sets = D.sweep_sets(D.item_runs(store))
     item_set = D.load_items(store, D.pick_set(sets, runs["tiny_dir"], "float32", False))
     agg = D.aggregate_by_bin(item_set, "token", n_boot=50)  # point EDs do not depend on the resamples
@@ -401,13 +401,13 @@ def test_two_sessions_at_once_get_their_own_numbers(server, browser):
         page.context.close()
     assert sum(saw_waiting) == 1, saw_waiting  # exactly one session waited for the other's run
 
-    store = views.open_store(server["cache"])
+    store = app.open_store(server["cache"])
     loaded = models.load_model(models.DEFAULT_MODEL)
     for text in TWO_PROMPTS:
         stored = [r.run_id for r in store.runs().itertuples() if r.prompt_text == text]
         assert len(stored) == 1, text
         got = store.get(stored[0])
-        solo = engine.run_probes(loaded, text, views.config_for())  # what `effdepth probe --no-cache` gives
+        solo = engine.run_probes(loaded, text, app.config_for())  # what `effdepth probe --no-cache` gives
         assert got.run_id == solo.run_id
         for name in ("layer_token", "layer", "skip", "skip_output"):
             diff = (got.tables[name]["value"].to_numpy(float) - solo.tables[name]["value"].to_numpy(float))
@@ -456,7 +456,7 @@ def test_closing_the_tab_mid_run_is_said_on_reopening(server, browser):
     assert "contributions and cosines, logit lens) was kept and is shown" in body
     again.get_by_role("button", name="Run the remaining probes").wait_for()
     again.locator(".st-key-heat_lens .vega-embed").locator("canvas, svg.marks").first.wait_for()
-    stored = [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
+    stored = [r for r in app.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
     assert len(stored) == 1 and list(stored[0].probes) == ["cosine", "logit_lens"]
     shoot(again, "explore-stopped-run")
     again.context.close()
@@ -472,7 +472,7 @@ def test_the_stop_button_ends_a_run(server, page):
     _wait_idle(page)
     body = page.inner_text("body")
     assert "was kept and is shown" in body and "Done in" not in body
-    stored = [r for r in views.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
+    stored = [r for r in app.open_store(server["cache"]).runs().itertuples() if r.prompt_text == text]
     assert len(stored) == 1 and "skip" not in list(stored[0].probes)
 
 

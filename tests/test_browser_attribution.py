@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from effdepth import datasets, engine, models, views
+from effdepth import app, datasets, engine, models
 from effdepth.store import Store
 from tests import app_support
 from tests.test_browser import _canvas_has_pixels, _url, _wait_charts, _wait_idle, browser, page, runs, server, shoot  # noqa: F401
@@ -24,7 +24,7 @@ def attribution_run(runs, tmp_path_factory):
 
     os.environ.setdefault("EFFDEPTH_CACHE_DIR", str(tmp_path_factory.mktemp("cache-dir")))
     loaded = models.load_model(models.DEFAULT_MODEL)
-    config = views.attribution_config(engine.default_answer(app_support.PROMPT), IG_STEPS)
+    config = app.attribution_config(engine.default_answer(app_support.PROMPT), IG_STEPS)
     return engine.run_probes(loaded, app_support.PROMPT, config)
 
 
@@ -38,7 +38,7 @@ def test_erasure_and_ig_heatmaps(server, page, runs, attribution_run):
     heat = page.locator(".st-key-heat_attr .vega-embed").locator("canvas, svg.marks").first
     heat.wait_for()
     assert "Erasure: row k erases h_k[t]" in page.inner_text("body")
-    ed, _ = views.ed_value(smol.tables["ed"], "cosine", "p1")
+    ed, _ = app.ed_value(smol.tables["ed"], "cosine", "p1")
     assert f"= {ed}" in page.inner_text(".st-key-heat_attr")  # the cosine ED rule label on the heatmap
     page.get_by_text("IG: layer output").first.click()
     page.wait_for_function("() => window.location.href.includes('attr=ig_layer')", timeout=60_000)

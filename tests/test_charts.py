@@ -13,7 +13,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from effdepth import charts, views
+from effdepth import app, charts
 from tests import app_support
 
 
@@ -203,7 +203,7 @@ def test_compare_curves_normalise_depth(run, run_b):
                                   ("B", run_b.tables["layer"], run_b.tables["ed"])], "overlap").to_dict()
     expected = set()
     for r in (run, run_b):
-        ed, _ = views.ed_value(r.tables["ed"], "overlap", "p1")
+        ed, _ = app.ed_value(r.tables["ed"], "overlap", "p1")
         if ed is not None:
             expected.add(ed / r.meta["n_layers"])  # each model's P1 ED at ED / L
     assert set(charts.rule_positions(spec, "x")) == expected
@@ -213,7 +213,7 @@ def test_compare_curves_normalise_depth(run, run_b):
 
 
 def test_delta_heatmap_is_diverging_and_centred(run, run_b):
-    assert views.same_grid(run, run_b)
+    assert app.same_grid(run, run_b)
     spec = charts.delta_heatmap(run.tables["layer_token"], run_b.tables["layer_token"], run.tables["tokens"],
                                 "cos_layer", ("A", "B")).to_dict()
     rect = next(v for v in charts.iter_views(spec) if charts.mark_type(v) == "rect")
@@ -226,15 +226,15 @@ def test_delta_heatmap_is_diverging_and_centred(run, run_b):
 
 def test_png_and_svg_export(run):
     chart = charts.probe_curve(run.tables["layer"], "kl", run.tables["ed"])
-    png = views.chart_png(chart)
+    png = app.chart_png(chart)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    svg = views.chart_svg(chart)
+    svg = app.chart_svg(chart)
     assert svg.lstrip().startswith("<svg") and "ED" in svg
     fixed = charts.with_width(chart, 700)
     assert json.dumps(fixed).count('"container"') == 0
 
 
 def test_charts_zip_holds_every_chart(run):
-    data = views.charts_zip(run, "svg")
+    data = app.charts_zip(run, "svg")
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert {"curve_cosine.svg", "heatmap_kl.svg", "skip_future.svg"} <= set(names)

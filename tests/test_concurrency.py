@@ -1,6 +1,6 @@
 """Many runs on one model at once: every result equals its solo run, bit for bit, and no hook is left.
 
-The app's sessions share one loaded model (views.ModelHolder) and every probe hooks and replays its
+The app's sessions share one loaded model (app.ModelHolder) and every probe hooks and replays its
 layers; runs therefore take turns on the model (effdepth.turns). Here: the engine from 2 and 4 threads
 on texts of equal and of different lengths, the turn queue itself (order, places, giving up), the
 holder (a model switch waits for the run that uses the model; changed weights are reloaded) and a
@@ -17,7 +17,7 @@ import time
 import pandas as pd
 import pytest
 
-from effdepth import engine, models, turns, views
+from effdepth import app, engine, models, turns
 from effdepth.errors import RunStopped
 from effdepth.store import Store
 from tests.test_store import tiny_model_dir
@@ -162,7 +162,7 @@ def test_giving_up_leaves_the_queue():
 
 def test_a_stopped_run_keeps_what_finished_and_frees_the_model(word_model_dir, word_model, solo, tmp_path):
     store = Store(tmp_path / "cache.duckdb")
-    holder, name = views.ModelHolder(), str(word_model_dir)
+    holder, name = app.ModelHolder(), str(word_model_dir)
 
     def stop_in_the_lens(stage, frac=None):
         if stage.startswith("logit lens") and frac:
@@ -170,7 +170,7 @@ def test_a_stopped_run_keeps_what_finished_and_frees_the_model(word_model_dir, w
 
     text = TEXTS_EQUAL[2]
     with pytest.raises(RunStopped) as stopped:
-        views.compute_run(store, name, text, "float32", False, holder, stop_in_the_lens, config=CONFIG)
+        app.compute_run(store, name, text, "float32", False, holder, stop_in_the_lens, config=CONFIG)
     model = holder.loaded.model
     assert hooks_left(model) == [] and not holder.turns.busy and not turns.turns_of(model).busy
     # what had finished (the cosines) is a complete run of its own config, stored and equal to a direct one
@@ -181,10 +181,10 @@ def test_a_stopped_run_keeps_what_finished_and_frees_the_model(word_model_dir, w
     for table in ("layer_token", "layer", "ed"):
         pd.testing.assert_frame_equal(kept.tables[table], direct.tables[table], check_dtype=False, obj=table)
     assert not len(kept.tables["skip"]) and not len(kept.tables["lens_topk"])
-    strip = {label: value for label, value, *_ in views.summary_items(kept.meta, kept.tables["ed"], True)}
+    strip = {label: value for label, value, *_ in app.summary_items(kept.meta, kept.tables["ed"], True)}
     assert strip["ED layer-skip effect"] == strip["ED logit-lens KL"] == "not run" and strip["ED cosine μ"] != "not run"
-    assert views.missing_probes(kept) == ["logit_lens", "skip"]
-    result = views.compute_run(store, name, text, "float32", False, holder, config=CONFIG)
+    assert app.missing_probes(kept) == ["logit_lens", "skip"]
+    result = app.compute_run(store, name, text, "float32", False, holder, config=CONFIG)
     assert_identical(result, solo[text])
     assert len(store) == 2
 
@@ -209,7 +209,7 @@ def test_a_model_switch_waits_for_the_run_using_the_model():
         loads.append(name)
         return f"model {name}"
 
-    holder = views.ModelHolder(loader)
+    holder = app.ModelHolder(loader)
     inside, leave = threading.Event(), threading.Event()
 
     def session_a():
@@ -228,23 +228,23 @@ def test_a_model_switch_waits_for_the_run_using_the_model():
     thread.join(10)
     assert events == [("a still has", "model a", "model a"), ("b got", "model b", "model b")]
     assert loads == ["a", "b"]
-    assert f"{views.WAITING_STAGE} (position 1)" in heard
+    assert f"{app.WAITING_STAGE} (position 1)" in heard
 
 
 def test_changed_weights_are_reloaded_and_give_new_numbers(tmp_path):
     directory = tiny_model_dir(tmp_path / "model", seed=0)
     other = tiny_model_dir(tmp_path / "other", seed=1)
     store = Store(tmp_path / "cache.duckdb")
-    holder = views.ModelHolder()
+    holder = app.ModelHolder()
     text = TEXTS_EQUAL[0]
-    old = views.compute_run(store, str(directory), text, "float32", False, holder, config=CONFIG)
+    old = app.compute_run(store, str(directory), text, "float32", False, holder, config=CONFIG)
     time.sleep(0.01)  # a new mtime even on coarse clocks
     shutil.copyfile(other / "model.safetensors", directory / "model.safetensors")
-    new = views.compute_run(store, str(directory), text, "float32", False, holder, config=CONFIG)
+    new = app.compute_run(store, str(directory), text, "float32", False, holder, config=CONFIG)
     assert holder.loads == 2
     assert new.meta["model_fingerprint"] != old.meta["model_fingerprint"] and new.run_id != old.run_id
     fresh = engine.run_probes(models.load_model(str(directory)), text, CONFIG)
     assert_identical(new, fresh)
     assert not new.tables["layer"]["value"].equals(old.tables["layer"]["value"])
-    again = views.compute_run(store, str(directory), text, "float32", False, holder, config=CONFIG)
+    again = app.compute_run(store, str(directory), text, "float32", False, holder, config=CONFIG)
     assert holder.loads == 2 and again.run_id == new.run_id  # unchanged files: the held model is reused

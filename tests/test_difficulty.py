@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from effdepth import charts, charts_sweep, depth, sweep, views
+from effdepth import app, charts, charts_sweep, depth, sweep
 from effdepth import difficulty as D
 from effdepth.engine import RunResult
 from effdepth.store import Store
@@ -390,13 +390,13 @@ def test_chart_specs(tmp_path):
 
 def test_view_state_keeps_old_urls_and_round_trips():
     old = {"model": "smollm2-135m", "prompt": "x", "dtype": "float32", "run": "abc"}
-    state = views.state_from_query(old)
+    state = app.state_from_query(old)
     assert state.cmp_mode == "prompt" and state.agg == "token" and state.item is None
-    assert views.state_to_query(state) == old
-    state = views.ViewState(model="m", cmp_mode="items", dataset="gsm8k", agg="prompt", ed_probe="kl",
+    assert app.state_to_query(state) == old
+    state = app.ViewState(model="m", cmp_mode="items", dataset="gsm8k", agg="prompt", ed_probe="kl",
                             ed_rule="guarded", item="gsm8k:3")
-    assert views.state_from_query(views.state_to_query(state)) == state
-    bad = views.state_from_query({"cmp_mode": "nope", "agg": "median", "ed_probe": "skip", "item": " "})
+    assert app.state_from_query(app.state_to_query(state)) == state
+    bad = app.state_from_query({"cmp_mode": "nope", "agg": "median", "ed_probe": "skip", "item": " "})
     assert (bad.cmp_mode, bad.agg, bad.ed_probe, bad.item) == ("prompt", "token", "cosine", None)
 
 
@@ -633,7 +633,7 @@ def test_difficulty_locked_cache_is_an_error(cache, swept, monkeypatch):
         str(cache)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        monkeypatch.setattr(views, "open_store", lambda path=None: Store(cache, lock_timeout=0.5))
+        monkeypatch.setattr(app, "open_store", lambda path=None: Store(cache, lock_timeout=0.5))
         for name, query in ((DIFFICULTY, {}), (COMPARE, {"cmp_mode": "items"})):
             at = page(name, **query)
             assert not at.exception
@@ -653,7 +653,7 @@ def test_compare_items_mode(cache, swept):
     store = Store(cache)
     sets = D.sweep_sets(D.item_runs(store))
     set_a, set_b = (D.load_items(store, D.pick_set(sets, m, "float32", False)) for m in (swept["a"], swept["b"]))
-    labels = views.pair_labels(set_a.meta(), set_b.meta())
+    labels = app.pair_labels(set_a.meta(), set_b.meta())
     ids = D.shared_items(set_a, set_b, "arith")
     assert len(ids) == 3
     agg = D.compare_aggregate(set_a, set_b, labels, ids, "token", n_boot=N_BOOT)

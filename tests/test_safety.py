@@ -17,7 +17,7 @@ import pytest
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from effdepth import checks, cli, engine, models, verify, views
+from effdepth import app, checks, cli, engine, models, verify
 from effdepth.arch import taps
 from effdepth.capture import capture, trust_checks
 from effdepth.errors import CacheError, PromptError, RunCheckError
@@ -53,11 +53,11 @@ def rendered(markdown: str) -> str:
 
 @pytest.mark.parametrize("text", [HOSTILE, "http://a.b/c", "[x](https://a.b/c \"t\")", "a\n# heading\n- item"])
 def test_escaped_text_renders_as_typed(text):
-    html = rendered(views.md(text))
+    html = rendered(app.md(text))
     assert "<a" not in html and "<img" not in html and "<h1" not in html and "<li" not in html
     # Streamlit (mdast-util-gfm-autolink-literal) links bare URLs and e-mails in text nodes, after
     # escapes are resolved: its patterns must find nothing in the text as the browser reads it
-    node_text = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", views.md(text))
+    node_text = re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", app.md(text))
     assert not AUTOLINK_HTTP.search(node_text) and not AUTOLINK_EMAIL.search(node_text)
     assert node_text.replace("\u2060", "") == text  # and it reads exactly as typed
     assert "<a" in rendered(text) or "<h1" in rendered(text) or "<img" in rendered(text)  # unescaped, it would
@@ -102,8 +102,8 @@ def test_a_crafted_link_in_the_url_shows_as_text(cache, name, field):
 @pytest.mark.parametrize("raw, expected", [("100000000", 256), ("257", 256), ("-3", 16), ("0", 16), ("40", 32),
                                            ("9" * 500, 256), ("x", 64)])
 def test_ig_steps_from_the_url_are_bounded_to_the_choices(raw, expected):
-    assert views.state_from_query({"ig_steps": raw}).ig_steps == expected
-    assert expected in views.IG_STEP_CHOICES or expected == 64
+    assert app.state_from_query({"ig_steps": raw}).ig_steps == expected
+    assert expected in app.IG_STEP_CHOICES or expected == 64
 
 
 def test_the_engine_bounds_ig_steps_too():
@@ -112,8 +112,8 @@ def test_the_engine_bounds_ig_steps_too():
 
 
 def test_position_from_the_url_is_bounded():
-    assert views.state_from_query({"pos": "10" * 30}).pos == engine.DEFAULT_MAX_TOKENS - 1
-    assert views.state_from_query({"pos": "-7"}).pos == 0
+    assert app.state_from_query({"pos": "10" * 30}).pos == engine.DEFAULT_MAX_TOKENS - 1
+    assert app.state_from_query({"pos": "-7"}).pos == 0
 
 
 # -------------------------------------------------------------------------------- bad text, first
@@ -124,7 +124,7 @@ def test_position_from_the_url_is_bounded():
 def test_invalid_text_is_refused_before_any_model_loads(text, words, monkeypatch):
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(PromptError, match=re.escape(words)):
-        views.check_prompt(text)
+        app.check_prompt(text)
     assert cli.main(["probe", "--model", "smollm2-135m", "--text", text, "--no-cache"]) == 2
 
 
@@ -271,9 +271,9 @@ def test_cache_verify_recomputes_unverified_runs(result, word_model_dir, tmp_pat
 def test_the_read_only_error_comes_before_computing(tmp_path, monkeypatch):
     store = Store(tmp_path / "c.duckdb")
     monkeypatch.setattr(Store, "writable", lambda self: False)
-    holder = views.ModelHolder(loader=lambda *a, **k: pytest.fail("a model was loaded"))
+    holder = app.ModelHolder(loader=lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(CacheError, match="read-only"):
-        views.compute_run(store, "smollm2-135m", "Hello there, world", "float32", False, holder)
+        app.compute_run(store, "smollm2-135m", "Hello there, world", "float32", False, holder)
 
 
 # ------------------------------------------------------------------------ progress within a stage

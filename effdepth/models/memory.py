@@ -1,5 +1,4 @@
-"""Will the model fit? Parameter counts, the memory a dtype needs, and what RAM / the accelerator has.
-"""
+"""Will the model fit? Parameter counts, the memory a dtype needs, and what RAM / the accelerator has."""
 
 from __future__ import annotations
 

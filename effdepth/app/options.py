@@ -1,0 +1,85 @@
+"""The choices the pages offer and their labels: dtypes, metrics, skip variants, examples, models."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DTYPES = ("float32", "bfloat16")
+
+
+#: probe A heatmap: family × sublayer -> metric name in the layer_token table
+CONTRIB_FAMILIES = {"cosine": "cosine", "rc": "relative contribution"}
+
+
+SUBLAYERS = {"att": "attention", "mlp": "MLP", "layer": "whole layer"}
+
+
+LENS_METRICS = {"kl": "KL(layer ‖ final)", "overlap": "top-5 overlap", "entropy": "entropy"}
+
+
+SKIP_VARIANTS = {"future": "future tokens (P2 Fig. 3)", "current": "current token",
+                 "local_future": "direct path, future", "local_current": "direct path, current"}
+
+
+ED_PROBES = ("cosine", "kl", "overlap", "skip")
+
+
+CURVE_METRICS = ("cosine", "kl", "overlap", "skip")
+
+
+#: short label -> prompt text (teacher-forced: prompt + answer; docs/SPEC.md §2).
+EXAMPLES: dict[str, str] = {
+    "Two-hop fact (P2)": "The spouse of the performer of Imagine is Yoko Ono",
+    "Addition chain (P2)": "5 + 7 + 5 + 3 + 1 + 7 = 28",
+    "Word problem (GSM8K style)": (
+        "Question: Tom has 3 boxes with 4 apples in each box. He eats 2 of the apples. "
+        "How many apples are left?\nAnswer: 3 * 4 = 12 apples. 12 - 2 = 10. The answer is 10"),
+    "Factual sentence": "The Eiffel Tower is in Paris, the capital of France, and it was finished in 1889.",
+}
+
+
+DEFAULT_PROMPT = EXAMPLES["Two-hop fact (P2)"]
+
+
+def default_model() -> str:
+    from effdepth import models
+
+    return models.DEFAULT_MODEL
+
+
+def model_options() -> list[tuple[str, str]]:
+    """(name, label) of the embedded models: "smollm2-135m — SmolLM2-135M-Instruct (Q4_1) · 30 layers · 98 MB"."""
+    from effdepth import models
+
+    return [(name, f"{name} — {em.display} · {em.n_layers} layers · {em.size_mb} MB")
+            for name, em in models.EMBEDDED.items()]
+
+
+def embedded_models_table() -> pd.DataFrame:
+    from effdepth import models
+
+    return pd.DataFrame([{"name": name, "model": em.display, "layers": em.n_layers, "d_model": em.d_model,
+                          "size (MB)": em.size_mb, "architecture": em.arch}
+                         for name, em in models.EMBEDDED.items()])
+
+
+def contrib_metric(family: str, part: str) -> str:
+    return ("cos_" if family == "cosine" else "rc_") + part
+
+
+#: datasets whose items the prompt picker offers (teacher-forced prompt + gold answer, docs/SPEC.md §2)
+ITEM_DATASETS = {"gsm8k": "GSM8K (test)", "aime2025": "AIME 2025"}
+
+
+IG_STEP_CHOICES = (16, 32, 64, 128, 256)
+
+
+ATTR_METRICS = {"erasure": "residual erasure", "ig_layer": "IG: layer output", "ig_attn": "IG: attention output",
+                "ig_mlp": "IG: MLP output"}
+
+
+PROBE_LABELS = {"cosine": "contributions and cosines", "logit_lens": "logit lens", "skip": "layer skipping",
+                "erasure": "residual erasure", "igrad": "integrated gradients"}
+
+
+COMPARE_METRICS = ("cos_layer", "cos_att", "cos_mlp", "rc_layer", "rc_att", "rc_mlp", "kl", "overlap", "entropy")

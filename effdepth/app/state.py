@@ -1,0 +1,163 @@
+"""A page's view state and its URL: every value a link can carry is parsed, bounded and written back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+from effdepth import charts, engine
+from effdepth.app.options import (
+    CONTRIB_FAMILIES,
+    DEFAULT_PROMPT,
+    DTYPES,
+    IG_STEP_CHOICES,
+    LENS_METRICS,
+    SKIP_VARIANTS,
+    SUBLAYERS,
+    default_model,
+)
+
+
+@dataclass
+class ViewState:
+    """Everything a view shows; serialised into the URL so a copied link reopens the same view."""
+
+    model: str = ""
+    prompt: str = DEFAULT_PROMPT
+    dtype: str = "float32"
+    chat: bool = False
+    run: str | None = None  # a run id (wins over model/prompt/dtype when cached)
+    contrib: str = "cosine"
+    part: str = "layer"
+    lens: str = "kl"
+    variant: str = "future"
+    pos: int | None = None
+    model_b: str = ""
+    dtype_b: str = "float32"
+    run_b: str | None = None
+    cmp_metric: str = "cos_layer"
+    demo: bool = False
+    answer: str | None = None  # erasure / IG answer span (None: the item's gold answer or the last word)
+    ig_steps: int = 64
+    attr: str = "erasure"  # which attribution heatmap Explore shows: erasure | ig_layer | ig_attn | ig_mlp
+    # Difficulty page and Compare's benchmark-items mode (effdepth/difficulty.py)
+    cmp_mode: str = "prompt"  # Compare: "prompt" (one prompt) | "items" (benchmark items)
+    dataset: str = ""  # Compare items: the dataset ("" = the first one both models share)
+    agg: str = "token"  # aggregation over items: "token" (P1) | "prompt" (P2)
+    ed_probe: str = "cosine"  # Difficulty: the probe of the per-item ED distribution
+    ed_rule: str = "p1"  # ... and its rule
+    item: str | None = None  # "dataset:index": the benchmark item the prompt is (Explore) / selected (Difficulty)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            self.model = default_model()
+        if not self.model_b:
+            self.model_b = self.model
+
+
+_CHOICES = {"dtype": DTYPES, "dtype_b": DTYPES, "contrib": tuple(CONTRIB_FAMILIES), "part": tuple(SUBLAYERS),
+            "lens": tuple(LENS_METRICS), "variant": tuple(SKIP_VARIANTS), "cmp_metric": tuple(charts.METRICS),
+            "cmp_mode": ("prompt", "items"), "agg": ("token", "prompt"), "ed_probe": ("cosine", "kl", "overlap"),
+            "ed_rule": ("p1", "guarded")}
+
+
+_BOOLS = {"chat", "demo"}
+
+
+#: numeric URL values, bounded on the server to what the widgets offer (a URL can start work: bound it)
+_NUMBERS: dict[str, Callable[[int], int]] = {
+    "pos": lambda v: min(max(0, v), engine.DEFAULT_MAX_TOKENS - 1),  # clamped to the run's T when drawn
+    "ig_steps": lambda v: min(IG_STEP_CHOICES, key=lambda choice: (abs(choice - v), choice)),
+}
+
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _first(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return str(value[-1]) if value else None
+    return str(value)
+
+
+def state_from_query(query: Mapping[str, object]) -> ViewState:
+    """Parse URL query parameters; unknown or invalid values fall back to defaults (never raise)."""
+    values: dict[str, object] = {}
+    for f in fields(ViewState):
+        raw = _first(query.get(f.name))
+        if raw is None:
+            continue
+        if f.name in _BOOLS:
+            values[f.name] = raw.strip().lower() in _TRUE
+        elif f.name in _NUMBERS:
+            try:
+                values[f.name] = _NUMBERS[f.name](int(raw))
+            except (ValueError, OverflowError):
+                pass
+        elif f.name in _CHOICES:
+            if raw in _CHOICES[f.name]:
+                values[f.name] = raw
+        elif f.name in ("run", "run_b", "item", "answer"):
+            values[f.name] = raw.strip() or None
+        else:
+            values[f.name] = raw
+    if "model" in values and "model_b" not in values:
+        values["model_b"] = values["model"]
+    return ViewState(**values)
+
+
+def state_to_query(state: ViewState) -> dict[str, str]:
+    """The URL query of a view: model, prompt, dtype always; the rest only when not the default."""
+    default = ViewState(model=state.model)
+    query: dict[str, str] = {"model": state.model, "prompt": state.prompt, "dtype": state.dtype}
+    for f in fields(ViewState):
+        name = f.name
+        if name in query:
+            continue
+        value = getattr(state, name)
+        if value == getattr(default, name) or value is None:
+            continue
+        query[name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return query
+
+
+def query_for_run(meta: Mapping, demo: bool = False, **extra) -> dict[str, str]:
+    """URL query that reopens a stored run in Explore."""
+    state = ViewState(model=str(meta.get("model_name") or ""), prompt=str(meta.get("prompt_text") or ""),
+                      dtype=str(meta.get("dtype") or "float32"), chat=bool(meta.get("chat_template")),
+                      run=str(meta.get("run_id")), demo=demo)
+    for key, value in extra.items():
+        setattr(state, key, value)
+    return state_to_query(state)
+
+
+def query_for_pair(meta_a: Mapping, meta_b: Mapping, demo: bool = False) -> dict[str, str]:
+    """URL query that opens two stored runs in Compare."""
+    state = ViewState(model=str(meta_a.get("model_name") or ""), prompt=str(meta_a.get("prompt_text") or ""),
+                      dtype=str(meta_a.get("dtype") or "float32"), chat=bool(meta_a.get("chat_template")),
+                      run=str(meta_a.get("run_id")), model_b=str(meta_b.get("model_name") or ""),
+                      dtype_b=str(meta_b.get("dtype") or "float32"), run_b=str(meta_b.get("run_id")), demo=demo)
+    return state_to_query(state)
+
+
+def adopt_meta(state: ViewState, meta: Mapping, which: str = "a") -> None:
+    """Make the state describe a stored run (opened by its id): model, prompt, dtype, chat template."""
+    if which == "a":
+        state.model = str(meta.get("model_name") or state.model)
+        state.dtype = str(meta.get("dtype") or state.dtype)
+        state.run = str(meta.get("run_id"))
+        state.prompt = str(meta.get("prompt_text") if meta.get("prompt_text") is not None else state.prompt)
+        state.chat = bool(meta.get("chat_template"))
+    else:
+        state.model_b = str(meta.get("model_name") or state.model_b)
+        state.dtype_b = str(meta.get("dtype") or state.dtype_b)
+        state.run_b = str(meta.get("run_id"))
+
+
+def clamp_position(pos: int | None, n_tokens: int) -> int:
+    """The selected token position, defaulting to the last one (the position that predicts next)."""
+    if pos is None or n_tokens <= 0:
+        return max(0, n_tokens - 1)
+    return min(max(0, int(pos)), n_tokens - 1)
