@@ -531,7 +531,7 @@ def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / repo
     are reported and skipped, and listed again at the end; other errors still stop the sweep. Items
     too short for the future-effect skip are named and left out of the depth score.
     """
-    from effdepth import datasets, engine, models, sweep
+    from effdepth import datasets, engine, models, sweeps
 
     def skipped_summary(failed) -> str | None:
         parts = [f"line {b.line}: {b.reason}" for b in bad]
@@ -541,7 +541,7 @@ def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / repo
         return f"{len(parts)} item{'' if len(parts) == 1 else 's'} skipped: " + "; ".join(parts)
 
     items, bad = _sweep_items(args)
-    rank, _ = sweep.dist_env()
+    rank, _ = sweeps.dist_env()
     if bad and rank == 0:
         print(f"{len(bad)} of {len(items) + len(bad)} items of {args.jsonl} cannot be probed:", file=sys.stderr)
         for b in bad:
@@ -564,7 +564,7 @@ def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / repo
     clock = time.perf_counter()
     failed: list = []
     quiet = (lambda stage, frac=None: None) if args.quiet else None  # None: sweep's own tqdm bar
-    ids = sweep.sweep_distributed(args.model, items, store, config, args.dtype, progress=quiet, load=load,
+    ids = sweeps.sweep_distributed(args.model, items, store, config, args.dtype, progress=quiet, load=load,
                                   skip_errors=(EffdepthError,), failed=failed)
     if rank != 0:
         return 0
@@ -572,13 +572,13 @@ def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / repo
     if not ids and failed:
         raise PromptError(f"No item could be probed. {summary}.")
     elapsed = time.perf_counter() - clock
-    frames, counts = sweep.collect(store, ids)
+    frames, counts = sweeps.collect(store, ids)
     print(f"{args.model}: {len(ids)} items of {args.jsonl or args.dataset} "
           f"[{elapsed:.1f} s this call, {elapsed / max(len(ids), 1):.1f} s/item]")
     for how, label in (("token", "token-weighted (P1)"), ("prompt", "per-prompt mean (P2)")):
         if not frames:
             break
-        ci = sweep.bootstrap_ci(frames, counts, how=how, n_boot=args.n_boot)
+        ci = sweeps.bootstrap_ci(frames, counts, how=how, n_boot=args.n_boot)
         if not len(ci.ed):  # e.g. a skip-only sweep: no per-layer curves to aggregate
             continue
         print(f"\nED / EDR of the aggregate curve, {label}, 95% bootstrap CI over items:")
@@ -588,7 +588,7 @@ def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / repo
             else:
                 print(f"  {r.probe:8s} {r.rule:8s} ED {int(r.ed):3d}  EDR {r.edr:.2f} "
                       f"[{r.edr_lo:.2f}, {r.edr_hi:.2f}]  (no transition in {r.frac_none:.0%})")
-    dist = sweep.ed_distribution(sweep.per_item_ed(frames)) if frames else None
+    dist = sweeps.ed_distribution(sweeps.per_item_ed(frames)) if frames else None
     if dist is not None and len(dist):
         print("\nper-item ED (each item on its own): median [min, max], mean EDR, items with no transition")
         for r in dist.itertuples():
@@ -604,16 +604,16 @@ def cmd_sweep(args) -> int:  # noqa: C901 - to split into run / aggregate / repo
         matrices = {rid: store.table(rid, "skip") for rid in ids}
         outputs = {rid: store.table(rid, "skip_output") for rid in ids}
         bins = {rid: (metas[rid].get("bin") or metas[rid].get("dataset") or "all") for rid in ids}
-        result = sweep.depth_score_by_bin(matrices, outputs, bins, n_tokens=counts)
+        result = sweeps.depth_score_by_bin(matrices, outputs, bins, n_tokens=counts)
         names = {rid: f"{metas[rid].get('dataset')}[{metas[rid].get('item_index')}]" for rid in ids}
         print("\ndepth score (centre of mass of the skip effect over the skipped layer):")
-        for line in sweep.left_out_messages(result.left_out, len(ids), names):
+        for line in sweeps.left_out_messages(result.left_out, len(ids), names):
             print(f"  {line}")
         left = result.left_out
         for r in result.scores.itertuples():
             if r.n_items == 0:  # every item of the bin was left out
                 reasons = set(left.loc[left["bin"] == r.bin, "reason"])
-                why = sweep.LEFT_OUT_REASONS[reasons.pop()] if len(reasons) == 1 else "left out"
+                why = sweeps.LEFT_OUT_REASONS[reasons.pop()] if len(reasons) == 1 else "left out"
                 who = "its only item is" if r.n_left_out == 1 else f"all {r.n_left_out} items are"
                 value = f"n/a ({who} {why})"
             elif r.depth_score is None or pd_isna(r.depth_score):

@@ -247,8 +247,9 @@ class Store:
                                  "Use --cache to pick another file.") from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A fresh connection with the schema checked, inside one transaction; closed afterwards."""
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh connection with the schema checked, inside one transaction; closed afterwards (lock retry and
+        corrupt-file errors included: readers of many runs at once use it for one bulk query)."""
         with self._thread_lock():
             con = self._open()
             try:
@@ -325,7 +326,7 @@ class Store:
                                 f"stored: {'; '.join(found)}. Its numbers cannot be trusted; please report it.")
         meta_json = _dumps(meta)
         summary = _dumps(ed_summary(frames["ed"]))
-        with self._transaction() as con:
+        with self.transaction() as con:
             known = {c for c, _, _ in RUN_COLUMNS}
             run_cols = set(self._columns(con, "runs"))
             extra_keys = [k for k in meta if k != "run_id" and k not in known]
@@ -396,7 +397,7 @@ class Store:
 
     def delete(self, run_id: str) -> bool:
         """Remove a run; True if it was there."""
-        with self._transaction() as con:
+        with self.transaction() as con:
             return self._delete(con, str(run_id))
 
     # ------------------------------------------------------------------------------------------
@@ -404,7 +405,7 @@ class Store:
     # ------------------------------------------------------------------------------------------
 
     def has(self, run_id: str) -> bool:
-        with self._transaction() as con:
+        with self.transaction() as con:
             return con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [str(run_id)]).fetchone()[0] > 0
 
     def _read_table(self, con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> pd.DataFrame:
@@ -426,7 +427,7 @@ class Store:
     def get(self, run_id: str) -> RunResult | None:
         """The stored run, with ``meta`` exactly as put and tables in the engine's dtypes; None if absent."""
         run_id = str(run_id)
-        with self._transaction() as con:
+        with self.transaction() as con:
             row = con.execute("SELECT meta_json FROM runs WHERE run_id = ?", [run_id]).fetchone()
             if row is None:
                 return None
@@ -439,19 +440,19 @@ class Store:
         """One long table of a run (empty frame with the right columns if the run or table is empty)."""
         if name not in TABLE_COLUMNS:
             raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
-        with self._transaction() as con:
+        with self.transaction() as con:
             return self._read_table(con, name, str(run_id))
 
     def meta(self, run_id: str) -> dict | None:
         """Only the meta dict of a run (cheap)."""
-        with self._transaction() as con:
+        with self.transaction() as con:
             row = con.execute("SELECT meta_json FROM runs WHERE run_id = ?", [str(run_id)]).fetchone()
         return None if row is None else json.loads(row[0])
 
     def runs(self) -> pd.DataFrame:
         """All runs, newest first: run_id, model_name, n_layers, dtype, n_tokens, prompt_text, probes (list),
         ed_summary (dict), total_seconds, created (UTC), dataset, item_index, and a few more."""
-        with self._transaction() as con:
+        with self.transaction() as con:
             cols = ", ".join(_quote(c) for c in RUNS_LISTING)
             frame = con.execute(f"SELECT {cols} FROM runs ORDER BY created DESC NULLS LAST, run_id").df()
         for column in ("probes", "ed_summary", "splits_used"):
@@ -461,7 +462,7 @@ class Store:
         return frame
 
     def __len__(self) -> int:
-        with self._transaction() as con:
+        with self.transaction() as con:
             return int(con.execute("SELECT count(*) FROM runs").fetchone()[0])
 
     def get_or_compute(self, run_id: str, compute: Callable[[], RunResult]) -> tuple[RunResult, bool]:
@@ -480,7 +481,7 @@ class Store:
 
     def _export_frames(self, run_id: str) -> dict[str, pd.DataFrame]:
         run_id = str(run_id)
-        with self._transaction() as con:
+        with self.transaction() as con:
             meta = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
             if not len(meta):
                 raise CacheError(f"No run {run_id!r} in the cache {self.path}. `effdepth runs` lists the runs.")

@@ -9,15 +9,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from effdepth import app, charts, charts_sweep, sweep, ui
-from effdepth import difficulty as D
+from effdepth import app, charts, charts_sweep, sweeps, ui
 from effdepth.errors import EffdepthError
 
 
 def load_sets(run_store) -> pd.DataFrame | None:
     """The sweep sets in the cache, or None after showing why the cache cannot be read."""
     try:
-        return D.sweep_sets(D.item_runs(run_store))
+        return sweeps.sweep_sets(sweeps.item_runs(run_store))
     except EffdepthError as err:
         ui.show_error(err)
         return None
@@ -27,8 +26,8 @@ def no_sweeps(view: app.ViewState, run_store, what: str = "This view") -> None:
     model = view.model or app.default_model()
     st.info(f"**No benchmark sweeps in the cache yet.** {what} aggregates runs of benchmark items "
             f"(`{run_store.path}` has none). Fill it from a shell, e.g.\n\n"
-            f"```\n{D.sweep_command(model, run_store)}\n"
-            f"{D.sweep_command(model, run_store, dataset='aime2025', n=30)}\n```\n\n"
+            f"```\n{app.sweep_command(model, run_store)}\n"
+            f"{app.sweep_command(model, run_store, dataset='aime2025', n=30)}\n```\n\n"
             "(add `--probes skip --skip-variants future` runs for the depth score). The sweeps are resumable; "
             "this page updates when you reload it.", icon=":material/inbox:")
 
@@ -44,7 +43,7 @@ def set_picker(view: app.ViewState, sets: pd.DataFrame, which: str = "a", label:
     target = container or st
     field, dtype_field = ("model", "dtype") if which == "a" else ("model_b", "dtype_b")
     options, labels = _set_options(sets)
-    current = D.pick_set(sets, getattr(view, field), getattr(view, dtype_field), view.chat)
+    current = sweeps.pick_set(sets, getattr(view, field), getattr(view, dtype_field), view.chat)
     if avoid is not None and current == avoid and len(options) > 1:  # B defaults to another sweep than A
         current = next(k for k in options if k != avoid)
     _adopt(view, sets, current, which)
@@ -73,38 +72,38 @@ def _adopt(view: app.ViewState, sets: pd.DataFrame, key: str, which: str) -> Non
 
 
 def agg_picker(view: app.ViewState, container=None) -> None:
-    ui.bind(st.radio, "agg", "Aggregation over items", container=container, options=list(D.HOWS),
-            format_func=D.HOWS.get, horizontal=True,
+    ui.bind(st.radio, "agg", "Aggregation over items", container=container, options=list(sweeps.HOWS),
+            format_func=sweeps.HOWS.get, horizontal=True,
             help="Token-weighted (P1): Σ over all tokens of all items / total tokens. Per-prompt mean (P2): "
                  "the plain mean of each item's token mean.")
 
 
-def boot_caption(agg: D.Aggregate) -> str:
-    return (f"Aggregation: {D.HOWS[agg.how]}; 95% percentile bootstrap over items ({agg.n_boot} resamples, "
-            f"seed {sweep.BOOT_SEED}); the ED of each resample comes from the same rules as a single run.")
+def boot_caption(agg: sweeps.Aggregate) -> str:
+    return (f"Aggregation: {sweeps.HOWS[agg.how]}; 95% percentile bootstrap over items ({agg.n_boot} resamples, "
+            f"seed {sweeps.BOOT_SEED}); the ED of each resample comes from the same rules as a single run.")
 
 
-def ed_curves(agg: D.Aggregate, order, relative: bool, group_title: str, key: str,
+def ed_curves(agg: sweeps.Aggregate, order, relative: bool, group_title: str, key: str,
               colours=None, per_row: int = 3) -> None:
     """The three probes' aggregate curves side by side, with downloads."""
-    probes = [p for p in D.PROBES if len(D.probe_curves(agg, p))]
+    probes = [p for p in sweeps.ED_PROBES if len(sweeps.probe_curves(agg, p))]
     for start in range(0, len(probes), per_row):
         row = st.columns(per_row, gap="medium")
         for column, probe in zip(row, probes[start:start + per_row]):
             with column:
-                chart = charts_sweep.group_curves(D.probe_curves(agg, probe), D.probe_eds(agg, probe), probe,
+                chart = charts_sweep.group_curves(sweeps.probe_curves(agg, probe), sweeps.probe_eds(agg, probe), probe,
                                                   order=order, relative=relative, colours=colours,
                                                   group_title=group_title)
                 ui.chart(chart, f"{key}_{probe}", f"{key}_{probe}")
 
 
-def edr_section(agg: D.Aggregate, order, group_title: str, key: str) -> None:
+def edr_section(agg: sweeps.Aggregate, order, group_title: str, key: str) -> None:
     left, right = st.columns(2, gap="medium")
     for column, rule in ((left, "p1"), (right, "guarded")):
         with column:
             chart = charts_sweep.edr_ci_chart(agg.ed, rule, order=order, group_title=group_title)
             ui.chart(chart, f"{key}_edr_{rule}", f"{key}_edr_{rule}")
-    st.dataframe(D.edr_display(agg.ed, group_title), hide_index=True, width="stretch", height="content",
+    st.dataframe(app.edr_display(agg.ed, group_title), hide_index=True, width="stretch", height="content",
                  placeholder="none")
 
 
@@ -131,25 +130,25 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
     key_b = set_picker(view, sets, "b", "Model B (sweep)", col_b, avoid=key_a)
     set_a = set_b = None
     with ui.guard():
-        set_a, set_b = D.load_items(run_store, key_a), D.load_items(run_store, key_b)
+        set_a, set_b = sweeps.load_items(run_store, key_a), sweeps.load_items(run_store, key_b)
     if set_a is None or set_b is None:
         ui.sync_url(view)
         return
     if key_a == key_b:
         other = next((name for name, _ in app.model_options() if name != set_a.model_name), "MODEL")
         st.info("The cache holds benchmark sweeps of one model only; sweep a second model on the same items to "
-                f"compare, e.g.\n\n```\n{D.sweep_command(other, run_store, dataset=set_a.items['dataset'].iloc[0])}"
+                f"compare, e.g.\n\n```\n{app.sweep_command(other, run_store, dataset=set_a.items['dataset'].iloc[0])}"
                 "\n```", icon=":material/info:")
         ui.sync_url(view)
         return
-    datasets = D.shared_datasets(set_a, set_b)
+    datasets = sweeps.shared_datasets(set_a, set_b)
     if not datasets:
         ui.sync_url(view)
         missing = set_a.items["dataset"].iloc[0] if len(set_a.items) else "gsm8k"
         st.info(f"**{app.md(view.model_b)}** and **{app.md(view.model)}** share no dataset with cosine / "
                 "logit-lens curves. "
                 f"Sweep the other model on the same items, e.g.\n\n"
-                f"```\n{D.sweep_command(view.model_b, run_store, dataset=missing)}\n```",
+                f"```\n{app.sweep_command(view.model_b, run_store, dataset=missing)}\n```",
                 icon=":material/info:")
         return
     if view.dataset not in datasets:
@@ -159,7 +158,7 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
     agg_picker(view, c2)
     ui.sync_url(view)
 
-    ids = D.shared_items(set_a, set_b, view.dataset)
+    ids = sweeps.shared_items(set_a, set_b, view.dataset)
     label_a, label_b = app.pair_labels(set_a.meta(), set_b.meta())
     st.caption(f"**{len(ids)} items** of {app.md(view.dataset)} with curves for both models (same text): "
                f"{label_a} L = {set_a.n_layers}, {label_b} L = {set_b.n_layers}.")
@@ -172,7 +171,7 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
                    "dataset for both models.", icon=":material/warning:")
     agg = None
     with st.spinner(f"Bootstrapping the aggregate over {len(ids)} items…"), ui.guard():
-        agg = D.compare_aggregate(set_a, set_b, (label_a, label_b), ids, view.agg)
+        agg = sweeps.compare_aggregate(set_a, set_b, (label_a, label_b), ids, view.agg)
     if agg is None:
         return
     order = [label_a, label_b]

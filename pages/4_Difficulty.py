@@ -3,8 +3,7 @@ depth score, and the ED of every item (a click opens the item in Explore)."""
 
 import streamlit as st
 
-from effdepth import app, charts, charts_sweep, ui, ui_sweep
-from effdepth import difficulty as D
+from effdepth import app, charts, charts_sweep, sweeps, ui, ui_sweep
 
 ui.page_setup("Difficulty")
 view = ui.state()
@@ -30,9 +29,9 @@ ui.sync_url(view)
 
 item_set = agg = None
 with ui.guard(), st.spinner("Bootstrapping the aggregate curves per bin…"):
-    item_set = D.load_items(run_store, key)
+    item_set = sweeps.load_items(run_store, key)
     if item_set is not None:
-        agg = D.aggregate_by_bin(item_set, view.agg)
+        agg = sweeps.aggregate_by_bin(item_set, view.agg)
 if item_set is None or agg is None:
     st.stop()
 order = [b for b in item_set.bins if b in set(agg.ed["group"])]
@@ -44,7 +43,7 @@ st.caption(f"**{app.md(app.short_model_name(item_set.model_name))}** ({item_set.
 st.subheader("Effective depth per bin")
 if not order:
     st.info("No item of this model has cosine or logit-lens curves, only skip runs. Run "
-            f"{app.md(D.sweep_command(item_set.model_name, run_store))} for them.", icon=":material/info:")
+            f"{app.md(app.sweep_command(item_set.model_name, run_store))} for them.", icon=":material/info:")
 else:
     ui_sweep.edr_section(agg, order, "bin", "diff")
     st.caption(ui_sweep.boot_caption(agg) + " “no transition”: share of resamples whose aggregate has none.")
@@ -57,10 +56,10 @@ else:
 
 # ------------------------------------------------------------------------------------- depth score
 st.subheader("Depth score (layer skipping, P2)")
-scores = D.depth_scores(item_set)
+scores = sweeps.depth_scores(item_set)
 if scores is None:
     st.info("No item of this model has a reduced future-effect skip matrix, which the depth score needs. Add "
-            f"them with\n\n```\n{D.skip_command(item_set.model_name, run_store)}\n```\n\n(the cosine / logit-lens "
+            f"them with\n\n```\n{app.skip_command(item_set.model_name, run_store)}\n```\n\n(the cosine / logit-lens "
             "runs of the same items are kept: each item merges the tables of all its runs).",
             icon=":material/info:")
 else:
@@ -75,12 +74,12 @@ else:
         with column:
             ui.chart(charts_sweep.effect_profiles(scores.profiles, scores.scores, "max", effect, skip_order),
                      f"effect_profile_{effect}", f"diff_prof_{effect}")
-    notes = D.depth_score_notes(item_set, scores)
+    notes = app.depth_score_notes(item_set, scores)
     if notes:
         st.info("Left out of the depth score (the future-effect skip needs a split point 8 ≤ t < T−4, so a "
                 "prompt under 13 tokens gets only the current-effect variants):\n\n"
                 + "\n\n".join(f"- {app.md(note)}" for note in notes), icon=":material/info:")
-    st.caption(f"{len(D.skip_items(item_set))} items with a future-effect skip matrix. Per bin the item matrices "
+    st.caption(f"{len(sweeps.skip_items(item_set))} items with a future-effect skip matrix. Per bin the item matrices "
                "M[s, j] and output changes O(s) are reduced by max or mean over items; layer effect e(s) = "
                "Σ_j M[s, j] / max(L − 1 − s, 1), logit effect O(s); depth score = Σ s·e(s) / Σ e(s), the centre "
                "of mass over the skipped layer. A harder bin using more depth would score higher.")
@@ -89,12 +88,12 @@ else:
 if order:
     st.subheader("ED of each item")
     c1, c2 = st.columns(2)
-    ui.bind(st.radio, "ed_probe", "Probe", container=c1, options=list(D.PROBES),
+    ui.bind(st.radio, "ed_probe", "Probe", container=c1, options=list(sweeps.ED_PROBES),
             format_func=lambda p: charts.PROBE_TITLES.get(p, p), horizontal=True)
-    ui.bind(st.radio, "ed_rule", "Rule", container=c2, options=list(D.RULES),
+    ui.bind(st.radio, "ed_rule", "Rule", container=c2, options=list(sweeps.RULES),
             format_func=charts_sweep.RULE_NAMES.get, horizontal=True)
-    eds = D.item_eds(item_set)
-    options = D.item_options(item_set.subset(item_set.items[item_set.items["has_curves"]]["item_id"]))
+    eds = sweeps.item_eds(item_set)
+    options = app.item_options(item_set.subset(item_set.items[item_set.items["has_curves"]]["item_id"]))
     selected = view.item if view.item in options else None  # the shared item may be another page's
 
     def _on_pick() -> None:
@@ -103,7 +102,7 @@ if order:
             st.session_state[ui.STATE].item = picked
 
     strip = charts_sweep.item_ed_strip(eds, view.ed_probe, view.ed_rule, order, item_set.n_layers,
-                                       D.probe_eds(agg, view.ed_probe), selected=selected)
+                                       sweeps.probe_eds(agg, view.ed_probe), selected=selected)
     st.altair_chart(strip, width="stretch", key="diff_items", on_select=_on_pick, selection_mode=["item"])
     ui.downloads(strip, f"item_ed_{view.ed_probe}_{view.ed_rule}", "diff_items")
     sel = eds[(eds["probe"] == view.ed_probe) & (eds["rule"] == view.ed_rule)]
@@ -118,8 +117,8 @@ if order:
     st.session_state["w_diff_item"] = selected
     pick.selectbox("Item", options, key="w_diff_item", on_change=_on_item,
                    placeholder="Pick an item (or click a point)…",
-                   format_func=lambda i: D.item_label(item_set, i, eds, view.ed_probe, view.ed_rule))
+                   format_func=lambda i: app.item_label(item_set, i, eds, view.ed_probe, view.ed_rule))
     if selected:
         link.page_link(ui.PAGES["explore"][0], label="Open this item in Explore", icon=":material/grid_on:",
-                       query_params=D.explore_query(item_set, selected, view.ed_probe, view.demo))
+                       query_params=app.explore_query(item_set, selected, view.ed_probe, view.demo))
 ui.sync_url(view)

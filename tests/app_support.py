@@ -134,16 +134,16 @@ def fill_sweeps(path: Path, model_a: str, model_b: str | None = None, skip: bool
     """A DuckDB cache at ``path`` with benchmark sweeps: ``model_a`` with cosine + logit lens on every
     item and (``skip``) a separate skip-only future sweep of the same items (two configs per item, merged
     by the Difficulty view); ``model_b`` (if given) with cosine + logit lens on the same items."""
-    from effdepth import sweep
+    from effdepth import sweeps
     from effdepth.engine import ProbeConfig
     from effdepth.store import Store
 
     store = Store(path)
     items = sweep_items()
     quiet = lambda *_a, **_k: None  # noqa: E731 - no progress bar in tests
-    sweep.sweep(model_a, items, store, ProbeConfig(probes=("cosine", "logit_lens")), progress=quiet)
+    sweeps.sweep(model_a, items, store, ProbeConfig(probes=("cosine", "logit_lens")), progress=quiet)
     if skip:
-        sweep.sweep(model_a, items, store, ProbeConfig(probes=("skip",), skip_variants=("future",)), progress=quiet)
+        sweeps.sweep(model_a, items, store, ProbeConfig(probes=("skip",), skip_variants=("future",)), progress=quiet)
     if model_b:
-        sweep.sweep(model_b, items, store, ProbeConfig(probes=("cosine", "logit_lens")), progress=quiet)
+        sweeps.sweep(model_b, items, store, ProbeConfig(probes=("cosine", "logit_lens")), progress=quiet)
     return Path(path)

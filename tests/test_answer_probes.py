@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from effdepth import cli, datasets, engine, models, sweep
+from effdepth import cli, datasets, engine, models, sweeps
 from effdepth.capture import Replayer, capture
 from effdepth.errors import PromptError
 from effdepth.probes import erasure, igrad
@@ -158,7 +158,7 @@ def test_sweep_gives_each_item_its_answer(loaded, tmp_path):
     items = [datasets.Item("custom", i, f"w{i} w{i + 1} w{i + 2}", f" w{i + 3}") for i in range(3)]
     config = engine.ProbeConfig(probes=("erasure",))
     store = Store(tmp_path / "s.duckdb")
-    ids = sweep.sweep(str(loaded.spec.path), items, store, config, load=lambda *a, **k: loaded,
+    ids = sweeps.sweep(str(loaded.spec.path), items, store, config, load=lambda *a, **k: loaded,
                       resolve=lambda name: loaded.spec, progress=lambda *a: None)
     assert len(ids) == 3 and len(set(ids)) == 3
     for rid, item in zip(ids, items):
@@ -168,5 +168,5 @@ def test_sweep_gives_each_item_its_answer(loaded, tmp_path):
         frame = store.table(rid, "erasure")
         assert len(frame) == (loaded.n_layers + 1) * meta["n_tokens"]
     # Resuming finds every item without loading anything.
-    assert sweep.sweep("x", items, store, config, load=None, resolve=lambda name: loaded.spec,
+    assert sweeps.sweep("x", items, store, config, load=None, resolve=lambda name: loaded.spec,
                        progress=lambda *a: None) == ids

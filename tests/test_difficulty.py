@@ -19,8 +19,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from effdepth import app, charts, charts_sweep, depth, sweep
-from effdepth import difficulty as D
+from effdepth import app, charts, charts_sweep, depth, sweeps
 from effdepth.engine import RunResult
 from effdepth.store import Store
 from tests import app_support
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 DIFFICULTY, COMPARE = "pages/4_Difficulty.py", "pages/2_Compare.py"
 TIMEOUT = 180
-N_BOOT = 200  # resamples in the tests (the app's default is sweep.N_BOOT = 1000)
+N_BOOT = 200  # resamples in the tests (the app's default is sweeps.N_BOOT = 1000)
 
 
 # ------------------------------------------------------------------------------------ synthetic runs
@@ -86,10 +85,10 @@ def store_with(tmp_path: Path, runs: list[RunResult]) -> Store:
     return store
 
 
-def only_set(store) -> D.ItemSet:
-    sets = D.sweep_sets(D.item_runs(store))
+def only_set(store) -> sweeps.ItemSet:
+    sets = sweeps.sweep_sets(sweeps.item_runs(store))
     assert len(sets) == 1
-    return D.load_items(store, sets["key"].iloc[0])
+    return sweeps.load_items(store, sets["key"].iloc[0])
 
 
 # ------------------------------------------------------------------------------------------ merging
@@ -113,9 +112,9 @@ def test_merge_takes_each_table_from_the_newest_run_that_has_it(tmp_path):
         synth_run("r-model", curves=old_cos, fp="fp-y", model="model-y"),
     ]
     store = store_with(tmp_path, runs)
-    sets = D.sweep_sets(D.item_runs(store))
+    sets = sweeps.sweep_sets(sweeps.item_runs(store))
     assert set(sets["model_name"]) == {"model-x", "model-y"}
-    item_set = D.load_items(store, sets[sets["model_name"] == "model-x"]["key"].iloc[0])
+    item_set = sweeps.load_items(store, sets[sets["model_name"] == "model-x"]["key"].iloc[0])
     assert list(item_set.items["item_id"]) == ["ds:0", "ds:1"]
     merged = item_set.merged["ds:0"]
     assert merged.run_ids == ("r-kl", "r-skip", "r-cos") and merged.dropped == ("r-stale",)
@@ -132,8 +131,9 @@ def test_merge_takes_each_table_from_the_newest_run_that_has_it(tmp_path):
     assert row["has_curves"] and row["has_skip"] and row["run_id"] == "r-cos"
     assert not item_set.items.set_index("item_id").loc["ds:1", "has_skip"]
     # Explore opens the run that gave the probe's curve
-    assert D.explore_run(item_set, "ds:0", "kl") == "r-kl" and D.explore_run(item_set, "ds:0", "cosine") == "r-cos"
-    query = D.explore_query(item_set, "ds:0", "kl", demo=True)
+    assert sweeps.explore_run(item_set, "ds:0", "kl") == "r-kl"
+    assert sweeps.explore_run(item_set, "ds:0", "cosine") == "r-cos"
+    query = app.explore_query(item_set, "ds:0", "kl", demo=True)
     assert query["run"] == "r-kl" and query["demo"] == "1" and query["model"] == "model-x"
     assert query["prompt"] == "ds item 0" and query["item"] == "ds:0"
 
@@ -141,10 +141,10 @@ def test_merge_takes_each_table_from_the_newest_run_that_has_it(tmp_path):
 def test_merge_item_directly():
     a = {"layer": _layer({"kl": [1, 2]}), "skip": None, "skip_output": None}
     b = {"layer": _layer({"kl": [9, 9], "overlap": [0.1, 0.9]}), "skip": None, "skip_output": None}
-    merged = D.merge_item([("new", a), ("old", b)])
+    merged = sweeps.merge_item([("new", a), ("old", b)])
     assert merged.sources == {"metric:kl": "new", "metric:overlap": "old"}
     assert merged.layer[merged.layer["metric"] == "kl"]["value"].tolist() == [1, 2]
-    assert D.merge_item([("new", a), ("old", b)], hashes=["x", "y"]).run_ids == ("new",)
+    assert sweeps.merge_item([("new", a), ("old", b)], hashes=["x", "y"]).run_ids == ("new",)
 
 
 # ----------------------------------------------------------------------------------------- aggregates
@@ -172,7 +172,7 @@ def _bin_store(tmp_path) -> Store:
 def test_bin_edr_equals_ed_table_of_the_hand_aggregate(tmp_path, how):
     item_set = only_set(_bin_store(tmp_path))
     assert item_set.bins == ["easy", "hard"]
-    agg = D.aggregate_by_bin(item_set, how, n_boot=N_BOOT)
+    agg = sweeps.aggregate_by_bin(item_set, how, n_boot=N_BOOT)
     for name, items in BIN_ITEMS.items():
         weights = np.array([n if how == "token" else 1 for _, _, n in items], dtype=float)
         curves = {}
@@ -191,37 +191,38 @@ def test_bin_edr_equals_ed_table_of_the_hand_aggregate(tmp_path, how):
                 assert got.loc[key, "ed_lo"] <= got.loc[key, "ed_hi"]
         assert (got["n_items"] == len(items)).all() and (got["n_layers"] == 5).all()
         # the aggregate curves (cosine μ = mean of the aggregated cosines) and their bands
-        mu = D.probe_curves(agg, "cosine")
+        mu = sweeps.probe_curves(agg, "cosine")
         mu = mu[mu["group"] == name].sort_values("layer")
         np.testing.assert_allclose(mu["value"], (curves["cos_att"] + curves["cos_mlp"] + curves["cos_layer"]) / 3)
         assert (mu["lo"] <= mu["value"] + 1e-12).all() and (mu["value"] <= mu["hi"] + 1e-12).all()
         np.testing.assert_allclose(mu["depth"], mu["layer"] / 5)
     # the displayed table is the same numbers in long format
-    table = D.edr_display(agg.ed)
+    table = app.edr_display(agg.ed)
     assert list(table.columns[:3]) == ["bin", "probe", "rule"] and len(table) == len(agg.ed)
 
 
 def test_bootstrap_is_sweeps_and_memoised(tmp_path):
     item_set = only_set(_bin_store(tmp_path))
     ids = list(item_set.items[item_set.items["bin"] == "easy"]["item_id"])
-    ci = D.bootstrap(item_set, ids, "token", N_BOOT)
-    frames = {i: item_set.merged[i].layer[item_set.merged[i].layer["metric"].isin(D.CURVE_METRICS)] for i in ids}
+    ci = sweeps.bootstrap(item_set, ids, "token", N_BOOT)
+    layers = {i: item_set.merged[i].layer for i in ids}
+    frames = {i: layer[layer["metric"].isin(sweeps.AGGREGATE_METRICS)] for i, layer in layers.items()}
     counts = dict(zip(item_set.items["item_id"], item_set.items["n_tokens"]))
-    direct = sweep.bootstrap_ci(frames, {i: counts[i] for i in ids}, how="token", n_boot=N_BOOT)
+    direct = sweeps.bootstrap_ci(frames, {i: counts[i] for i in ids}, how="token", n_boot=N_BOOT)
     pd.testing.assert_frame_equal(ci.ed, direct.ed)
-    assert D.bootstrap(item_set, ids, "token", N_BOOT) is ci  # memoised by the runs behind the items
+    assert sweeps.bootstrap(item_set, ids, "token", N_BOOT) is ci  # memoised by the runs behind the items
 
 
 def test_item_eds_are_per_item_ed(tmp_path):
     item_set = only_set(_bin_store(tmp_path))
-    eds = D.item_eds(item_set)
+    eds = sweeps.item_eds(item_set)
     assert set(eds["probe"]) == {"cosine", "kl"} and set(eds["bin"]) == {"easy", "hard"}
     for iid in item_set.items["item_id"]:
         expected = depth.ed_table(item_set.merged[iid].layer).set_index(["probe", "rule"])["ed"]
         got = eds[eds["item_id"] == iid].set_index(["probe", "rule"])["ed"]
         for key, value in got.items():
             assert (pd.isna(value) and pd.isna(expected[key])) or value == expected[key]
-    label = D.item_label(item_set, "mix:0", eds, "cosine", "p1")
+    label = app.item_label(item_set, "mix:0", eds, "cosine", "p1")
     assert label.startswith("mix #0 (easy) · 2 tokens · ED ")
 
 
@@ -238,15 +239,15 @@ def test_depth_scores_equal_sweep_depth_score_by_bin(tmp_path):
                                   curves=_cosines([-1, -1, 1, 1, 1]), created="2026-02-01T00:00:00+00:00"))
         matrices[f"s{index}"], outputs[f"s{index}"], bins[f"s{index}"] = matrix, out, name
     item_set = only_set(store_with(tmp_path, runs))
-    scores = D.depth_scores(item_set)
-    expected = sweep.depth_score_by_bin(matrices, outputs, bins)
+    scores = sweeps.depth_scores(item_set)
+    expected = sweeps.depth_score_by_bin(matrices, outputs, bins)
     pd.testing.assert_frame_equal(scores.scores.reset_index(drop=True), expected.scores.reset_index(drop=True))
     pd.testing.assert_frame_equal(scores.profiles.reset_index(drop=True), expected.profiles.reset_index(drop=True))
-    assert len(D.skip_items(item_set)) == 5
+    assert len(sweeps.skip_items(item_set)) == 5
     # items without a skip matrix: no depth score (the page then shows the CLI command)
     no_skip = only_set(_bin_store(tmp_path / "b"))
-    assert D.depth_scores(no_skip) is None
-    assert "--probes skip --skip-variants future" in D.skip_command("m", Store(tmp_path / "x.duckdb"))
+    assert sweeps.depth_scores(no_skip) is None
+    assert "--probes skip --skip-variants future" in app.skip_command("m", Store(tmp_path / "x.duckdb"))
 
 
 def _short_skip_run(run_id: str, *, index: int, bin: str, n_tokens: int = 8, L: int = 5, **kw) -> RunResult:
@@ -279,8 +280,8 @@ def _short_store(path: Path) -> Store:
 
 def test_depth_scores_report_items_too_short_for_the_future_skip(tmp_path):
     item_set = only_set(_short_store(tmp_path / "c.duckdb"))
-    assert D.skip_items(item_set) == ["mix:0", "mix:1"]
-    scores = D.depth_scores(item_set)  # not None, and not silently without the short bin
+    assert sweeps.skip_items(item_set) == ["mix:0", "mix:1"]
+    scores = sweeps.depth_scores(item_set)  # not None, and not silently without the short bin
     assert scores is not None
     table = scores.scores.set_index(["bin", "reduce", "effect"])
     long = table.loc[("long", "max", "layer")]
@@ -289,8 +290,8 @@ def test_depth_scores_report_items_too_short_for_the_future_skip(tmp_path):
     short = scores.scores[scores.scores["bin"] == "short"]
     assert len(short) == 4 and short["depth_score"].isna().all() and (short["n_items"] == 0).all()
     assert list(scores.left_out["run_id"]) == ["mix:2", "mix:3", "mix:4"]
-    assert set(scores.left_out["reason"]) == {sweep.TOO_SHORT}
-    assert D.depth_score_notes(item_set, scores) == [
+    assert set(scores.left_out["reason"]) == {sweeps.TOO_SHORT}
+    assert app.depth_score_notes(item_set, scores) == [
         "Bin long: 1 of 3 items is too short for the future-effect skip (< 13 tokens) and is left out of its "
         "depth score: mix[2].",
         "Bin short: all 2 items are too short for the future-effect skip (< 13 tokens), so the bin has no depth "
@@ -322,18 +323,18 @@ def test_sweep_sets_bins_and_picking(tmp_path):
             synth_run("b1", dataset="gsm8k", index=0, dtype="bfloat16", curves=_cosines([-1, 1])),
             synth_run("c1", dataset="gsm8k", index=0, chat=True, curves=_cosines([-1, 1]))]
     store = store_with(tmp_path, runs)
-    sets = D.sweep_sets(D.item_runs(store))
+    sets = sweeps.sweep_sets(sweeps.item_runs(store))
     assert len(sets) == 3
     main = sets[(sets["dtype"] == "float32") & ~sets["chat_template"]].iloc[0]
     assert main["n_items"] == 4 and main["datasets"] == ["gsm8k", "math", "aime2025"]
     assert main["bins"] == ["gsm8k", "level 2", "level 10", "aime2025"]
     assert "4 items: gsm8k 1, math 2, aime2025 1" in main["label"]
-    assert D.pick_set(sets, "model-x", "float32", False) == main["key"]
-    assert D.pick_set(sets, "model-x", "bfloat16", False) == D.set_key("fp-x", "bfloat16", False)
-    assert D.pick_set(sets, "model-x", "float32", True) == D.set_key("fp-x", "float32", True)
-    assert D.pick_set(sets, "unknown-model", "float32", False) == sets["key"].iloc[0]
-    assert D.pick_set(D.sweep_sets(D.item_runs(Store(tmp_path / "empty.duckdb"))), "m") is None
-    cmd = D.sweep_command("qwen2.5-coder-0.5b", store)
+    assert sweeps.pick_set(sets, "model-x", "float32", False) == main["key"]
+    assert sweeps.pick_set(sets, "model-x", "bfloat16", False) == sweeps.set_key("fp-x", "bfloat16", False)
+    assert sweeps.pick_set(sets, "model-x", "float32", True) == sweeps.set_key("fp-x", "float32", True)
+    assert sweeps.pick_set(sets, "unknown-model", "float32", False) == sets["key"].iloc[0]
+    assert sweeps.pick_set(sweeps.sweep_sets(sweeps.item_runs(Store(tmp_path / "empty.duckdb"))), "m") is None
+    cmd = app.sweep_command("qwen2.5-coder-0.5b", store)
     assert cmd.startswith("effdepth sweep --model qwen2.5-coder-0.5b --dataset gsm8k --n 20")
     assert f"--cache {store.path}" in cmd
 
@@ -346,19 +347,19 @@ def test_compare_two_models_over_shared_items(tmp_path):
                               model="model-y", fp="fp-y", n_tokens=4 + index))
     runs.append(synth_run("y9", index=9, curves=_cosines([-1, 1] * 4), model="model-y", fp="fp-y"))  # B only
     store = store_with(tmp_path, runs)
-    sets = D.sweep_sets(D.item_runs(store))
-    set_a, set_b = (D.load_items(store, k) for k in sets["key"])
-    assert D.shared_datasets(set_a, set_b) == ["ds"]
-    ids = D.shared_items(set_a, set_b, "ds")
+    sets = sweeps.sweep_sets(sweeps.item_runs(store))
+    set_a, set_b = (sweeps.load_items(store, k) for k in sets["key"])
+    assert sweeps.shared_datasets(set_a, set_b) == ["ds"]
+    ids = sweeps.shared_items(set_a, set_b, "ds")
     assert ids == ["ds:0", "ds:1", "ds:2"]
-    agg = D.compare_aggregate(set_a, set_b, ("A", "B"), ids, "token", n_boot=N_BOOT)
-    eds = D.probe_eds(agg, "cosine").set_index(["group", "rule"])
+    agg = sweeps.compare_aggregate(set_a, set_b, ("A", "B"), ids, "token", n_boot=N_BOOT)
+    eds = sweeps.probe_eds(agg, "cosine").set_index(["group", "rule"])
     assert eds.loc[("A", "p1"), "ed"] == 1 and eds.loc[("A", "p1"), "n_layers"] == 4
     assert eds.loc[("B", "p1"), "ed"] == 3 and eds.loc[("B", "p1"), "n_layers"] == 8
-    curves = D.probe_curves(agg, "cosine")
+    curves = sweeps.probe_curves(agg, "cosine")
     assert set(curves[curves["group"] == "B"]["depth"]) == {l / 8 for l in range(8)}
     # chart: curves on layer / L, the ED rules at ED / L
-    spec = charts_sweep.group_curves(curves, D.probe_eds(agg, "cosine"), "cosine", ["A", "B"], relative=True,
+    spec = charts_sweep.group_curves(curves, sweeps.probe_eds(agg, "cosine"), "cosine", ["A", "B"], relative=True,
                                      group_title="model").to_dict()
     assert set(charts.rule_positions(spec, "x")) == {1 / 4, 3 / 8}
     line = next(v for v in charts.iter_views(spec) if charts.mark_type(v) == "line")
@@ -369,9 +370,9 @@ def test_compare_two_models_over_shared_items(tmp_path):
 
 def test_chart_specs(tmp_path):
     item_set = only_set(_bin_store(tmp_path))
-    agg = D.aggregate_by_bin(item_set, "token", n_boot=N_BOOT)
-    eds = D.probe_eds(agg, "kl")
-    spec = charts_sweep.group_curves(D.probe_curves(agg, "kl"), eds, "kl", item_set.bins).to_dict()
+    agg = sweeps.aggregate_by_bin(item_set, "token", n_boot=N_BOOT)
+    eds = sweeps.probe_eds(agg, "kl")
+    spec = charts_sweep.group_curves(sweeps.probe_curves(agg, "kl"), eds, "kl", item_set.bins).to_dict()
     marks = {charts.mark_type(v) for v in charts.iter_views(spec)}
     assert {"area", "line", "rule"} <= marks
     assert set(charts.rule_positions(spec, "x")) == {int(e) for e in eds["ed"].dropna()}
@@ -379,8 +380,8 @@ def test_chart_specs(tmp_path):
     assert all(label.startswith(f"{b} — ") for b, label in legend.items())
     edr = charts_sweep.edr_ci_chart(agg.ed, "p1", item_set.bins).to_dict()
     assert {"rule", "point"} <= {charts.mark_type(v) for v in charts.iter_views(edr)}
-    strip = charts_sweep.item_ed_strip(D.item_eds(item_set), "cosine", "p1", item_set.bins, 5,
-                                       D.probe_eds(agg, "cosine"), selected="mix:1").to_dict()
+    strip = charts_sweep.item_ed_strip(sweeps.item_eds(item_set), "cosine", "p1", item_set.bins, 5,
+                                       sweeps.probe_eds(agg, "cosine"), selected="mix:1").to_dict()
     assert {"boxplot", "circle", "tick"} <= {charts.mark_type(v) for v in charts.iter_views(strip)}
     assert any(p.get("name") == "item" for v in charts.iter_views(strip) for p in v.get("params", []) or [])
     assert charts_sweep.selected_item({"selection": {"item": [{"item_id": "mix:3"}]}}) == "mix:3"
@@ -421,9 +422,9 @@ def _copy(src: Path, cache: Path) -> Path:
 
 def test_tiny_sweeps_merge_two_configs_per_item(swept, tmp_path):
     store = Store(_copy(swept["template"], tmp_path / "c.duckdb"))
-    sets = D.sweep_sets(D.item_runs(store))
+    sets = sweeps.sweep_sets(sweeps.item_runs(store))
     assert list(sets["n_layers"]) == [6, 8] and list(sets["n_runs"]) == [12, 6]
-    item_set = D.load_items(store, sets["key"].iloc[0])
+    item_set = sweeps.load_items(store, sets["key"].iloc[0])
     assert item_set.bins == ["arith", "story"] and len(item_set.items) == 6
     assert item_set.items["has_curves"].all() and item_set.items["has_skip"].all()
     metas = {r: store.meta(r) for ids in item_set.items["run_ids"] for r in ids}
@@ -434,19 +435,19 @@ def test_tiny_sweeps_merge_two_configs_per_item(swept, tmp_path):
         skip_ids += [r for r in ids if probes[r] == ["skip"]]
         cos_ids += [r for r in ids if probes[r] == ["cosine", "logit_lens"]]
     assert len(skip_ids) == len(cos_ids) == 6
-    # the depth score is sweep.depth_score_by_bin over the skip runs' stored tables
-    expected = sweep.depth_score_by_bin({r: store.table(r, "skip") for r in skip_ids},
+    # the depth score is sweeps.depth_score_by_bin over the skip runs' stored tables
+    expected = sweeps.depth_score_by_bin({r: store.table(r, "skip") for r in skip_ids},
                                         {r: store.table(r, "skip_output") for r in skip_ids},
                                         {r: metas[r]["bin"] for r in skip_ids})
-    got = D.depth_scores(item_set)
+    got = sweeps.depth_scores(item_set)
     pd.testing.assert_frame_equal(got.scores.reset_index(drop=True), expected.scores.reset_index(drop=True))
-    # the bin aggregate is sweep.bootstrap_ci over sweep.collect of the cosine / logit-lens runs
-    agg = D.aggregate_by_bin(item_set, "token", n_boot=N_BOOT)
+    # the bin aggregate is sweeps.bootstrap_ci over sweeps.collect of the cosine / logit-lens runs
+    agg = sweeps.aggregate_by_bin(item_set, "token", n_boot=N_BOOT)
     for name in ("arith", "story"):
         ids = [r for r in cos_ids if metas[r]["bin"] == name]
-        frames, counts = sweep.collect(store, ids)
-        direct = sweep.bootstrap_ci(frames, counts, "token", n_boot=N_BOOT).ed
-        direct = direct[direct["probe"].isin(D.PROBES)].set_index(["probe", "rule"])
+        frames, counts = sweeps.collect(store, ids)
+        direct = sweeps.bootstrap_ci(frames, counts, "token", n_boot=N_BOOT).ed
+        direct = direct[direct["probe"].isin(sweeps.ED_PROBES)].set_index(["probe", "rule"])
         got_ed = agg.ed[agg.ed["group"] == name].set_index(["probe", "rule"])
         for key in direct.index:
             assert str(direct.loc[key, "ed"]) == str(got_ed.loc[key, "ed"])
@@ -462,7 +463,7 @@ def test_tiny_sweeps_merge_two_configs_per_item(swept, tmp_path):
 def cache(tmp_path, monkeypatch):
     path = tmp_path / "effdepth.duckdb"
     monkeypatch.setenv("EFFDEPTH_CACHE", str(path))
-    monkeypatch.setattr(sweep, "N_BOOT", N_BOOT)  # fewer resamples: same point estimates, faster pages
+    monkeypatch.setattr(sweeps.curves, "N_BOOT", N_BOOT)  # fewer resamples: same point estimates, faster pages
     return path
 
 
@@ -514,10 +515,10 @@ def no_problems(at: AppTest) -> None:
 
 def _backend(cache: Path, model: str, how: str = "token"):
     store = Store(cache)
-    sets = D.sweep_sets(D.item_runs(store))
-    key = D.pick_set(sets, model, "float32", False)
-    item_set = D.load_items(store, key)
-    return item_set, D.aggregate_by_bin(item_set, how, n_boot=N_BOOT)
+    sets = sweeps.sweep_sets(sweeps.item_runs(store))
+    key = sweeps.pick_set(sets, model, "float32", False)
+    item_set = sweeps.load_items(store, key)
+    return item_set, sweeps.aggregate_by_bin(item_set, how, n_boot=N_BOOT)
 
 
 def test_difficulty_page(cache, swept):
@@ -531,7 +532,7 @@ def test_difficulty_page(cache, swept):
     assert any("6 layers · 6 items: arith 3, story 3" in o for o in picker.options)
     # EDR with CIs: the table is the backend's, the charts are points with CI bars
     table = at.dataframe[0].value
-    pd.testing.assert_frame_equal(table.reset_index(drop=True), D.edr_display(agg.ed).reset_index(drop=True),
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), app.edr_display(agg.ed).reset_index(drop=True),
                                   check_dtype=False)
     assert {"point", "rule"} <= marks(by_title(at, "EDR with 95% bootstrap CI — P1"))
     assert {"point", "rule"} <= marks(by_title(at, "EDR with 95% bootstrap CI — guarded"))
@@ -540,14 +541,14 @@ def test_difficulty_page(cache, swept):
                           ("overlap", "top-5 overlap per bin")):
         spec = by_title(at, prefix)
         assert {"area", "line", "rule"} <= marks(spec)
-        expected = {int(e) for e in D.probe_eds(agg, probe)["ed"].dropna()}
+        expected = {int(e) for e in sweeps.probe_eds(agg, probe)["ed"].dropna()}
         assert set(charts.rule_positions(spec, "x")) == expected, probe
     # depth score from the merged skip-only runs
     bars = by_title(at, "Depth score per bin — max")
     assert {"bar", "text"} <= marks(bars)
     frame = next(f for f in chart_data(at, "Depth score per bin — max") if "depth_score" in f)
     values = {(r.bin, r.effect): r.depth_score for r in frame.itertuples()}
-    scores = D.depth_scores(item_set).scores
+    scores = sweeps.depth_scores(item_set).scores
     for r in scores[scores["reduce"] == "max"].itertuples():
         assert values[(r.bin, r.effect)] == pytest.approx(r.depth_score)
     assert "line" in marks(by_title(at, "Layer effect profile"))
@@ -559,7 +560,7 @@ def test_difficulty_page(cache, swept):
     no_problems(at)
     assert url(at)["item"] == "arith:1"
     links = {p.proto.label: p.proto for p in at.get("page_link")}
-    expected_run = D.explore_run(item_set, "arith:1", "cosine")
+    expected_run = sweeps.explore_run(item_set, "arith:1", "cosine")
     assert f"run={expected_run}" in links["Open this item in Explore"].query_string
     assert "demo=1" in links["Open this item in Explore"].query_string
     assert {p.proto.label for p in at.get("page_link")} >= {"Difficulty", "Explore", "Compare", "Runs", "Home"}
@@ -577,7 +578,7 @@ def test_difficulty_page_state_in_the_url(cache, swept):
     assert query | {"agg": "prompt", "ed_probe": "kl", "ed_rule": "guarded"} == query
     _, agg = _backend(cache, swept["a"], "prompt")
     pd.testing.assert_frame_equal(at.dataframe[0].value.reset_index(drop=True),
-                                  D.edr_display(agg.ed).reset_index(drop=True), check_dtype=False)
+                                  app.edr_display(agg.ed).reset_index(drop=True), check_dtype=False)
     assert "logit-lens KL, guarded rule" in json.dumps(by_title(at, "ED per item"))
     again = page(DIFFICULTY, **query)  # a copied link reopens the same view
     no_problems(again)
@@ -588,7 +589,7 @@ def test_difficulty_page_state_in_the_url(cache, swept):
     assert url(other_item)["item"] == "gsm8k:5" and other_item.selectbox(key="w_diff_item").value is None
     assert "Open this item in Explore" not in {p.proto.label for p in other_item.get("page_link")}
     # picking the other model's sweep changes the URL's model
-    sets = D.sweep_sets(D.item_runs(Store(cache)))
+    sets = sweeps.sweep_sets(sweeps.item_runs(Store(cache)))
     again.selectbox(key="w_set_a").select(sets[sets["n_layers"] == 8]["key"].iloc[0]).run()
     no_problems(again)
     assert url(again)["model"] == swept["b"]
@@ -651,25 +652,26 @@ def test_compare_items_mode(cache, swept):
     assert url(at)["model_b"] == swept["b"]  # B defaults to the other sweep
     assert at.selectbox(key="w_dataset").value == "arith"
     store = Store(cache)
-    sets = D.sweep_sets(D.item_runs(store))
-    set_a, set_b = (D.load_items(store, D.pick_set(sets, m, "float32", False)) for m in (swept["a"], swept["b"]))
+    sets = sweeps.sweep_sets(sweeps.item_runs(store))
+    set_a, set_b = (sweeps.load_items(store, sweeps.pick_set(sets, m, "float32", False))
+                    for m in (swept["a"], swept["b"]))
     labels = app.pair_labels(set_a.meta(), set_b.meta())
-    ids = D.shared_items(set_a, set_b, "arith")
+    ids = sweeps.shared_items(set_a, set_b, "arith")
     assert len(ids) == 3
-    agg = D.compare_aggregate(set_a, set_b, labels, ids, "token", n_boot=N_BOOT)
+    agg = sweeps.compare_aggregate(set_a, set_b, labels, ids, "token", n_boot=N_BOOT)
     for probe, prefix in (("cosine", "cosine μ per model"), ("kl", "logit-lens KL per model"),
                           ("overlap", "top-5 overlap per model")):
         spec = by_title(at, prefix)
         assert {"area", "line", "rule"} <= marks(spec)
         line = next(v for v in charts.iter_views(spec) if charts.mark_type(v) == "line")
         assert line["encoding"]["x"]["field"] == "depth"
-        eds = D.probe_eds(agg, probe).dropna(subset=["ed"])
+        eds = sweeps.probe_eds(agg, probe).dropna(subset=["ed"])
         assert set(charts.rule_positions(spec, "x")) == {int(r.ed) / r.n_layers for r in eds.itertuples()}
         assert {int(r.n_layers) for r in eds.itertuples()} <= {6, 8}
     table = at.dataframe[0].value
     assert set(table["model"]) == set(labels) and len(table) == 12
     pd.testing.assert_frame_equal(table.reset_index(drop=True),
-                                  D.edr_display(agg.ed, "model").reset_index(drop=True), check_dtype=False)
+                                  app.edr_display(agg.ed, "model").reset_index(drop=True), check_dtype=False)
     at.selectbox(key="w_dataset").select("story").run()
     no_problems(at)
     assert url(at)["dataset"] == "story"

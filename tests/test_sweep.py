@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from effdepth import depth, models
-from effdepth import sweep as S
+from effdepth import sweeps as S
 from effdepth.datasets import Item
 from effdepth.engine import ProbeConfig
 
@@ -155,7 +155,7 @@ def test_sweep_skips_only_the_error_classes_asked_for_and_reports_them(tiny_dir,
     def broken(*_a, **_k):
         raise RuntimeError("a bug, not a bad item")
 
-    monkeypatch.setattr(S, "run_probes", broken)
+    monkeypatch.setattr(S.run, "run_probes", broken)
     with pytest.raises(RuntimeError, match="a bug"):  # anything but an EffdepthError still stops the sweep
         S.sweep(tiny_dir, _items(1), MemStore(), CONFIG, load=CountingLoad(), skip_errors=(EffdepthError,))
 
@@ -244,7 +244,7 @@ def test_accelerate_launch_two_processes(tiny_dir, tmp_path):
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from accelerate import PartialState
-        from effdepth import sweep as S
+        from effdepth import sweeps as S
         from effdepth.engine import ProbeConfig
         from tests.test_sweep import DirStore, _items
         state = PartialState()

@@ -9,6 +9,16 @@ Difficulty page's tables and commands). Callers use the names below from ``effde
 """
 
 from effdepth.app.compute import ProgressTracker, compute_run, record_stopped, stopped_run
+from effdepth.app.difficulty import (
+    depth_score_notes,
+    edr_display,
+    explore_query,
+    item_label,
+    item_name,
+    item_options,
+    skip_command,
+    sweep_command,
+)
 from effdepth.app.export import EXPORT_WIDTH, chart_png, chart_svg, charts_zip, export_zip, run_charts
 from effdepth.app.inputs import (
     answer_for,
@@ -82,6 +92,14 @@ from effdepth.app.text import md, safe_name
 from effdepth.models.holder import WAITING_STAGE, ModelHolder
 
 __all__ = [
+    "sweep_command",
+    "skip_command",
+    "edr_display",
+    "item_options",
+    "item_label",
+    "explore_query",
+    "item_name",
+    "depth_score_notes",
     "md",
     "safe_name",
     "DTYPES",

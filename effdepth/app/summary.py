@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import pandas as pd
 
 from effdepth import charts, engine
 from effdepth.app.options import COMPARE_METRICS, ED_PROBES, PROBE_LABELS, SKIP_VARIANTS
 from effdepth.errors import CacheError
+from effdepth.models.registry import short_model_name
 
 
 def attribution_layer_token(result) -> pd.DataFrame:
@@ -178,14 +178,6 @@ def same_grid(result_a, result_b) -> bool:
         return False
     ta, tb = result_a.tables["tokens"], result_b.tables["tokens"]
     return len(ta) == len(tb) and list(ta["token_id"]) == list(tb["token_id"])
-
-
-def short_model_name(name) -> str:
-    """A model name fit for a legend or a table cell: a local path becomes "…/<last folder>"."""
-    text = str(name or "")
-    if text.startswith(("/", "~", ".")) or (len(text) > 40 and "/" in text):
-        return "…/" + Path(text.rstrip("/")).name
-    return text
 
 
 def pair_labels(meta_a: Mapping, meta_b: Mapping) -> tuple[str, str]:

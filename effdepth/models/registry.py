@@ -191,3 +191,11 @@ def _embedded(name: str) -> EmbeddedModel:
         return EMBEDDED[name]
     except KeyError:
         raise ModelNotFoundError(f"'{name}' is not an embedded model. {_accepted_forms()}") from None
+
+
+def short_model_name(name) -> str:
+    """A model name fit for a legend or a table cell: a local path becomes "…/<last folder>"."""
+    text = str(name or "")
+    if text.startswith(("/", "~", ".")) or (len(text) > 40 and "/" in text):
+        return "…/" + Path(text.rstrip("/")).name
+    return text
