@@ -19,7 +19,7 @@ try:  # Streamlit's own Altair → Vega-Lite conversion (Arrow datasets); privat
 except ImportError:  # pragma: no cover - another Streamlit: st.altair_chart converts on every rerun
     _to_vega_lite = None
 
-from effdepth import app
+from effdepth import app, charts
 from effdepth.errors import CacheError, EffdepthError, RunStopped
 from effdepth.memo import Memo
 
@@ -354,9 +354,9 @@ def downloads(chart, name: str, key: str) -> None:
     """PNG and SVG download buttons under a chart (rendered lazily by vl-convert on click)."""
     base = app.safe_name(name)
     row = st.container(horizontal=True, gap="small")
-    row.download_button("PNG", data=lambda: app.chart_png(chart), file_name=f"{base}.png", mime="image/png",
+    row.download_button("PNG", data=lambda: charts.chart_png(chart), file_name=f"{base}.png", mime="image/png",
                          key=f"png_{key}", on_click="ignore", icon=":material/download:", type="tertiary")
-    row.download_button("SVG", data=lambda: app.chart_svg(chart), file_name=f"{base}.svg",
+    row.download_button("SVG", data=lambda: charts.chart_svg(chart), file_name=f"{base}.svg",
                           mime="image/svg+xml", key=f"svg_{key}", on_click="ignore", icon=":material/download:",
                           type="tertiary")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from effdepth import app, charts, charts_sweep, sweeps, ui
+from effdepth import app, charts, sweeps, ui
 from effdepth.errors import EffdepthError
 
 
@@ -91,7 +91,7 @@ def ed_curves(agg: sweeps.Aggregate, order, relative: bool, group_title: str, ke
         row = st.columns(per_row, gap="medium")
         for column, probe in zip(row, probes[start:start + per_row]):
             with column:
-                chart = charts_sweep.group_curves(sweeps.probe_curves(agg, probe), sweeps.probe_eds(agg, probe), probe,
+                chart = charts.group_curves(sweeps.probe_curves(agg, probe), sweeps.probe_eds(agg, probe), probe,
                                                   order=order, relative=relative, colours=colours,
                                                   group_title=group_title)
                 ui.chart(chart, f"{key}_{probe}", f"{key}_{probe}")
@@ -101,7 +101,7 @@ def edr_section(agg: sweeps.Aggregate, order, group_title: str, key: str) -> Non
     left, right = st.columns(2, gap="medium")
     for column, rule in ((left, "p1"), (right, "guarded")):
         with column:
-            chart = charts_sweep.edr_ci_chart(agg.ed, rule, order=order, group_title=group_title)
+            chart = charts.edr_ci_chart(agg.ed, rule, order=order, group_title=group_title)
             ui.chart(chart, f"{key}_edr_{rule}", f"{key}_edr_{rule}")
     st.dataframe(app.edr_display(agg.ed, group_title), hide_index=True, width="stretch", height="content",
                  placeholder="none")

@@ -3,7 +3,7 @@ depth score, and the ED of every item (a click opens the item in Explore)."""
 
 import streamlit as st
 
-from effdepth import app, charts, charts_sweep, sweeps, ui, ui_sweep
+from effdepth import app, charts, sweeps, ui, ui_sweep
 
 ui.page_setup("Difficulty")
 view = ui.state()
@@ -67,12 +67,12 @@ else:
     left, right = st.columns(2, gap="medium")
     for column, reduce in ((left, "max"), (right, "mean")):
         with column:
-            ui.chart(charts_sweep.depth_score_bars(scores.scores, reduce, skip_order, item_set.n_layers),
+            ui.chart(charts.depth_score_bars(scores.scores, reduce, skip_order, item_set.n_layers),
                      f"depth_score_{reduce}", f"diff_ds_{reduce}")
     left, right = st.columns(2, gap="medium")
     for column, effect in ((left, "layer"), (right, "logit")):
         with column:
-            ui.chart(charts_sweep.effect_profiles(scores.profiles, scores.scores, "max", effect, skip_order),
+            ui.chart(charts.effect_profiles(scores.profiles, scores.scores, "max", effect, skip_order),
                      f"effect_profile_{effect}", f"diff_prof_{effect}")
     notes = app.depth_score_notes(item_set, scores)
     if notes:
@@ -91,17 +91,17 @@ if order:
     ui.bind(st.radio, "ed_probe", "Probe", container=c1, options=list(sweeps.ED_PROBES),
             format_func=lambda p: charts.PROBE_TITLES.get(p, p), horizontal=True)
     ui.bind(st.radio, "ed_rule", "Rule", container=c2, options=list(sweeps.RULES),
-            format_func=charts_sweep.RULE_NAMES.get, horizontal=True)
+            format_func=charts.RULE_NAMES.get, horizontal=True)
     eds = sweeps.item_eds(item_set)
     options = app.item_options(item_set.subset(item_set.items[item_set.items["has_curves"]]["item_id"]))
     selected = view.item if view.item in options else None  # the shared item may be another page's
 
     def _on_pick() -> None:
-        picked = charts_sweep.selected_item(st.session_state.get("diff_items"))
+        picked = charts.selected_item(st.session_state.get("diff_items"))
         if picked is not None:
             st.session_state[ui.STATE].item = picked
 
-    strip = charts_sweep.item_ed_strip(eds, view.ed_probe, view.ed_rule, order, item_set.n_layers,
+    strip = charts.item_ed_strip(eds, view.ed_probe, view.ed_rule, order, item_set.n_layers,
                                        sweeps.probe_eds(agg, view.ed_probe), selected=selected)
     st.altair_chart(strip, width="stretch", key="diff_items", on_select=_on_pick, selection_mode=["item"])
     ui.downloads(strip, f"item_ed_{view.ed_probe}_{view.ed_rule}", "diff_items")

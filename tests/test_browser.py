@@ -311,7 +311,7 @@ def _svg_texts(page, scope: str) -> list[str]:
 def test_difficulty_page(server, page, runs):
     """Difficulty on the pre-filled sweeps: every chart drawn as SVG, the ED legends are the backend's, and a
     click on an item's point offers the link that opens that item's run in Explore."""
-    from effdepth import app, charts_sweep, sweeps
+    from effdepth import app, charts, sweeps
 
     page.goto(_url(server, "Difficulty", model=runs["tiny_dir"]))
     page.locator(".st-key-diff_items svg.marks").first.wait_for(timeout=180_000)
@@ -323,7 +323,7 @@ def test_difficulty_page(server, page, runs):
     sets = sweeps.sweep_sets(sweeps.item_runs(store))
     item_set = sweeps.load_items(store, sweeps.pick_set(sets, runs["tiny_dir"], "float32", False))
     agg = sweeps.aggregate_by_bin(item_set, "token", n_boot=50)  # point EDs do not depend on the resamples
-    legend = charts_sweep.ed_legend_labels(sweeps.probe_eds(agg, "kl"), item_set.bins)
+    legend = charts.ed_legend_labels(sweeps.probe_eds(agg, "kl"), item_set.bins)
     texts = _svg_texts(page, "[data-testid=stMain]")
     assert set(legend.values()) <= set(texts), (legend, texts)
     assert {"arith", "story"} <= set(_svg_texts(page, ".st-key-diff_items"))

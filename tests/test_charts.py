@@ -65,10 +65,10 @@ def test_visible_tokens_are_readable_and_unique():
 
 def test_label_density_is_limited_for_long_prompts():
     tokens = [f"t{i}" for i in range(300)]
-    axis = charts._token_axis(charts.token_labels(tokens)).to_dict()
+    axis = charts.token_axis(charts.token_labels(tokens)).to_dict()
     assert len(axis["values"]) <= charts.MAX_TOKEN_LABELS
     assert axis["labelAngle"] < 0
-    short = charts._token_axis(charts.token_labels(tokens[:10])).to_dict()
+    short = charts.token_axis(charts.token_labels(tokens[:10])).to_dict()
     assert len(short["values"]) == 10
 
 
@@ -226,9 +226,9 @@ def test_delta_heatmap_is_diverging_and_centred(run, run_b):
 
 def test_png_and_svg_export(run):
     chart = charts.probe_curve(run.tables["layer"], "kl", run.tables["ed"])
-    png = app.chart_png(chart)
+    png = charts.chart_png(chart)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    svg = app.chart_svg(chart)
+    svg = charts.chart_svg(chart)
     assert svg.lstrip().startswith("<svg") and "ED" in svg
     fixed = charts.with_width(chart, 700)
     assert json.dumps(fixed).count('"container"') == 0

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from effdepth import app, charts, charts_sweep, depth, sweeps
+from effdepth import app, charts, depth, sweeps
 from effdepth.engine import RunResult
 from effdepth.store import Store
 from tests import app_support
@@ -297,7 +297,7 @@ def test_depth_scores_report_items_too_short_for_the_future_skip(tmp_path):
         "Bin short: all 2 items are too short for the future-effect skip (< 13 tokens), so the bin has no depth "
         "score (n/a): mix[3], mix[4]."]
     # the bars keep the short bin, labelled n/a
-    spec = charts_sweep.depth_score_bars(scores.scores, "max", ["long", "short"], item_set.n_layers).to_dict()
+    spec = charts.depth_score_bars(scores.scores, "max", ["long", "short"], item_set.n_layers).to_dict()
     texts = [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"]
     assert any(layer["encoding"]["text"]["field"] == "na" for layer in texts)
 
@@ -359,7 +359,7 @@ def test_compare_two_models_over_shared_items(tmp_path):
     curves = sweeps.probe_curves(agg, "cosine")
     assert set(curves[curves["group"] == "B"]["depth"]) == {l / 8 for l in range(8)}
     # chart: curves on layer / L, the ED rules at ED / L
-    spec = charts_sweep.group_curves(curves, sweeps.probe_eds(agg, "cosine"), "cosine", ["A", "B"], relative=True,
+    spec = charts.group_curves(curves, sweeps.probe_eds(agg, "cosine"), "cosine", ["A", "B"], relative=True,
                                      group_title="model").to_dict()
     assert set(charts.rule_positions(spec, "x")) == {1 / 4, 3 / 8}
     line = next(v for v in charts.iter_views(spec) if charts.mark_type(v) == "line")
@@ -372,21 +372,21 @@ def test_chart_specs(tmp_path):
     item_set = only_set(_bin_store(tmp_path))
     agg = sweeps.aggregate_by_bin(item_set, "token", n_boot=N_BOOT)
     eds = sweeps.probe_eds(agg, "kl")
-    spec = charts_sweep.group_curves(sweeps.probe_curves(agg, "kl"), eds, "kl", item_set.bins).to_dict()
+    spec = charts.group_curves(sweeps.probe_curves(agg, "kl"), eds, "kl", item_set.bins).to_dict()
     marks = {charts.mark_type(v) for v in charts.iter_views(spec)}
     assert {"area", "line", "rule"} <= marks
     assert set(charts.rule_positions(spec, "x")) == {int(e) for e in eds["ed"].dropna()}
-    legend = charts_sweep.ed_legend_labels(eds, item_set.bins)
+    legend = charts.ed_legend_labels(eds, item_set.bins)
     assert all(label.startswith(f"{b} — ") for b, label in legend.items())
-    edr = charts_sweep.edr_ci_chart(agg.ed, "p1", item_set.bins).to_dict()
+    edr = charts.edr_ci_chart(agg.ed, "p1", item_set.bins).to_dict()
     assert {"rule", "point"} <= {charts.mark_type(v) for v in charts.iter_views(edr)}
-    strip = charts_sweep.item_ed_strip(sweeps.item_eds(item_set), "cosine", "p1", item_set.bins, 5,
+    strip = charts.item_ed_strip(sweeps.item_eds(item_set), "cosine", "p1", item_set.bins, 5,
                                        sweeps.probe_eds(agg, "cosine"), selected="mix:1").to_dict()
     assert {"boxplot", "circle", "tick"} <= {charts.mark_type(v) for v in charts.iter_views(strip)}
     assert any(p.get("name") == "item" for v in charts.iter_views(strip) for p in v.get("params", []) or [])
-    assert charts_sweep.selected_item({"selection": {"item": [{"item_id": "mix:3"}]}}) == "mix:3"
-    assert charts_sweep.selected_item({"selection": {"item": {"item_id": ["mix:2"]}}}) == "mix:2"
-    assert charts_sweep.selected_item({"selection": {"item": []}}) is None
+    assert charts.selected_item({"selection": {"item": [{"item_id": "mix:3"}]}}) == "mix:3"
+    assert charts.selected_item({"selection": {"item": {"item_id": ["mix:2"]}}}) == "mix:2"
+    assert charts.selected_item({"selection": {"item": []}}) is None
 
 
 def test_view_state_keeps_old_urls_and_round_trips():

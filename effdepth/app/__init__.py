@@ -19,7 +19,7 @@ from effdepth.app.difficulty import (
     skip_command,
     sweep_command,
 )
-from effdepth.app.export import EXPORT_WIDTH, chart_png, chart_svg, charts_zip, export_zip, run_charts
+from effdepth.app.export import charts_zip, export_zip, run_charts
 from effdepth.app.inputs import (
     answer_for,
     attribution_config,
@@ -171,9 +171,6 @@ __all__ = [
     "PROBE_SHORT",
     "RUNS_COLUMNS",
     "runs_table",
-    "EXPORT_WIDTH",
-    "chart_png",
-    "chart_svg",
     "export_zip",
     "run_charts",
     "charts_zip",

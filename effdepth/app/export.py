@@ -11,20 +11,7 @@ from pathlib import Path
 from effdepth import charts
 from effdepth.app.options import CURVE_METRICS
 from effdepth.app.summary import available_variants
-
-EXPORT_WIDTH = 1000
-
-
-def chart_png(chart, width: int = EXPORT_WIDTH, scale: float = 2) -> bytes:
-    import vl_convert as vlc
-
-    return vlc.vegalite_to_png(charts.with_width(chart, width), scale=scale)
-
-
-def chart_svg(chart, width: int = EXPORT_WIDTH) -> str:
-    import vl_convert as vlc
-
-    return vlc.vegalite_to_svg(charts.with_width(chart, width))
+from effdepth.charts import chart_png, chart_svg
 
 
 def export_zip(store, run_ids: Iterable[str], fmt: str = "csv") -> bytes:

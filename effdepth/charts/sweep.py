@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 import altair as alt
 import pandas as pd
 
-from effdepth import charts
+from effdepth.charts.run import CURVES
+from effdepth.charts.style import FIT_X, LAYER_TITLE, LENS_LAYER_TITLE, PROBE_TITLES, RULE_DASH, _layer_ticks
 
 GROUP_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d", "#eeca3b"]
 PROBE_COLOURS = {"cosine": "#4c78a8", "kl": "#e45756", "overlap": "#54a24b"}
@@ -21,7 +22,7 @@ PROBE_ORDER = ("cosine", "kl", "overlap")
 RULE_NAMES = {"p1": "P1", "guarded": "guarded"}
 EFFECT_NAMES = {"layer": "layer effect", "logit": "logit effect"}
 EFFECT_COLOURS = ["#3b3b3b", "#a6a6a6"]  # greys: the bin colours stay the bins' own
-CURVE_HEIGHT = 260
+GROUP_CURVE_HEIGHT = 260
 ROW_HEIGHT = 64  # per bin in the EDR charts
 ROW_STRIP = 90  # per bin in the per-item strip plot
 
@@ -76,7 +77,7 @@ def _ed_marks(eds: pd.DataFrame, order: Sequence[str], colours: Mapping[str, str
             tip = (f"{group}: ED {RULE_NAMES.get(rule, rule)} = {ed}, EDR {float(sel['edr'].iloc[0]):.2f} "
                    f"(95% CI {float(sel['edr_lo'].iloc[0]):.2f}–{float(sel['edr_hi'].iloc[0]):.2f})")
             layers.append(base.mark_rule(color=colours[group], strokeWidth=2, opacity=0.9,
-                                         strokeDash=charts.RULE_DASH.get(rule, [])).encode(
+                                         strokeDash=RULE_DASH.get(rule, [])).encode(
                 x=alt.datum(value, type="quantitative"), tooltip=alt.value(tip)))
     return layers
 
@@ -84,7 +85,7 @@ def _ed_marks(eds: pd.DataFrame, order: Sequence[str], colours: Mapping[str, str
 def group_curves(curves: pd.DataFrame, eds: pd.DataFrame, probe: str, order: Sequence[str] | None = None,
                  relative: bool = False, colours: Sequence[str] | None = None, group_title: str = "bin",
                  title: str | None = None, width: int | str = "container",
-                 height: int = CURVE_HEIGHT) -> alt.LayerChart:
+                 height: int = GROUP_CURVE_HEIGHT) -> alt.LayerChart:
     """The aggregate curve of one probe per group (bin or model) with its 95 % bootstrap band and its
     ED rules. ``curves``: ``difficulty.probe_curves`` (group, layer, depth, value, lo, hi, n_layers,
     n_items); ``eds``: ``difficulty.probe_eds``. ``relative``: x = layer / L (models of different depth)."""
@@ -99,11 +100,11 @@ def group_curves(curves: pd.DataFrame, eds: pd.DataFrame, probe: str, order: Seq
         x = alt.X("depth:Q", title="relative depth  layer / L", scale=alt.Scale(domain=[0, 1], nice=False),
                   axis=alt.Axis(format=".1f", grid=False))
     else:
-        title_x = charts.LENS_LAYER_TITLE if probe in ("kl", "overlap") else charts.LAYER_TITLE
+        title_x = LENS_LAYER_TITLE if probe in ("kl", "overlap") else LAYER_TITLE
         x = alt.X("layer:Q", title=title_x, scale=alt.Scale(domain=[0, max(1, n_layers - 1)], nice=False),
-                  axis=alt.Axis(values=charts._layer_ticks(n_layers, 2 * height), labelFontSize=10, grid=False,
+                  axis=alt.Axis(values=_layer_ticks(n_layers, 2 * height), labelFontSize=10, grid=False,
                                 format="d"))
-    y_title = charts.CURVES[probe][1].replace("(token mean)", "μ (aggregate)")
+    y_title = CURVES[probe][1].replace("(token mean)", "μ (aggregate)")
     y_scale = alt.Scale(domain=[0, 1]) if probe == "overlap" else alt.Scale(zero=probe == "kl")
     colour = alt.Color("series:N", title=None, scale=alt.Scale(domain=[legend[g] for g in order],
                                                                range=[colour_of[g] for g in order]),
@@ -132,8 +133,8 @@ def group_curves(curves: pd.DataFrame, eds: pd.DataFrame, probe: str, order: Seq
     layers += _ed_marks(eds, order, colour_of, relative)
     axis_name = "layer / L" if relative else "layer"
     return alt.layer(*layers).properties(
-        autosize=charts.FIT_X, width=width, height=height,
-        title=_title(title or f"{charts.PROBE_TITLES.get(probe, probe)} per {group_title} vs {axis_name}"))
+        autosize=FIT_X, width=width, height=height,
+        title=_title(title or f"{PROBE_TITLES.get(probe, probe)} per {group_title} vs {axis_name}"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -146,13 +147,13 @@ def edr_ci_chart(eds: pd.DataFrame, rule: str = "p1", order: Sequence[str] | Non
                  width: int | str = "container") -> alt.LayerChart:
     """EDR of the aggregate curve per group (rows) and probe (colour), point + 95 % CI bar, one rule."""
     data = eds[(eds["rule"] == rule) & eds["probe"].isin(PROBE_ORDER)].copy()
-    data["probe_title"] = data["probe"].map(lambda p: charts.PROBE_TITLES.get(p, p))
+    data["probe_title"] = data["probe"].map(lambda p: PROBE_TITLES.get(p, p))
     data["ci"] = [("no transition" if pd.isna(e) else f"{lo:.2f}–{hi:.2f}")
                   for e, lo, hi in zip(data["ed"], data["edr_lo"], data["edr_hi"])]
     data["ed"] = data["ed"].astype("Float64").astype(float)
     data = data[data["edr"].notna()]
     order = list(order or dict.fromkeys(eds["group"]))
-    probes = [charts.PROBE_TITLES[p] for p in PROBE_ORDER]
+    probes = [PROBE_TITLES[p] for p in PROBE_ORDER]
     y = alt.Y("group:N", title=None, sort=order, axis=alt.Axis(labelFontSize=11, labelLimit=220))
     y_offset = alt.YOffset("probe_title:N", sort=probes, scale=alt.Scale(domain=probes, paddingOuter=0.3))
     colour = alt.Color("probe_title:N", title=None, scale=alt.Scale(
@@ -171,7 +172,7 @@ def edr_ci_chart(eds: pd.DataFrame, rule: str = "p1", order: Sequence[str] | Non
         x=alt.X("edr:Q", scale=x_scale), y=y, yOffset=y_offset, color=colour, tooltip=tooltip)
     n_rows = max(1, len(order))
     return alt.layer(bars, points).properties(
-        autosize=charts.FIT_X, width=width, height=max(110, ROW_HEIGHT * n_rows),
+        autosize=FIT_X, width=width, height=max(110, ROW_HEIGHT * n_rows),
         title=_title(title or f"EDR with 95% bootstrap CI — {RULE_NAMES.get(rule, rule)} rule"))
 
 
@@ -214,7 +215,7 @@ def depth_score_bars(scores: pd.DataFrame, reduce: str = "max", order: Sequence[
             x=x, xOffset=offset, y=alt.Y("zero:Q", title=y_title, scale=y_scale), text="na:N",
             tooltip=[alt.Tooltip("bin:N"), alt.Tooltip("effect_name:N", title="effect")] + n_left))
     return alt.layer(*layers).properties(
-        autosize=charts.FIT_X, width=width, height=height,
+        autosize=FIT_X, width=width, height=height,
         title=_title(title or f"Depth score per bin — {reduce} over items"))
 
 
@@ -229,7 +230,7 @@ def effect_profiles(profiles: pd.DataFrame, scores: pd.DataFrame, reduce: str = 
     colour = alt.Color("bin:N", title=None, scale=alt.Scale(domain=order, range=[colour_of[b] for b in order]),
                        legend=alt.Legend(orient="top", direction="horizontal", labelLimit=200))
     x = alt.X("layer:Q", title="skipped layer s", scale=alt.Scale(domain=[0, max(1, n_layers - 1)], nice=False),
-              axis=alt.Axis(values=charts._layer_ticks(n_layers, 2 * height), labelFontSize=10, grid=False,
+              axis=alt.Axis(values=_layer_ticks(n_layers, 2 * height), labelFontSize=10, grid=False,
                             format="d"))
     y_title = "mean effect on later layers e(s)" if effect == "layer" else "output change ‖Δp‖₂ O(s)"
     layers: list[alt.Chart] = [alt.Chart(data).mark_line(strokeWidth=2, point=alt.OverlayMarkDef(size=14)).encode(
@@ -245,7 +246,7 @@ def effect_profiles(profiles: pd.DataFrame, scores: pd.DataFrame, reduce: str = 
             x=alt.datum(float(row.depth_score), type="quantitative"),
             tooltip=alt.value(f"{row.bin}: depth score {float(row.depth_score):.2f}")))
     return alt.layer(*layers).properties(
-        autosize=charts.FIT_X, width=width, height=height,
+        autosize=FIT_X, width=width, height=height,
         title=_title(f"{EFFECT_NAMES[effect].capitalize()} profile per bin ({reduce} over items); "
                      "dashed: depth score"))
 
@@ -280,7 +281,7 @@ def item_ed_strip(per_item: pd.DataFrame, probe: str = "cosine", rule: str = "p1
     colour_of = group_colours(order)
     top = int((n_layers or (int(data["ed"].max()) + 2 if len(data) else 2)) - 1)
     ticks = list(range(0, top + 1, max(1, -(-(top + 1) // 32))))
-    x = alt.X("ed:Q", title=f"ED of each item ({charts.PROBE_TITLES.get(probe, probe)}, "
+    x = alt.X("ed:Q", title=f"ED of each item ({PROBE_TITLES.get(probe, probe)}, "
                             f"{RULE_NAMES.get(rule, rule)} rule)", scale=alt.Scale(domain=[0, top], nice=False),
               axis=alt.Axis(values=ticks, format="d", labelFontSize=10))
     y = alt.Y("bin:N", title=None, sort=order, axis=alt.Axis(labelFontSize=11, labelLimit=200))
@@ -308,7 +309,7 @@ def item_ed_strip(per_item: pd.DataFrame, probe: str = "cosine", rule: str = "p1
             x=alt.X("ed:Q"), y=y, tooltip=[alt.Tooltip("bin:N"), alt.Tooltip("ed:Q", title="ED of the aggregate")]))
     layers.append(points)
     return alt.layer(*layers).properties(
-        autosize=charts.FIT_X, width=width, height=max(120, ROW_STRIP * max(1, len(order))),
+        autosize=FIT_X, width=width, height=max(120, ROW_STRIP * max(1, len(order))),
         title=_title("ED per item (click a point to pick the item; red tick: ED of the aggregate curve)"))
 
 
