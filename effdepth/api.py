@@ -93,36 +93,21 @@ def probe(model, text: str, *, probes: Sequence[str] = DEFAULT_PROBES, dtype: st
     skip_variants, ig_steps, ig_parts). ``cache``: True (the project cache), a file path, or False.
     Bad input raises ``effdepth.errors.EffdepthError`` with a sentence saying what to do, before any work.
     """
+    from contextlib import nullcontext
+
     from effdepth import engine, models
+    from effdepth.compute import Request, compute
     from effdepth.store import Store
 
-    engine.check_text(text)
     config = engine.ProbeConfig(probes=tuple(probes), answer=answer, **options)
-    if any(p in config.probes for p in engine.ANSWER_PROBES):
-        engine.check_answer(text, config.answer, chat_template)
     store = None if cache is False else Store(None if cache is True else cache)
     if isinstance(model, models.LoadedModel):
-        key = engine.run_key(model.spec.fingerprint, text, model.dtype, config, chat_template)
-        return _run(store, key, lambda notify: engine.run_probes(model, text, config, chat_template,
-                                                                 progress=notify), progress)
-    spec = models.resolve_model(model)
-    key = engine.run_key(spec.fingerprint, text, dtype, config, chat_template)
-
-    def compute(notify):
-        with _HOLDER.lease(str(model), dtype, notify) as loaded:
-            return engine.run_probes(loaded, text, config, chat_template, progress=notify)
-
-    return _run(store, key, compute, progress)
-
-
-def _run(store, key: str, compute, progress: Progress | None) -> Run:
-    notify = progress or (lambda stage, frac=None: None)
-    if store is None:
-        return Run(compute(notify), from_cache=False)
-    cached = store.get(key)
-    if cached is not None:
-        return Run(cached, from_cache=True)
-    store.check_writable()  # before the work: a result that cannot be stored is not computed
-    result = compute(notify)
-    store.put(result)
-    return Run(result, from_cache=False)
+        request = Request(text, model.dtype, chat_template, config)
+        result, from_cache = compute(store, request, lambda notify: nullcontext(model),
+                                     fingerprint=model.spec.fingerprint, progress=progress)
+    else:
+        request = Request(text, dtype, chat_template, config)
+        spec = models.resolve_model(model)
+        result, from_cache = compute(store, request, lambda notify: _HOLDER.lease(str(model), dtype, notify),
+                                     fingerprint=spec.fingerprint, progress=progress)
+    return Run(result, from_cache=from_cache)

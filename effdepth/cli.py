@@ -19,6 +19,7 @@ import math
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -345,46 +346,38 @@ def _store(args):
 # ----------------------------------------------------------------------------------------------
 
 
-def cmd_probe(args) -> int:  # noqa: C901 - reads inputs, checks them before loading, computes or reads, writes
+def cmd_probe(args) -> int:
     from effdepth import engine, models
+    from effdepth.compute import Request, check, compute
 
     text = _read_text(args)
     if not text.strip():
         raise PromptError("The prompt is empty. Give some text with --text or a non-empty --text-file.")
-    engine.check_text(text)  # before any model loads
     config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
                                 skip_variants=args.skip_variants, answer=_answer(args, text),
                                 ig_steps=args.ig_steps, ig_parts=args.ig_parts)
-    if any(p in config.probes for p in engine.ANSWER_PROBES):
-        engine.check_answer(text, config.answer, args.chat_template)
+    extra = None
+    if getattr(args, "item", None):
+        name, _, index = args.item.partition(":")
+        extra = {"dataset": name.strip(), "item_index": int(index)}
+    request = Request(text, args.dtype, args.chat_template, config, extra)
+    check(request)  # before the model is even resolved
     spec = models.resolve_model(args.model)
-    key = engine.run_key(spec.fingerprint, text, args.dtype, config, args.chat_template)
-    store = None if args.no_cache else _store(args)
-    if store is not None and not store.has(key):
-        store.check_writable()  # a result that cannot be stored is not computed
     progress = TqdmProgress(enabled=not args.quiet)
     load_seconds: list[float] = []
 
-    def compute():
+    @contextmanager
+    def load(notify):
         clock = time.perf_counter()
         try:
-            loaded = models.load_model(spec, args.dtype, progress=progress, device_map=args.device_map)
+            loaded = models.load_model(spec, args.dtype, progress=notify, device_map=args.device_map)
             load_seconds.append(time.perf_counter() - clock)
-            extra = None
-            if getattr(args, "item", None):
-                name, _, index = args.item.partition(":")
-                extra = {"dataset": name.strip(), "item_index": int(index)}
-            return engine.run_probes(loaded, text, config, args.chat_template, progress=progress,
-                                     extra_meta=extra)
+            yield loaded
         finally:
             progress.close()
 
-    if args.no_cache:
-        result, from_cache = compute(), False
-    else:
-        result, from_cache = store.get_or_compute(key, compute)
-    if result.run_id != key:  # would make every later call recompute: a bug in run_key's inputs
-        print(f"warning: the run was stored as {result.run_id}, not under its cache key {key}", file=sys.stderr)
+    store = None if args.no_cache else _store(args)
+    result, from_cache = compute(store, request, load, fingerprint=spec.fingerprint, progress=progress)
     summary = summarize(result, from_cache, load_seconds[0] if load_seconds else None)
     if args.json == "-":
         print(summary, file=sys.stderr)

@@ -3,12 +3,12 @@
 
 The room, bottom up: ``text`` (user text made safe for markdown), ``options`` (choices and labels),
 ``state`` (view state <-> URL), ``inputs`` (prompt, item, config, run keys), ``lookup`` (cache reads and
-memos), ``compute`` (a session's run: progress, turns, stop, partial results), ``summary`` (what a page
-says about a run), ``runs`` (the Runs table), ``export`` (zips of tables and charts), ``difficulty`` (the
-Difficulty page's tables and commands). Callers use the names below from ``effdepth.app``.
+memos), ``running`` (a session's run: progress, turns, stop notes, through ``effdepth.compute``),
+``summary`` (what a page says about a run), ``runs`` (the Runs table), ``export`` (zips of tables and
+charts), ``difficulty`` (the Difficulty page's tables and commands). Callers use the names below from
+``effdepth.app``.
 """
 
-from effdepth.app.compute import ProgressTracker, compute_run, record_stopped, stopped_run
 from effdepth.app.difficulty import (
     depth_score_notes,
     edr_display,
@@ -56,6 +56,7 @@ from effdepth.app.options import (
     embedded_models_table,
     model_options,
 )
+from effdepth.app.running import ProgressTracker, compute_run, record_stopped, stopped_run
 from effdepth.app.runs import PROBE_SHORT, RUNS_COLUMNS, runs_table
 from effdepth.app.state import (
     ViewState,

@@ -15,6 +15,7 @@ from effdepth import engine
 from effdepth.app.inputs import check_prompt, config_for
 from effdepth.app.lookup import find_cached
 from effdepth.app.options import PROBE_LABELS
+from effdepth.compute import Request, compute
 from effdepth.contract import Progress
 from effdepth.models.holder import ModelHolder
 
@@ -108,36 +109,16 @@ def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: Mod
     The cache is checked first with keys computed without the model, and again once the turn comes
     (another session may have computed the same input meanwhile). The store is checked for
     writability before any work, so a result is never computed only to be lost; a stopped run keeps
-    the probes that had finished (``_keep_partial``).
+    the probes that had finished (``effdepth.compute``: one flow for the CLI, the API and the app).
     """
     text = check_prompt(text)
-    key, cached = find_cached(store, name, text, dtype, chat, config)
+    _, cached = find_cached(store, name, text, dtype, chat, config)
     if cached is not None:
         return cached
-    store.check_writable()
-    notify = progress or (lambda stage, frac=None: None)
-    with holder.lease(name, dtype, notify) as loaded:
-        ids = engine.tokenize(loaded, text, chat)
-        config = config or config_for(len(ids))
-        key = engine.run_key(loaded.spec.fingerprint, text, loaded.dtype, config, chat)
-        try:
-            result, _ = store.get_or_compute(
-                key, lambda: engine.run_probes(loaded, text, config, chat_template=chat, progress=notify))
-        except BaseException as err:  # a stop (button, closed tab, Streamlit rerun): keep what finished
-            _keep_partial(store, err)
-            raise
+    request = Request(text, dtype, chat, config or config_for())
+    result, _ = compute(store, request, lambda notify: holder.lease(name, dtype, notify), progress=progress,
+                        keep_partial=True)
     _clear_stopped(name, text, dtype, chat)
     return result
 
 
-def _keep_partial(store, err: BaseException) -> None:
-    """Store the finished probes of a stopped run (``err.partial_result``, a complete run of a config with
-    just those probes); ``err.kept`` names them. Never raises: the stop itself must go on."""
-    partial = getattr(err, "partial_result", None)
-    if partial is None:
-        return
-    try:
-        store.put(partial)
-        err.kept = list(partial.meta["probes"])
-    except Exception:  # noqa: BLE001 - a store that cannot take it: the run is lost, as it would be anyway
-        pass

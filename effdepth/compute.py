@@ -1,0 +1,97 @@
+"""One way to compute a run, shared by the CLI, the Python API and the app.
+
+The steps, in order: check the input before any model loads (text, answer span), look in the cache
+with the key the model's cheap fingerprint gives, check that the cache can take a result before any
+work, take the model (a turn on the app's held model, or a plain load), look again (another session
+may have stored the same input meanwhile), run the probes, store the result. A stopped run can keep
+the probes that finished (the app asks for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from effdepth import engine
+from effdepth.contract import Progress
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to compute: one text on one model, with one probe configuration."""
+
+    text: str
+    dtype: str = "float32"
+    chat_template: bool = False
+    config: engine.ProbeConfig = field(default_factory=engine.ProbeConfig)
+    extra_meta: Mapping[str, Any] | None = None  # e.g. a benchmark item's dataset and index
+
+    def key(self, fingerprint: str) -> str:
+        """The run id this request is stored under for a model of that fingerprint."""
+        return engine.run_key(fingerprint, self.text, self.dtype, self.config, self.chat_template)
+
+
+#: A model source: called with the progress callback, gives a context manager holding the loaded model
+#: for the run (``ModelHolder.lease`` for the app and the API, a plain load for the CLI).
+TakeModel = Callable[[Progress], AbstractContextManager]
+
+
+def check(request: Request) -> None:
+    """Refuse bad input before any model loads (``PromptError`` saying what to change)."""
+    engine.check_text(request.text)
+    if any(p in request.config.probes for p in engine.ANSWER_PROBES):
+        engine.check_answer(request.text, request.config.answer, request.chat_template)
+
+
+def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str | None = None,
+            progress: Progress | None = None, keep_partial: bool = False) -> tuple[Any, bool]:
+    """(RunResult, from_cache) for ``request``; ``store`` None computes without the cache.
+
+    ``fingerprint``: the model's fingerprint when it is known without loading it, so that a cached run
+    loads nothing. ``keep_partial``: a stopped run stores the probes that had finished (see
+    ``engine.run_probes``: the stop carries them as ``partial_result``) and names them in ``err.kept``.
+    """
+    check(request)
+    notify = progress or _quiet
+    if store is not None:
+        if fingerprint is not None:
+            cached = store.get(request.key(fingerprint))
+            if cached is not None:
+                return cached, True
+        store.check_writable()  # a result that cannot be stored is not computed
+    with take_model(notify) as loaded:
+        if request.dtype != loaded.dtype:  # the loader's canonical name (bf16 -> bfloat16)
+            request = Request(request.text, loaded.dtype, request.chat_template, request.config, request.extra_meta)
+        key = request.key(loaded.spec.fingerprint)
+
+        def run():
+            return engine.run_probes(loaded, request.text, request.config, request.chat_template, progress=notify,
+                                     extra_meta=dict(request.extra_meta) if request.extra_meta else None)
+
+        if store is None:
+            return run(), False
+        try:
+            return store.get_or_compute(key, run)
+        except BaseException as err:  # a stop (button, closed tab, Ctrl-C): keep what finished if asked
+            if keep_partial:
+                _keep_partial(store, err)
+            raise
+
+
+def _quiet(stage: str, frac: float | None = None) -> None:
+    return None
+
+
+def _keep_partial(store, err: BaseException) -> None:
+    """Store the finished probes of a stopped run (``err.partial_result``, a complete run of a config with
+    just those probes); ``err.kept`` names them. Never raises: the stop itself must go on."""
+    partial = getattr(err, "partial_result", None)
+    if partial is None:
+        return
+    try:
+        store.put(partial)
+        err.kept = list(partial.meta["probes"])
+    except Exception:  # noqa: BLE001 - a store that cannot take it: the run is lost, as it would be anyway
+        pass
