@@ -211,53 +211,71 @@ def _empty(columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in columns})
 
 
-def merge_item(runs: Sequence[tuple[str, Mapping[str, pd.DataFrame]]],  # noqa: C901 - to split with the sweeps room (the house issue)
+_LAYER_COLUMNS = ["metric", "layer", "value"]
+_SKIP_COLUMNS = ["variant", "split", "skipped", "affected", "value"]
+_OUTPUT_COLUMNS = ["variant", "split", "skipped", "value"]
+
+
+def merge_item(runs: Sequence[tuple[str, Mapping[str, pd.DataFrame]]],
                hashes: Sequence[str | None] | None = None) -> MergedItem:
     """Merge the runs of one item, given newest first as (run id, {table name: frame}).
 
     ``layer``: each metric from the newest run that has it; ``skip`` / ``skip_output``: each variant
-    from the newest run that has it (only the reduced split = -1 rows are kept). ``hashes``: the
+    from the newest run that has it (only the reduced split = SPLIT_MAX rows are kept). ``hashes``: the
     runs' prompt hashes; runs whose hash differs from the newest run's are dropped.
     """
-    runs = list(runs)
-    dropped: list[str] = []
-    if hashes is not None and runs:
-        first = hashes[0]
-        keep = [(r, h) for r, h in zip(runs, hashes) if h == first or h is None or first is None]
-        dropped = [r[0] for r, h in zip(runs, hashes) if not (h == first or h is None or first is None)]
-        runs = [r for r, _ in keep]
+    runs, dropped = _same_text(list(runs), hashes)
     sources: dict[str, str] = {}
     layer_parts, skip_parts, out_parts = [], [], []
     for run_id, tables in runs:
-        layer = tables.get("layer")
-        if layer is not None and len(layer):
-            for metric, rows in layer.groupby("metric", sort=False):
-                if f"metric:{metric}" not in sources:
-                    sources[f"metric:{metric}"] = run_id
-                    layer_parts.append(rows[["metric", "layer", "value"]])
-        skip = tables.get("skip")
-        if skip is not None and len(skip):
-            reduced = skip[skip["split"] == SPLIT_MAX]
-            for variant, rows in reduced.groupby("variant", sort=False):
-                if f"skip:{variant}" not in sources:
-                    sources[f"skip:{variant}"] = run_id
-                    skip_parts.append(rows[["variant", "split", "skipped", "affected", "value"]])
-                    out = tables.get("skip_output")
-                    if out is not None and len(out):
-                        out_parts.append(out[(out["variant"] == variant) & (out["split"] == SPLIT_MAX)][
-                            ["variant", "split", "skipped", "value"]])
-    layer = (pd.concat(layer_parts, ignore_index=True) if layer_parts
-             else _empty(["metric", "layer", "value"]))
+        layer_parts += _new_metrics(run_id, tables.get("layer"), sources)
+        for variant, rows in _new_variants(run_id, tables.get("skip"), sources):
+            skip_parts.append(rows[_SKIP_COLUMNS])
+            out = tables.get("skip_output")
+            if out is not None and len(out):
+                out_parts.append(out[(out["variant"] == variant) & (out["split"] == SPLIT_MAX)][_OUTPUT_COLUMNS])
+    layer = pd.concat(layer_parts, ignore_index=True) if layer_parts else _empty(_LAYER_COLUMNS)
     if len(layer):
         layer["layer"] = layer["layer"].astype(int)
         layer["value"] = layer["value"].astype(float)
         layer = depth.with_cosine_mean(layer)
-    skip = (pd.concat(skip_parts, ignore_index=True) if skip_parts
-            else _empty(["variant", "split", "skipped", "affected", "value"]))
-    skip_output = (pd.concat(out_parts, ignore_index=True) if out_parts
-                   else _empty(["variant", "split", "skipped", "value"]))
+    skip = pd.concat(skip_parts, ignore_index=True) if skip_parts else _empty(_SKIP_COLUMNS)
+    skip_output = pd.concat(out_parts, ignore_index=True) if out_parts else _empty(_OUTPUT_COLUMNS)
     return MergedItem(layer=layer.reset_index(drop=True), skip=skip, skip_output=skip_output, sources=sources,
                       run_ids=tuple(r for r, _ in runs), dropped=tuple(dropped))
+
+
+def _same_text(runs: list, hashes: Sequence[str | None] | None) -> tuple[list, list[str]]:
+    """(runs of the newest run's text, ids of the runs of another text); a missing hash matches any."""
+    if hashes is None or not runs:
+        return runs, []
+    first = hashes[0]
+    same = [h == first or h is None or first is None for h in hashes]
+    return [r for r, ok in zip(runs, same) if ok], [r[0] for r, ok in zip(runs, same) if not ok]
+
+
+def _new_metrics(run_id: str, layer: pd.DataFrame | None, sources: dict[str, str]) -> list[pd.DataFrame]:
+    """The rows of the metrics no newer run gave (``sources`` records where each came from)."""
+    if layer is None or not len(layer):
+        return []
+    parts = []
+    for metric, rows in layer.groupby("metric", sort=False):
+        if f"metric:{metric}" not in sources:
+            sources[f"metric:{metric}"] = run_id
+            parts.append(rows[_LAYER_COLUMNS])
+    return parts
+
+
+def _new_variants(run_id: str, skip: pd.DataFrame | None, sources: dict[str, str]) -> list:
+    """(variant, reduced rows) of the skip variants no newer run gave."""
+    if skip is None or not len(skip):
+        return []
+    found = []
+    for variant, rows in skip[skip["split"] == SPLIT_MAX].groupby("variant", sort=False):
+        if f"skip:{variant}" not in sources:
+            sources[f"skip:{variant}"] = run_id
+            found.append((variant, rows))
+    return found
 
 
 ITEM_COLUMNS = ["item_id", "dataset", "item_index", "bin", "n_tokens", "n_layers", "run_id", "run_ids",

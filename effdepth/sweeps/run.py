@@ -56,67 +56,89 @@ def item_keys(fingerprint: str, items: Sequence[Item], dtype: str, config: Probe
             for item in items]
 
 
-def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequence,  # noqa: C901 - to split into run / shard (the house issue)
+def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequence,
            config: ProbeConfig, dtype: str, progress: Progress | None, load: Callable | None,
            resolve: Callable | None, chat_template: bool, skip_errors: bool | tuple[type[BaseException], ...],
            desc: str, failed: list | None = None) -> list[str]:
+    """Probe the items whose run key is in none of ``check_stores`` and put them in ``put_store``; the
+    run ids of all items that have a run (the skipped failures left out)."""
     items = list(items)
     resolve = resolve or _models().resolve_model
     load = load or _models().load_model
-    spec = resolve(model_name)
-    keys = item_keys(spec.fingerprint, items, dtype, config, chat_template)
+    keys = item_keys(resolve(model_name).fingerprint, items, dtype, config, chat_template)
     missing = [k for k, key in enumerate(keys) if not any(s.has(key) for s in check_stores)]
     run_ids: list[str | None] = list(keys)
-    if not missing:
-        if progress:
-            progress(f"all {len(items)} items already in the store", 1.0)
-        return [k for k in run_ids if k is not None]
-
-    bar = None
-    if progress is None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(missing), desc=desc, unit="item")
-        if len(missing) < len(items):
-            bar.write(f"{len(items) - len(missing)} of {len(items)} items already in the store")
+    report = _Report(progress, desc, len(items), len(missing))
     loaded = None
     try:
         for done, k in enumerate(missing, 1):
-            item = items[k]
             if loaded is None:
-                if progress:
-                    progress(f"loading {model_name}", None)
+                report.stage(f"loading {model_name}")
                 loaded = load(model_name, dtype=dtype)
-            try:
-                result = run_probes(loaded, item.text, item_config(config, item), chat_template=chat_template,
-                                    extra_meta=item_meta(item))
-            except Exception as err:  # noqa: BLE001 - reported, optionally skipped
-                if not _skippable(err, skip_errors):
-                    raise
-                message = f"{item.dataset}[{item.index}] failed and is skipped: {err}"
-                if bar is not None:
-                    bar.write(message, file=sys.stderr)
-                else:
-                    log.warning("%s", message)
-                if failed is not None:
-                    failed.append((item, err))
-                run_ids[k] = None
-            else:
-                if result.run_id != keys[k]:
-                    log.warning("run key of %s[%s] differs from the precomputed one (%s != %s); "
-                                "it will be recomputed on resume", item.dataset, item.index,
-                                result.run_id, keys[k])
-                    run_ids[k] = result.run_id
-                put_store.put(result)
-            if bar is not None:
-                bar.update(1)
-            elif progress:
-                progress(f"{item.dataset}[{item.index}] done ({done}/{len(missing)})",
-                         done / len(missing))
+            run_ids[k] = _probe_item(loaded, items[k], keys[k], put_store, config, chat_template, skip_errors,
+                                     report, failed)
+            report.item_done(items[k], done)
     finally:
-        if bar is not None:
-            bar.close()
+        report.close()
     return [k for k in run_ids if k is not None]
+
+
+class _Report:
+    """A sweep's progress: the caller's callback, or a tqdm bar of the missing items when there is none."""
+
+    def __init__(self, progress: Progress | None, desc: str, n_items: int, n_missing: int):
+        self.progress, self.n_missing, self.bar = progress, n_missing, None
+        if not n_missing:
+            if progress:
+                progress(f"all {n_items} items already in the store", 1.0)
+            return
+        if progress is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=n_missing, desc=desc, unit="item")
+            if n_missing < n_items:
+                self.bar.write(f"{n_items - n_missing} of {n_items} items already in the store")
+
+    def stage(self, text: str) -> None:
+        if self.progress:
+            self.progress(text, None)
+
+    def warn(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            log.warning("%s", message)
+
+    def item_done(self, item: Item, done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.progress:
+            self.progress(f"{item.dataset}[{item.index}] done ({done}/{self.n_missing})", done / self.n_missing)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _probe_item(loaded, item: Item, key: str, put_store, config: ProbeConfig, chat_template: bool,
+                skip_errors: bool | tuple[type[BaseException], ...], report: _Report,
+                failed: list | None) -> str | None:
+    """Probe one item and store its run; its run id, or None when it failed and may be skipped."""
+    try:
+        result = run_probes(loaded, item.text, item_config(config, item), chat_template=chat_template,
+                            extra_meta=item_meta(item))
+    except Exception as err:  # noqa: BLE001 - reported, optionally skipped
+        if not _skippable(err, skip_errors):
+            raise
+        report.warn(f"{item.dataset}[{item.index}] failed and is skipped: {err}")
+        if failed is not None:
+            failed.append((item, err))
+        return None
+    if result.run_id != key:
+        log.warning("run key of %s[%s] differs from the precomputed one (%s != %s); it will be recomputed on "
+                    "resume", item.dataset, item.index, result.run_id, key)
+    put_store.put(result)
+    return result.run_id
 
 
 def _skippable(err: Exception, skip_errors: bool | tuple[type[BaseException], ...]) -> bool:

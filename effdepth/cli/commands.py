@@ -1,0 +1,173 @@
+"""The commands on one run or on the cache: ``probe``, ``runs``, ``export``, ``cache`` and
+``install-default``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from effdepth.cli.inputs import _answer, _read_text, _store
+from effdepth.cli.progress import TqdmProgress
+from effdepth.cli.report import summarize, to_json
+from effdepth.errors import EffdepthError, PromptError
+
+
+def cmd_probe(args) -> int:
+    from effdepth import engine, models
+    from effdepth.compute import Request, check, compute
+
+    text = _read_text(args)
+    if not text.strip():
+        raise PromptError("The prompt is empty. Give some text with --text or a non-empty --text-file.")
+    config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
+                                skip_variants=args.skip_variants, answer=_answer(args, text),
+                                ig_steps=args.ig_steps, ig_parts=args.ig_parts)
+    extra = None
+    if getattr(args, "item", None):
+        name, _, index = args.item.partition(":")
+        extra = {"dataset": name.strip(), "item_index": int(index)}
+    request = Request(text, args.dtype, args.chat_template, config, extra)
+    check(request)  # before the model is even resolved
+    spec = models.resolve_model(args.model)
+    progress = TqdmProgress(enabled=not args.quiet)
+    load_seconds: list[float] = []
+
+    @contextmanager
+    def load(notify):
+        clock = time.perf_counter()
+        try:
+            loaded = models.load_model(spec, args.dtype, progress=notify, device_map=args.device_map)
+            load_seconds.append(time.perf_counter() - clock)
+            yield loaded
+        finally:
+            progress.close()
+
+    store = None if args.no_cache else _store(args)
+    result, from_cache = compute(store, request, load, fingerprint=spec.fingerprint, progress=progress)
+    summary = summarize(result, from_cache, load_seconds[0] if load_seconds else None)
+    if args.json == "-":
+        print(summary, file=sys.stderr)
+        print(json.dumps(to_json(result, from_cache), allow_nan=False, indent=1))
+        return 0
+    print(summary)
+    if args.json:
+        path = Path(args.json).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(to_json(result, from_cache), allow_nan=False, indent=1) + "\n")
+        except OSError as exc:
+            raise EffdepthError(f"Cannot write the JSON file {path} ({exc.strerror or exc}).") from exc
+        print(f"json      {path}")
+    return 0
+
+
+def _shorten(text: Any, width: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_runs(args) -> int:
+    store = _store(args)
+    frame = store.runs()
+    if not len(frame):
+        print(f"no cached runs in {store.path}")
+        return 0
+    header = (f"{'run id':<17} {'model':<20} {'tok':>5} {'probes':<20} {'EDR cos':>7} {'EDR kl':>7} "
+              f"{'EDR ov':>7} {'EDR skip':>8}  {'created (UTC)':<19}  prompt")
+    print(header)
+    for row in frame.itertuples(index=False):
+        summary = row.ed_summary or {}
+
+        def edr(probe: str) -> str:
+            value = (summary.get(probe) or {}).get("edr")
+            return "-" if probe not in summary else ("none" if value is None else f"{value:.3f}")
+
+        probes = ",".join(row.probes or [])
+        created = str(row.created)[:19] if row.created is not None else ""
+        print(f"{row.run_id:<17} {_shorten(row.model_name, 20):<20} {row.n_tokens!s:>5} "
+              f"{_shorten(probes, 20):<20} {edr('cosine'):>7} {edr('kl'):>7} {edr('overlap'):>7} "
+              f"{edr('skip'):>8}  {created:<19}  {_shorten(row.prompt_text, 40)}")
+    print(f"{len(frame)} run(s) in {store.path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    if not args.parquet and not args.csv:
+        raise EffdepthError("Say where to export: --parquet DIR and/or --csv DIR.")
+    store = _store(args)
+    paths = []
+    if args.parquet:
+        paths += store.export_parquet(args.run_id, args.parquet)
+    if args.csv:
+        paths += store.export_csv(args.run_id, args.csv)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from effdepth.store import Store
+
+    store = Store(args.cache)
+    if args.reset:
+        moved = store.move_aside()
+        if moved is None:
+            print(f"no cache file at {store.path}; nothing to reset")
+        else:
+            print(f"moved {store.path} to {moved}; a new, empty cache is created on next use")
+        return 0
+    if not store.path.exists():
+        print(f"cache file {store.path} (not created yet)")
+        return 0
+    if args.verify:
+        return _verify_cache(store, quiet=args.quiet)
+    size = store.path.stat().st_size
+    print(f"cache file {store.path} ({size / 1e6:.1f} MB, {len(store)} run(s))")
+    return 0
+
+
+def _verify_cache(store, quiet: bool = False) -> int:
+    """``cache --verify``: recompute the runs stored without checks, report each (effdepth.verify)."""
+    from effdepth import verify
+
+    store.check_writable()
+    todo = verify.unverified_runs(store)
+    print(f"{len(todo)} unverified run(s) in {store.path}")
+    counts: dict[str, int] = {}
+    progress = TqdmProgress(enabled=not quiet)
+    try:
+        for verdict in verify.verify(store, progress=progress):
+            counts[verdict.status] = counts.get(verdict.status, 0) + 1
+            progress.close()
+            print(f"{verdict.run_id:<17} {_shorten(verdict.model_name, 20):<20} {verdict.status:<8} {verdict.detail}")
+    finally:
+        progress.close()
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to verify")
+    return 0
+
+
+def cmd_install_default(args) -> int:
+    from effdepth import models
+
+    name = models.DEFAULT_MODEL
+    progress = TqdmProgress(enabled=not args.quiet)
+    clock = time.perf_counter()
+    try:
+        gguf = models.ensure_embedded(name, progress=progress)
+        copy_valid = getattr(models, "_copy_valid", None)
+        if copy_valid is not None and copy_valid(name):
+            progress.close()
+            print(f"{name}: already installed ({gguf}; safetensors copy present) "
+                  f"[{time.perf_counter() - clock:.1f} s]")
+            return 0
+        loaded = models.load_model(name, progress=progress)
+    finally:
+        progress.close()
+    print(f"{name}: installed {gguf}; loaded from {loaded.loaded_from or 'disk'} "
+          f"(L={loaded.n_layers}, d={loaded.d_model}) [{time.perf_counter() - clock:.1f} s]")
+    return 0
