@@ -3,7 +3,8 @@ or, in the "benchmark items" mode, over the items both were swept on (aggregate 
 
 import streamlit as st
 
-from effdepth import app, charts, ui, ui_sweep
+from effdepth import app, charts, ui
+from effdepth.ui import sweep as ui_sweep
 
 ui.page_setup("Compare")
 view = ui.state()

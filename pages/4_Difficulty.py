@@ -3,7 +3,8 @@ depth score, and the ED of every item (a click opens the item in Explore)."""
 
 import streamlit as st
 
-from effdepth import app, charts, sweeps, ui, ui_sweep
+from effdepth import app, charts, sweeps, ui
+from effdepth.ui import sweep as ui_sweep
 
 ui.page_setup("Difficulty")
 view = ui.state()

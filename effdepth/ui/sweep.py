@@ -9,8 +9,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from effdepth import app, charts, sweeps, ui
+from effdepth import app, charts, sweeps
 from effdepth.errors import EffdepthError
+from effdepth.ui import render
+from effdepth.ui.errors import guard, show_error
+from effdepth.ui.state import bind, sync_url
 
 
 def load_sets(run_store) -> pd.DataFrame | None:
@@ -18,7 +21,7 @@ def load_sets(run_store) -> pd.DataFrame | None:
     try:
         return sweeps.sweep_sets(sweeps.item_runs(run_store))
     except EffdepthError as err:
-        ui.show_error(err)
+        show_error(err)
         return None
 
 
@@ -72,7 +75,7 @@ def _adopt(view: app.ViewState, sets: pd.DataFrame, key: str, which: str) -> Non
 
 
 def agg_picker(view: app.ViewState, container=None) -> None:
-    ui.bind(st.radio, "agg", "Aggregation over items", container=container, options=list(sweeps.HOWS),
+    bind(st.radio, "agg", "Aggregation over items", container=container, options=list(sweeps.HOWS),
             format_func=sweeps.HOWS.get, horizontal=True,
             help="Token-weighted (P1): Σ over all tokens of all items / total tokens. Per-prompt mean (P2): "
                  "the plain mean of each item's token mean.")
@@ -94,7 +97,7 @@ def ed_curves(agg: sweeps.Aggregate, order, relative: bool, group_title: str, ke
                 chart = charts.group_curves(sweeps.probe_curves(agg, probe), sweeps.probe_eds(agg, probe), probe,
                                                   order=order, relative=relative, colours=colours,
                                                   group_title=group_title)
-                ui.chart(chart, f"{key}_{probe}", f"{key}_{probe}")
+                render.chart(chart, f"{key}_{probe}", f"{key}_{probe}")
 
 
 def edr_section(agg: sweeps.Aggregate, order, group_title: str, key: str) -> None:
@@ -102,48 +105,44 @@ def edr_section(agg: sweeps.Aggregate, order, group_title: str, key: str) -> Non
     for column, rule in ((left, "p1"), (right, "guarded")):
         with column:
             chart = charts.edr_ci_chart(agg.ed, rule, order=order, group_title=group_title)
-            ui.chart(chart, f"{key}_edr_{rule}", f"{key}_edr_{rule}")
+            render.chart(chart, f"{key}_edr_{rule}", f"{key}_edr_{rule}")
     st.dataframe(app.edr_display(agg.ed, group_title), hide_index=True, width="stretch", height="content",
                  placeholder="none")
 
-
-# --------------------------------------------------------------------------------------------------
-# Compare: benchmark items mode
-# --------------------------------------------------------------------------------------------------
 
 
 def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a page section drawn top to bottom
     """Two models over the benchmark items they share: curves on layer / L with bands, EDR with CIs."""
     if run_store is None:
-        ui.sync_url(view)
+        sync_url(view)
         return
     sets = load_sets(run_store)
     if sets is None:
-        ui.sync_url(view)
+        sync_url(view)
         return
     if not len(sets):
         no_sweeps(view, run_store, "Compare's items mode")
-        ui.sync_url(view)
+        sync_url(view)
         return
     col_a, col_b = st.columns(2, gap="large")
     key_a = set_picker(view, sets, "a", "Model A (sweep)", col_a)
     key_b = set_picker(view, sets, "b", "Model B (sweep)", col_b, avoid=key_a)
     set_a = set_b = None
-    with ui.guard():
+    with guard():
         set_a, set_b = sweeps.load_items(run_store, key_a), sweeps.load_items(run_store, key_b)
     if set_a is None or set_b is None:
-        ui.sync_url(view)
+        sync_url(view)
         return
     if key_a == key_b:
         other = next((name for name, _ in app.model_options() if name != set_a.model_name), "MODEL")
         st.info("The cache holds benchmark sweeps of one model only; sweep a second model on the same items to "
                 f"compare, e.g.\n\n```\n{app.sweep_command(other, run_store, dataset=set_a.items['dataset'].iloc[0])}"
                 "\n```", icon=":material/info:")
-        ui.sync_url(view)
+        sync_url(view)
         return
     datasets = sweeps.shared_datasets(set_a, set_b)
     if not datasets:
-        ui.sync_url(view)
+        sync_url(view)
         missing = set_a.items["dataset"].iloc[0] if len(set_a.items) else "gsm8k"
         st.info(f"**{app.md(view.model_b)}** and **{app.md(view.model)}** share no dataset with cosine / "
                 "logit-lens curves. "
@@ -154,9 +153,9 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
     if view.dataset not in datasets:
         view.dataset = datasets[0]
     c1, c2 = st.columns([1, 2], gap="large")
-    ui.bind(st.selectbox, "dataset", "Dataset", container=c1, options=datasets)
+    bind(st.selectbox, "dataset", "Dataset", container=c1, options=datasets)
     agg_picker(view, c2)
-    ui.sync_url(view)
+    sync_url(view)
 
     ids = sweeps.shared_items(set_a, set_b, view.dataset)
     label_a, label_b = app.pair_labels(set_a.meta(), set_b.meta())
@@ -170,7 +169,7 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
         st.warning(f"Only {len(ids)} shared item(s): the bootstrap intervals say little. Sweep more items of this "
                    "dataset for both models.", icon=":material/warning:")
     agg = None
-    with st.spinner(f"Bootstrapping the aggregate over {len(ids)} items…"), ui.guard():
+    with st.spinner(f"Bootstrapping the aggregate over {len(ids)} items…"), guard():
         agg = sweeps.compare_aggregate(set_a, set_b, (label_a, label_b), ids, view.agg)
     if agg is None:
         return

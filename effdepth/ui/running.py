@@ -1,0 +1,79 @@
+"""Running the probes from a page: the app's one held model, progress in a status box with a Stop
+button, closed tabs noticed, and the note of a stopped run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import streamlit as st
+
+from effdepth import app
+from effdepth.errors import EffdepthError, RunStopped
+from effdepth.ui.state import RUN_IN_FLIGHT
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def model_holder() -> app.ModelHolder:
+    """The process-wide holder of the one loaded model: runs of all sessions take turns on it, and a
+    model switch waits until no run uses the held model (see effdepth.holder.ModelHolder)."""
+    return app.ModelHolder()
+
+
+def _session_gone() -> bool:
+    """Whether this script run's browser session has ended (tab closed, connection lost)."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        return ctx is not None and Runtime.exists() and not Runtime.instance().is_active_session(ctx.session_id)
+    except Exception:  # noqa: BLE001 - no runtime (AppTest, bare mode): the session is alive
+        return False
+
+
+def stopped_notice(name: str, text: str, dtype: str, chat: bool) -> None:
+    """Say so when this input's last run was stopped (stop control, closed tab) before it finished."""
+    note = app.stopped_run(name, text, dtype, chat)
+    if note is not None:
+        st.warning(app.md(note), icon=":material/stop_circle:")
+
+
+def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes",
+            config=None):
+    """Compute (or fetch) a run with a status box, a progress bar that moves within each stage, and a
+    stop button. Runs of other sessions on the shared model go first (the box says which place this one
+    has); a closed tab or the stop button ends the run at the next progress step, keeping the probes that
+    had finished (app.compute_run) and noting what was stopped (app.record_stopped)."""
+    with st.status(app.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
+        st.button("Stop", key="stop_run", icon=":material/stop:",
+                  help="End this run; the probes that have finished are kept.")
+        bar = st.progress(0.0, text="Starting")
+        started = time.perf_counter()
+
+        def sink(stage: str, fraction: float) -> None:
+            if _session_gone():
+                raise RunStopped("The browser session ended, so the run was stopped.")
+            bar.progress(min(1.0, fraction), text=app.md(f"{stage} · {time.perf_counter() - started:.0f} s"))
+
+        tracker = app.ProgressTracker(sink=sink)
+        done = st.session_state[RUN_IN_FLIGHT] = threading.Event()
+        try:
+            result = app.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config)
+        except RunStopped as err:
+            app.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
+                                 "the browser session ended", getattr(err, "kept", None))
+            raise
+        except EffdepthError:
+            box.update(label="Failed", state="error", expanded=False)
+            raise
+        except BaseException as err:  # Streamlit's stop/rerun (the stop button, another click) ends the run
+            app.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
+                                 "it was stopped", getattr(err, "kept", None))
+            raise
+        finally:
+            done.set()
+        bar.progress(1.0, text=f"done in {time.perf_counter() - started:.1f} s")
+        box.update(label=f"Done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False)
+    return result
