@@ -23,7 +23,6 @@ Nothing is ever deleted silently: an unreadable file or a schema of another vers
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -32,15 +31,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 
 from effdepth import checks, contract
 from effdepth.errors import CacheError, RunCheckError
+from effdepth.records import _dumps, _scalar, _utc_naive, ed_summary
 
 if TYPE_CHECKING:  # engine imports torch; the store does not need it to list or export runs
     from effdepth.engine import RunResult
@@ -93,66 +93,6 @@ def _is_lock_error(exc: BaseException) -> bool:
 def _lock_holder(exc: BaseException) -> str:
     match = re.search(r"Conflicting lock is held in (.*?\(PID \d+\))", str(exc))
     return f"held by {match.group(1)}" if match else str(exc).splitlines()[0]
-
-
-def _jsonable(value: Any) -> Any:
-    """``json.dumps`` default hook: numpy scalars, tuples, paths, datetimes."""
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    return str(value)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_jsonable, sort_keys=False)
-
-
-def _scalar(value: Any) -> Any:
-    """A Python scalar for a DuckDB parameter (numpy → Python, NaN → None)."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def _utc_naive(created: Any) -> datetime:
-    """``created`` (ISO string or datetime) as a naive UTC datetime; now if missing or unreadable."""
-    if isinstance(created, str):
-        try:
-            created = datetime.fromisoformat(created)
-        except ValueError:
-            created = None
-    if not isinstance(created, datetime):
-        created = datetime.now(timezone.utc)
-    if created.tzinfo is not None:
-        created = created.astimezone(timezone.utc).replace(tzinfo=None)
-    return created
-
-
-def ed_summary(ed: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """{probe: {ed, edr}} for the P1 rule of each probe (skip: its proposed rule); None = no transition."""
-    summary: dict[str, dict[str, Any]] = {}
-    if ed is None or not len(ed):
-        return summary
-    for row in ed.itertuples(index=False):
-        probe, rule = str(row.probe), str(row.rule)
-        if rule == "guarded" or (probe in summary and rule != "p1"):
-            continue
-        value, ratio = _scalar(row.ed), _scalar(row.edr)
-        summary[probe] = {"ed": None if value is None else int(value),
-                          "edr": None if ratio is None else float(ratio)}
-    return summary
 
 
 class Store:

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def word_model_dir(tmp_path_factory):
     """A random 3-layer Llama with a WordLevel tokenizer ("w0 w1 …", adds <s>), saved as a model directory."""
-    from tests.test_store import tiny_model_dir
+    from tests.unit.test_store import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("word-llama") / "llama")
 

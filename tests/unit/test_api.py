@@ -9,7 +9,7 @@ import pytest
 import effdepth
 from effdepth import engine, models
 from effdepth.errors import PromptError
-from tests.test_store import TEXT
+from tests.unit.test_store import TEXT
 
 
 def test_probe_returns_the_engines_run_with_tables_eds_and_charts(word_model_dir, word_model, tmp_path):

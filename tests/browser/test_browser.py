@@ -14,11 +14,6 @@ heatmap drawn, and a cold probe of a 64-token prompt on the default model (click
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -28,148 +23,17 @@ from pathlib import Path
 import pytest
 
 from effdepth import app, models
-from tests import app_support
+from tests.browser.support import (
+    PROMPT_64,
+    TIMINGS,
+    _canvas_has_pixels,
+    _url,
+    _wait_charts,
+    _wait_idle,
+    shoot,
+)
 
 pytestmark = pytest.mark.browser
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-#: 64 tokens on smollm2-135m (checked in the test)
-PROMPT_64 = ("Question: A baker makes 24 muffins and 18 more. She sells 30 of them. How many are left?\n"
-             "Answer: 24 + 18 = 42 muffins. 42 - 30 = 12. The answer is 12")
-CHART = ".vega-embed canvas, .vega-embed svg.marks"
-TIMINGS: dict[str, float] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
-    cache = Path(request.config.cache.mkdir("effdepth-app-runs"))
-    base = tmp_path_factory.mktemp("browser-models")
-    tiny_dir = app_support.build_tiny_dir(base / "tiny-llama", seed=3)
-    tiny_8 = app_support.build_tiny_dir(base / "tiny-llama-8", seed=4, n_layers=8)
-    # benchmark sweeps for Difficulty / Compare's items mode, made first so the runs below stay the newest
-    sweeps = app_support.fill_sweeps(base / "sweeps.duckdb", str(tiny_dir), str(tiny_8))
-    return {"smol": app_support.cached_run(cache, models.DEFAULT_MODEL, app_support.PROMPT),
-            "tiny": app_support.compute_run(str(tiny_dir), app_support.PROMPT), "tiny_dir": str(tiny_dir),
-            "tiny_8": str(tiny_8), "sweeps": sweeps}
-
-
-@pytest.fixture(scope="module")
-def server(runs, tmp_path_factory):
-    """`streamlit run app.py` on a free port with a pre-filled cache; always stopped at the end."""
-    tmp = tmp_path_factory.mktemp("browser-server")
-    shutil.copy(runs["sweeps"], tmp / "effdepth.duckdb")
-    cache = app_support.fill_store(tmp / "effdepth.duckdb", [runs["smol"], runs["tiny"]])
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp / "streamlit.log", "w")
-    env = os.environ | {"EFFDEPTH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"streamlit did not start:\n{(tmp / 'streamlit.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield {"url": url, "cache": cache, "log": tmp / "streamlit.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        if TIMINGS:
-            print("\n[effdepth browser timings] " + ", ".join(f"{k}: {v:.0f} ms" for k, v in TIMINGS.items()))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (make setup-browser installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    yield page
-    context.close()
-
-
-def _url(server, path: str = "", **query) -> str:
-    return f"{server['url']}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-
-
-def _wait_charts(page, count: int, timeout: float = 60_000) -> None:
-    page.wait_for_function(
-        """([sel, n]) => [...document.querySelectorAll('.vega-embed')]
-              .filter(e => e.querySelector('canvas, svg.marks')).length >= n""",
-        arg=[CHART, count], timeout=timeout)
-
-
-def _wait_idle(page) -> None:
-    """Wait until Streamlit has finished the current script run (no running indicator)."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget] button')"
-                           " && !document.querySelector('[data-testid=stStatusWidgetRunningIcon]')",
-                           timeout=120_000)
-
-
-def _canvas_has_pixels(page, selector: str) -> bool:
-    return page.evaluate("""(sel) => {
-        const c = document.querySelector(sel);
-        if (!c) return false;
-        if (c.tagName.toLowerCase() === 'svg') return c.querySelectorAll('path, rect').length > 0;
-        const ctx = c.getContext('2d');
-        const d = ctx.getImageData(0, 0, c.width, c.height).data;
-        let inked = 0;
-        for (let i = 0; i < d.length; i += 4 * 97)
-            if (d[i + 3] > 0 && (d[i] < 245 || d[i+1] < 245 || d[i+2] < 245)) inked++;
-        return inked > 50;
-    }""", selector)
-
-
-def shoot(page, name: str) -> Path:
-    """A full-page screenshot: Streamlit scrolls inside its main block, so grow the viewport to it first."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    height = page.evaluate("""() => Math.max(900, ...[...document.querySelectorAll(
-        '[data-testid=stMain], [data-testid=stAppViewContainer], section.main')].map(e => e.scrollHeight))""")
-    page.set_viewport_size({"width": 1400, "height": int(height) + 40})
-    page.wait_for_timeout(2500)  # charts re-fit to the new size
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size({"width": 1400, "height": 900})
-    return path
-
 
 # ---------------------------------------------------------------------------------------------- tests
 

@@ -19,7 +19,7 @@ from effdepth.capture import Replayer, capture
 from effdepth.errors import PromptError
 from effdepth.probes import erasure, igrad
 from effdepth.store import Store
-from tests.test_store import TEXT, assert_same_run, tiny_model_dir
+from tests.unit.test_store import TEXT, assert_same_run, tiny_model_dir
 
 ANSWER = " w18 w19"  # the last 2 tokens of TEXT
 

@@ -6,7 +6,7 @@ import pytest
 
 from effdepth import app, charts, datasets, engine
 from tests import app_support
-from tests.test_app import EXPLORE, forbid_model_loads, marks, no_problems, page, specs, title, url
+from tests.app.test_app import EXPLORE, forbid_model_loads, marks, no_problems, page, specs, title, url
 
 
 @pytest.fixture

@@ -347,7 +347,7 @@ print(reads, len(store.runs()), flush=True)
 def test_two_writer_processes_and_a_reader(tmp_path, result):
     path, src, stop = tmp_path / "cache.duckdb", tmp_path / "run.pkl", tmp_path / "stop"
     src.write_bytes(pickle.dumps(result))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
     def spawn(script, *args):
         return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],

@@ -22,7 +22,7 @@ from effdepth import app, charts, models
 from effdepth.errors import ModelTooLargeError
 from tests import app_support
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 EXPLORE, COMPARE, RUNS = "pages/1_Explore.py", "pages/2_Compare.py", "pages/3_Runs.py"
 TIMEOUT = 120

@@ -25,7 +25,7 @@ from effdepth import sweeps as S
 from effdepth.datasets import Item
 from effdepth.engine import ProbeConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ProbeConfig(probes=("cosine", "logit_lens"))
 TEXTS = ["the capital of france is paris", "a model depth layer", "the layer of the model is a b c",
          "paris is the capital", "c b a the model"]
@@ -89,7 +89,7 @@ def _items(n=len(TEXTS)):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from tests.test_models import _save_tiny_llama
+    from tests.real.test_models import _save_tiny_llama
 
     return str(_save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama"))
 
@@ -246,7 +246,7 @@ def test_accelerate_launch_two_processes(tiny_dir, tmp_path):
         from accelerate import PartialState
         from effdepth import sweeps as S
         from effdepth.engine import ProbeConfig
-        from tests.test_sweep import DirStore, _items
+        from tests.unit.test_sweep import DirStore, _items
         state = PartialState()
         ids = S.sweep_distributed({tiny_dir!r}, _items(), DirStore({str(tmp_path / 'main')!r}),
                                   ProbeConfig(probes=("cosine", "logit_lens")),

@@ -75,7 +75,7 @@ def test_accelerate_launch_cli_sweep_into_duckdb(tmp_path):
     from pathlib import Path
 
     from effdepth.store import Store
-    from tests.test_store import tiny_model_dir
+    from tests.unit.test_store import tiny_model_dir
 
     model = tiny_model_dir(tmp_path / "tiny")
     items = tmp_path / "items.jsonl"

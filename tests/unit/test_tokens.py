@@ -9,7 +9,7 @@ import pytest
 from effdepth import engine
 from effdepth.tokens import token_bytes, token_label, token_labels
 
-SMOLLM2_HF = Path(__file__).resolve().parent.parent / "cache" / "models" / "smollm2-135m" / "hf"
+SMOLLM2_HF = Path(__file__).resolve().parents[2] / "cache" / "models" / "smollm2-135m" / "hf"
 TEXT = "🙂 שלום"
 
 

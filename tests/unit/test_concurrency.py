@@ -20,7 +20,7 @@ import pytest
 from effdepth import app, engine, models, turns
 from effdepth.errors import RunStopped
 from effdepth.store import Store
-from tests.test_store import tiny_model_dir
+from tests.unit.test_store import tiny_model_dir
 
 TEXTS_EQUAL = [" ".join(f"w{i}" for i in range(k, k + 20)) for k in (0, 20, 40, 3)]  # 21 tokens each
 TEXTS_MIXED = [" ".join(f"w{i}" for i in range(n)) for n in (14, 29, 21, 40)]  # 15, 30, 22 and 41 tokens

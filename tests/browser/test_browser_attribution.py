@@ -12,7 +12,7 @@ import pytest
 from effdepth import app, datasets, engine, models
 from effdepth.store import Store
 from tests import app_support
-from tests.test_browser import _canvas_has_pixels, _url, _wait_charts, _wait_idle, browser, page, runs, server, shoot  # noqa: F401
+from tests.browser.support import _canvas_has_pixels, _url, _wait_charts, _wait_idle, shoot
 
 pytestmark = pytest.mark.browser
 IG_STEPS = 16

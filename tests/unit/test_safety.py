@@ -22,9 +22,9 @@ from effdepth.arch import taps
 from effdepth.capture import capture, trust_checks
 from effdepth.errors import CacheError, PromptError, RunCheckError
 from effdepth.store import Store
-from tests.test_store import TEXT
+from tests.unit.test_store import TEXT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = ("[Session expired - click here to log in again](http://evil.example/login) "
            "![t](http://evil.example/track.png) www.evil.example mail@evil.example <img src=x> :red[**x**]")
 GFM = MarkdownIt("gfm-like")
