@@ -24,7 +24,7 @@ held model, with turns). Callers import the names below from ``effdepth.models``
 """
 
 from effdepth.models.install import ensure_embedded
-from effdepth.models.load import check_tap_points, load_model
+from effdepth.models.load import LoadedModel, check_tap_points, load_model
 from effdepth.models.memory import (
     accelerator_memory_bytes,
     available_memory_bytes,
@@ -35,7 +35,6 @@ from effdepth.models.registry import (
     DEFAULT_MODEL,
     EMBEDDED,
     EmbeddedModel,
-    LoadedModel,
     cache_dir,
     model_cache_dir,
 )

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,12 +31,30 @@ from effdepth.models.registry import (
     _COPY_MARKER,
     _DTYPES,
     EMBEDDED,
-    LoadedModel,
     _report,
     _transformers_version,
     model_cache_dir,
 )
 from effdepth.models.resolve import ModelSpec, _copy_dir, _copy_valid, resolve_model
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model ready for the probes (see docs/CONTRACT.md)."""
+
+    spec: ModelSpec
+    model: Any  # transformers PreTrainedModel, eval mode, parameters frozen
+    tokenizer: Any
+    dtype: str  # "float32" | "bfloat16"
+    family: str  # arch family key (config.model_type)
+    n_layers: int
+    d_model: int
+    vocab_size: int
+    max_context: int
+    add_bos: bool  # the tokenizer puts bos_token_id first when add_special_tokens=True
+    bos_token: str | None
+    loaded_from: str = ""  # "safetensors copy" | "gguf" | "safetensors"
+    load_s: float = 0.0
 
 
 def _torch_dtype(dtype: str):

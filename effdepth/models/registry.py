@@ -9,16 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from effdepth.contract import Progress
 from effdepth.errors import ModelNotFoundError
 
 #: The project root (the parent of the ``effdepth`` package); ``cache/`` lives here by default.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-if TYPE_CHECKING:  # resolve builds specs from this registry
-    from effdepth.models.resolve import ModelSpec
 
 
 _COPY_MARKER = "effdepth_copy.json"
@@ -133,25 +129,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 
 
 DEFAULT_MODEL = "smollm2-135m"
-
-
-@dataclass(eq=False)
-class LoadedModel:
-    """A model ready for the probes (see docs/CONTRACT.md)."""
-
-    spec: ModelSpec
-    model: Any  # transformers PreTrainedModel, eval mode, parameters frozen
-    tokenizer: Any
-    dtype: str  # "float32" | "bfloat16"
-    family: str  # arch family key (config.model_type)
-    n_layers: int
-    d_model: int
-    vocab_size: int
-    max_context: int
-    add_bos: bool  # the tokenizer puts bos_token_id first when add_special_tokens=True
-    bos_token: str | None
-    loaded_from: str = ""  # "safetensors copy" | "gguf" | "safetensors"
-    load_s: float = 0.0
 
 
 def cache_dir() -> Path:
