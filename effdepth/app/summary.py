@@ -230,20 +230,8 @@ def position_label(tokens: pd.DataFrame, pos: int) -> str:
 
 def selected_position(selection: Mapping | None, name: str = "cell") -> int | None:
     """The ``pos`` clicked in a heatmap, from the state Streamlit returns for ``on_select="rerun"``."""
-    if not selection:
-        return None
-    sel = selection.get("selection", selection) if isinstance(selection, Mapping) else None
-    if not isinstance(sel, Mapping):
-        return None
-    points = sel.get(name)
-    if isinstance(points, Mapping):  # {"pos": [3]} form
-        values = points.get("pos")
-        values = values if isinstance(values, list) else [values]
-        return int(values[0]) if values and values[0] is not None else None
-    if isinstance(points, list) and points:
-        value = points[0].get("pos") if isinstance(points[0], Mapping) else None
-        return int(value) if value is not None else None
-    return None
+    value = charts.selected_value(selection, name, "pos")
+    return None if value is None else int(value)
 
 
 def lens_topk_table(lens_topk: pd.DataFrame, pos: int) -> pd.DataFrame:

@@ -59,6 +59,7 @@ from effdepth.charts.style import (
     label_stride,
     mark_type,
     rule_positions,
+    selected_value,
     token_axis,
     token_labels,
     visible_token,
@@ -85,6 +86,7 @@ from effdepth.charts.sweep import (
 )
 
 __all__ = [
+    "selected_value",
     "token_axis",
     "PX_PER_LAYER",
     "MIN_HEIGHT",

@@ -5,7 +5,7 @@ ED rule marks, and helpers that read a spec back (tests, exports).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import altair as alt
 import numpy as np
@@ -278,3 +278,19 @@ def with_width(chart: alt.TopLevelMixin, width: int) -> alt.TopLevelMixin:
         return node
 
     return fix(spec)
+
+
+def selected_value(selection, name: str, field: str):
+    """The ``field`` of the first point of selection ``name`` in the state Streamlit returns for a chart with
+    ``on_select="rerun"`` (both its {"field": [v]} and [{"field": v}] forms); None when nothing is selected."""
+    if not selection or not isinstance(selection, Mapping):
+        return None
+    sel = selection.get("selection", selection)
+    points = sel.get(name) if isinstance(sel, Mapping) else None
+    if isinstance(points, Mapping):
+        values = points.get(field)
+        values = values if isinstance(values, list) else [values]
+        return values[0] if values else None
+    if isinstance(points, list) and points and isinstance(points[0], Mapping):
+        return points[0].get(field)
+    return None

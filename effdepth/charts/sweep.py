@@ -14,7 +14,15 @@ import altair as alt
 import pandas as pd
 
 from effdepth.charts.run import CURVES
-from effdepth.charts.style import FIT_X, LAYER_TITLE, LENS_LAYER_TITLE, PROBE_TITLES, RULE_DASH, _layer_ticks
+from effdepth.charts.style import (
+    FIT_X,
+    LAYER_TITLE,
+    LENS_LAYER_TITLE,
+    PROBE_TITLES,
+    RULE_DASH,
+    _layer_ticks,
+    selected_value,
+)
 
 GROUP_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d", "#eeca3b"]
 PROBE_COLOURS = {"cosine": "#4c78a8", "kl": "#e45756", "overlap": "#54a24b"}
@@ -315,17 +323,5 @@ def item_ed_strip(per_item: pd.DataFrame, probe: str = "cosine", rule: str = "p1
 
 def selected_item(selection: Mapping | None, name: str = "item") -> str | None:
     """The ``item_id`` clicked in the strip plot, from the state Streamlit returns for ``on_select``."""
-    if not selection:
-        return None
-    sel = selection.get("selection", selection) if isinstance(selection, Mapping) else None
-    if not isinstance(sel, Mapping):
-        return None
-    points = sel.get(name)
-    if isinstance(points, Mapping):
-        values = points.get("item_id")
-        values = values if isinstance(values, list) else [values]
-        return str(values[0]) if values and values[0] is not None else None
-    if isinstance(points, list) and points:
-        value = points[0].get("item_id") if isinstance(points[0], Mapping) else None
-        return str(value) if value is not None else None
-    return None
+    value = selected_value(selection, name, "item_id")
+    return None if value is None else str(value)
