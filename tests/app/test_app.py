@@ -191,6 +191,7 @@ def test_home_lists_models_examples_and_views(cache):
 # --------------------------------------------------------------------------------------------- explore
 
 
+@pytest.mark.slow
 def test_explore_cached_run_draws_everything_without_loading(cache, smol, monkeypatch):
     app_support.fill_store(cache, [smol])
     forbid_model_loads(monkeypatch)
@@ -399,6 +400,7 @@ def test_compare_two_runs_same_depth(cache, tiny):
     assert "rect" in marks(by_title(at, "Δ"))
 
 
+@pytest.mark.slow
 def test_compare_different_depths_has_no_delta(cache, tiny, smol):
     app_support.fill_store(cache, [tiny["run_a"], smol])
     at = page(COMPARE, run=smol.run_id, run_b=tiny["run_a"].run_id)
@@ -421,6 +423,7 @@ def test_compare_computes_the_missing_model(cache, tiny):
 # ------------------------------------------------------------------------------------------------ runs
 
 
+@pytest.mark.slow
 def test_runs_table_filter_reopen_export_delete(cache, tiny, smol):
     app_support.fill_store(cache, [tiny["run_a"], tiny["run_b"], smol])
     at = page(RUNS)

@@ -33,7 +33,8 @@ from tests.browser.support import (
     shoot,
 )
 
-pytestmark = pytest.mark.browser
+# slow: the server's cache holds a run of smollm2-135m (fixture runs), some tests load it themselves
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # ---------------------------------------------------------------------------------------------- tests
 

@@ -14,7 +14,8 @@ from effdepth.store import Store
 from tests import app_support
 from tests.browser.support import _canvas_has_pixels, _url, _wait_charts, _wait_idle, shoot
 
-pytestmark = pytest.mark.browser
+# slow: the server's cache holds a run of smollm2-135m (fixture runs), some tests load it themselves
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 IG_STEPS = 16
 
 

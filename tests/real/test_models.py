@@ -407,6 +407,7 @@ def _last_logits(loaded, prompt=PROMPT):
         return ids, loaded.model(ids).logits[0].float()
 
 
+@pytest.mark.slow
 def test_smollm2_first_load(smollm2_first_load):
     cache, loaded, stages, first_s = smollm2_first_load
     assert loaded.loaded_from == "gguf" and loaded.spec.kind == "embedded"
@@ -429,6 +430,7 @@ def test_smollm2_first_load(smollm2_first_load):
     print(f"\nsmollm2-135m first load (GGUF dequantise + copy): {first_s:.1f} s")
 
 
+@pytest.mark.slow
 def test_smollm2_copy_matches_gguf_and_reloads_fast(smollm2_first_load, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -455,6 +457,7 @@ def test_smollm2_copy_matches_gguf_and_reloads_fast(smollm2_first_load, monkeypa
         assert loaded.tokenizer.decode(int(logits[-1].argmax())) == " Paris"
 
 
+@pytest.mark.slow
 def test_smollm2_bfloat16_from_copy(smollm2_first_load, monkeypatch):
     cache, first, _, _ = smollm2_first_load
     monkeypatch.setenv("EFFDEPTH_CACHE_DIR", str(cache))
@@ -467,6 +470,7 @@ def test_smollm2_bfloat16_from_copy(smollm2_first_load, monkeypatch):
     assert int(logits16[-1].argmax()) in top5
 
 
+@pytest.mark.slow
 def test_copy_is_rebuilt_for_another_transformers_version(smollm2_first_load, monkeypatch):
     cache, _, _, _ = smollm2_first_load
     monkeypatch.setenv("EFFDEPTH_CACHE_DIR", str(cache))
@@ -476,6 +480,7 @@ def test_copy_is_rebuilt_for_another_transformers_version(smollm2_first_load, mo
     assert M.resolve_model("smollm2-135m").fingerprint.endswith(":0.0.0-other")
 
 
+@pytest.mark.slow
 def test_resolve_gguf_file(smollm2_first_load):
     cache, _, _, _ = smollm2_first_load
     gguf = cache / "models" / "smollm2-135m" / M.EMBEDDED["smollm2-135m"].gguf_file

@@ -10,6 +10,8 @@ from effdepth.capture import Replayer, capture, skip_layer
 from effdepth.models import DEFAULT_MODEL, load_model
 from effdepth.probes import skip
 
+pytestmark = pytest.mark.slow  # every test here runs on the real smollm2-135m (fixture smol)
+
 
 @pytest.fixture(scope="module")
 def smol():

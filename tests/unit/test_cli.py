@@ -54,6 +54,7 @@ def finite(values) -> bool:
     return all(v is not None and math.isfinite(v) for v in values)
 
 
+@pytest.mark.slow
 def test_probe_json(first_run):
     assert first_run["rc"] == 0, first_run["err"]
     doc = json.loads(first_run["json"].read_text())
@@ -92,6 +93,7 @@ def test_probe_json(first_run):
     assert set(doc["timings"]) == {"forward", "cosine", "logit_lens", "skip"}
 
 
+@pytest.mark.slow
 def test_probe_summary(first_run):
     out = first_run["out"]
     assert "smollm2-135m" in out and "L=30" in out and "d=576" in out and "float32" in out
@@ -103,6 +105,7 @@ def test_probe_summary(first_run):
     assert "forward pass" in first_run["err"]  # progress on stderr
 
 
+@pytest.mark.slow
 def test_probe_second_run_is_from_cache(first_run, monkeypatch):
     def no_load(*args, **kwargs):
         raise AssertionError("a cached run must not load the model")
@@ -120,6 +123,7 @@ def test_probe_second_run_is_from_cache(first_run, monkeypatch):
     assert again == first
 
 
+@pytest.mark.slow
 def test_runs_and_export(first_run, tmp_path):
     doc = json.loads(first_run["json"].read_text())
     rc, out, err = run_cli("runs", "--cache", first_run["cache"])
@@ -209,6 +213,7 @@ def test_corrupt_cache_then_reset(workdir):
     assert rc == 0 and "no cached runs" in out
 
 
+@pytest.mark.slow
 def test_install_default_is_idempotent(workdir, first_run):
     rc, out, err = run_cli("install-default", "-q")
     assert rc == 0, err

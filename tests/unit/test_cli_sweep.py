@@ -14,6 +14,7 @@ def tiny(tmp_path_factory):
     return str(build_tiny_dir(tmp_path_factory.mktemp("models") / "tiny"))
 
 
+@pytest.mark.slow
 def test_sweep_cli_runs_then_resumes_without_loading(tmp_path, capsys, monkeypatch):
     cache = str(tmp_path / "c.duckdb")
     args = ["sweep", "--model", "smollm2-135m", "--dataset", "manual", "--n", "2",
@@ -31,6 +32,7 @@ def test_sweep_cli_runs_then_resumes_without_loading(tmp_path, capsys, monkeypat
     assert "2 items of manual" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_skip_only_sweep_prints_the_depth_score_and_no_empty_ed_sections(tmp_path, capsys):
     items = tmp_path / "items.jsonl"
     items.write_text("".join(f'{{"prompt": "Question: {a} plus {a} is what number? Answer:", "answer": " {2 * a}", '
@@ -51,6 +53,7 @@ def test_sweep_cli_bad_jsonl_line_is_a_clear_error(tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_probe_takes_a_benchmark_item(tmp_path, capsys):
     import json
 

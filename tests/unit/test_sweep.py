@@ -228,7 +228,6 @@ def test_merge_with_real_store(tiny_dir, tmp_path):
     assert sorted(ids) == sorted(merged)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
                     reason="accelerate CLI not installed")
 def test_accelerate_launch_two_processes(tiny_dir, tmp_path):
