@@ -4,112 +4,126 @@ import streamlit as st
 
 from effdepth import app, charts, checks, ui
 
-ui.page_setup("Explore")
-view = ui.state()
-run_store = ui.store()
 
-# A run id in the URL wins: the inputs then describe that run.
-result = None
-if run_store is not None and view.run:
+def _url_run(view, run_store):
+    """Reads the run named by the URL (it wins: the inputs then describe that run); draws only its errors."""
+    result = None
+    if run_store is not None and view.run:
+        with ui.guard():
+            result = app.get_run(run_store, view.run)
+            if result is not None:
+                app.adopt_meta(view, result.meta)
+    return result
+
+
+def _inputs(view) -> None:
+    """Draws the navigation and the sidebar inputs (model, prompt, demo mode), then syncs the URL."""
+    ui.nav(view, "explore")
+    with st.sidebar:
+        st.markdown("#### Input")
+        ui.model_input(view, st.sidebar)
+        ui.prompt_input(view, st.sidebar)
+        st.divider()
+        ui.demo_toggle(view)
+    ui.sync_url(view)
+
+
+def _offer_run(view, run_store, computed):
+    """Draws the "not in the cache yet" notice and the Run probes button; returns the run it computed or None."""
+    app.preflight(view.model)
+    ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
+    notice = st.empty()
+    notice.info(f"This prompt on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
+                icon=":material/hourglass_top:")
+    button = st.empty()
+    if button.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
+        button.empty()
+        result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat)
+        computed[result.run_id] = result.meta.get("total_seconds")
+        notice.empty()
+        return result
+    return None
+
+
+def _find_or_compute(view, run_store, result, computed):
+    """Looks the inputs up in the cache, else draws the demo-mode warning or the offer to compute them."""
     with ui.guard():
-        result = app.get_run(run_store, view.run)
-        if result is not None:
-            app.adopt_meta(view, result.meta)
+        if result is None:
+            app.check_prompt(view.prompt)
+            _, result = app.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
+        if result is None:
+            if view.demo:
+                st.warning(f"**Not cached.** This prompt on **{app.md(view.model)}** ({view.dtype}) has no stored "
+                           "run, and "
+                           "demo mode loads no model. Pick a cached run on the Runs page or leave demo mode.",
+                           icon=":material/block:")
+            else:
+                result = _offer_run(view, run_store, computed)
+    return result
 
-ui.nav(view, "explore")
-with st.sidebar:
-    st.markdown("#### Input")
-    ui.model_input(view, st.sidebar)
-    ui.prompt_input(view, st.sidebar)
-    st.divider()
-    ui.demo_toggle(view)
-ui.sync_url(view)
 
-st.title("Explore")
-if run_store is None:
-    st.stop()
-
-computed = st.session_state.setdefault("_computed", {})
-with ui.guard():
-    if result is None:
-        app.check_prompt(view.prompt)
-        _, result = app.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
-    if result is None:
-        if view.demo:
-            st.warning(f"**Not cached.** This prompt on **{app.md(view.model)}** ({view.dtype}) has no stored run, "
-                       "and "
-                       "demo mode loads no model. Pick a cached run on the Runs page or leave demo mode.",
-                       icon=":material/block:")
-        else:
-            app.preflight(view.model)
+def _remaining_probes(view, run_store, result, computed) -> None:
+    """Draws, for a run that was stopped, which probes did not run and the button that runs them."""
+    if app.missing_probes(result) and not view.demo:  # a run that was stopped kept what had finished
+        with ui.guard():
             ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
-            notice = st.empty()
-            notice.info(f"This prompt on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
-                        icon=":material/hourglass_top:")
-            button = st.empty()
-            if button.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
-                button.empty()
-                result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat)
+            missing = ", ".join(app.PROBE_LABELS[p] for p in app.missing_probes(result))
+            st.info(f"This run holds only the probes that finished before it was stopped; {missing} did not run.",
+                    icon=":material/pending:")
+            if st.button("Run the remaining probes", icon=":material/play_arrow:", key="run_rest"):
+                result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=app.config_for())
                 computed[result.run_id] = result.meta.get("total_seconds")
-                notice.empty()
+                view.run = result.run_id
+                ui.sync_url(view)
+                st.rerun()
 
-if result is None:
-    st.stop()
-if app.missing_probes(result) and not view.demo:  # a run that was stopped kept what had finished
-    with ui.guard():
-        ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
-        missing = ", ".join(app.PROBE_LABELS[p] for p in app.missing_probes(result))
-        st.info(f"This run holds only the probes that finished before it was stopped; {missing} did not run.",
-                icon=":material/pending:")
-        if st.button("Run the remaining probes", icon=":material/play_arrow:", key="run_rest"):
-            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=app.config_for())
-            computed[result.run_id] = result.meta.get("total_seconds")
-            view.run = result.run_id
-            ui.sync_url(view)
-            st.rerun()
 
-meta, t = result.meta, result.tables
-view.run = result.run_id
-n_tokens = int(meta["n_tokens"])
-n_layers = int(meta["n_layers"])
-view.pos = app.clamp_position(view.pos, n_tokens)
-ed = t["ed"]
+def _header(view, result, run_store, computed) -> None:
+    """Draws the run's caption, the unverified warning, the prompt as analysed, the summary strip and notes."""
+    meta, t = result.meta, result.tables
+    view.run = result.run_id
+    n_tokens = int(meta["n_tokens"])
+    view.pos = app.clamp_position(view.pos, n_tokens)
+    ed = t["ed"]
 
-st.caption(f"**{app.md(meta['model_name'])}** · run `{result.run_id}` · {n_tokens} tokens · "
-           f"probe config {', '.join(meta.get('probes') or [])} · created {meta.get('created', '')}")
-if not checks.verified(meta):
-    st.warning("**Unverified run.** It was stored before runs checked their own invariants, possibly while "
-               "another session used the same model (whose numbers it may then hold). Recompute the cache's "
-               f"unverified runs with `effdepth cache --verify --cache {app.md(run_store.path)}`.",
-               icon=":material/gpp_maybe:")
-with st.expander("Prompt as analysed", expanded=False):
-    st.code(meta.get("prompt_text", ""), language=None, wrap_lines=True)
-ui.summary_strip(app.summary_items(meta, ed, from_cache=result.run_id not in computed))
-if "future" not in set(t["skip"]["variant"]) and len(t["skip"]):
-    st.info("The prompt is shorter than 13 tokens: the future-effect skip needs a split point t with "
-            "8 ≤ t < T − 4, so only the current-token skip variants were computed (and no skip ED).",
-            icon=":material/info:")
+    st.caption(f"**{app.md(meta['model_name'])}** · run `{result.run_id}` · {n_tokens} tokens · "
+               f"probe config {', '.join(meta.get('probes') or [])} · created {meta.get('created', '')}")
+    if not checks.verified(meta):
+        st.warning("**Unverified run.** It was stored before runs checked their own invariants, possibly while "
+                   "another session used the same model (whose numbers it may then hold). Recompute the cache's "
+                   f"unverified runs with `effdepth cache --verify --cache {app.md(run_store.path)}`.",
+                   icon=":material/gpp_maybe:")
+    with st.expander("Prompt as analysed", expanded=False):
+        st.code(meta.get("prompt_text", ""), language=None, wrap_lines=True)
+    ui.summary_strip(app.summary_items(meta, ed, from_cache=result.run_id not in computed))
+    if "future" not in set(t["skip"]["variant"]) and len(t["skip"]):
+        st.info("The prompt is shorter than 13 tokens: the future-effect skip needs a split point t with "
+                "8 ≤ t < T − 4, so only the current-token skip variants were computed (and no skip ED).",
+                icon=":material/info:")
 
-# ---------------------------------------------------------------------------------------------- ED
-st.subheader("Effective depth per probe")
-st.dataframe(app.ed_comparison_table(ed), hide_index=True, width="stretch")
-st.caption("ED = the transition layer (curves indexed by the *input* of each layer, as in P1); "
-           "EDR = (ED + 1) / L. “P1” applies the paper's rule exactly; “guarded” adds the guard described "
-           "next to it. Solid rules mark P1, dashed rules the guarded variant.")
 
-probes_with_curves = [p for p in app.CURVE_METRICS if len(charts.probe_curve_frame(t["layer"], p))]
-for start in range(0, len(probes_with_curves), 2):
-    row = st.columns(2, gap="medium")
-    for col, probe in zip(row, probes_with_curves[start:start + 2]):
-        with col:
-            curve = app.memo_chart((result.run_id, "curve", probe), lambda: charts.probe_curve(t["layer"], probe, ed))
-            ui.chart(curve, f"{result.run_id}_curve_{probe}", f"curve_{probe}")
-            st.caption(app.ed_caption(ed, probe))
+def _ed_section(result) -> None:
+    """Draws the ED table per probe and the per-layer curves with their ED, two to a row."""
+    t, ed = result.tables, result.tables["ed"]
+    st.subheader("Effective depth per probe")
+    st.dataframe(app.ed_comparison_table(ed), hide_index=True, width="stretch")
+    st.caption("ED = the transition layer (curves indexed by the *input* of each layer, as in P1); "
+               "EDR = (ED + 1) / L. “P1” applies the paper's rule exactly; “guarded” adds the guard described "
+               "next to it. Solid rules mark P1, dashed rules the guarded variant.")
 
-# -------------------------------------------------------------------------------- click → position
+    probes_with_curves = [p for p in app.CURVE_METRICS if len(charts.probe_curve_frame(t["layer"], p))]
+    for start in range(0, len(probes_with_curves), 2):
+        row = st.columns(2, gap="medium")
+        for col, probe in zip(row, probes_with_curves[start:start + 2]):
+            with col:
+                curve = app.memo_chart((result.run_id, "curve", probe),
+                                       lambda: charts.probe_curve(t["layer"], probe, ed))
+                ui.chart(curve, f"{result.run_id}_curve_{probe}", f"curve_{probe}")
+                st.caption(app.ed_caption(ed, probe))
 
 
 def _on_cell(key: str):
+    """A heatmap's selection callback: the clicked cell's token becomes the view's position (click → position)."""
     def callback() -> None:
         pos = app.selected_position(st.session_state.get(key))
         if pos is not None:
@@ -117,53 +131,65 @@ def _on_cell(key: str):
     return callback
 
 
-# ----------------------------------------------------------------------------------- contributions
-st.subheader("Contributions to the residual stream (probe A)")
-c1, c2 = st.columns(2)
-ui.bind(st.radio, "contrib", "Quantity", container=c1, options=list(app.CONTRIB_FAMILIES),
-        format_func=app.CONTRIB_FAMILIES.get, horizontal=True)
-ui.bind(st.radio, "part", "Sublayer", container=c2, options=list(app.SUBLAYERS),
-        format_func=app.SUBLAYERS.get, horizontal=True)
-metric = app.contrib_metric(view.contrib, view.part)
-heat = app.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
-    t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos))
-ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
-st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
-           "amplifies/refines. Relative contribution = ‖sublayer output‖ / ‖residual it is added to‖ (log "
-           "colour scale, 2nd–98th percentile). The horizontal rule is the cosine ED. Click a cell to pick a token.")
+def _contributions(view, result) -> None:
+    """Draws the contributions heatmap (probe A) with its quantity and sublayer pickers."""
+    t, ed = result.tables, result.tables["ed"]
+    st.subheader("Contributions to the residual stream (probe A)")
+    c1, c2 = st.columns(2)
+    ui.bind(st.radio, "contrib", "Quantity", container=c1, options=list(app.CONTRIB_FAMILIES),
+            format_func=app.CONTRIB_FAMILIES.get, horizontal=True)
+    ui.bind(st.radio, "part", "Sublayer", container=c2, options=list(app.SUBLAYERS),
+            format_func=app.SUBLAYERS.get, horizontal=True)
+    metric = app.contrib_metric(view.contrib, view.part)
+    heat = app.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
+        t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos))
+    ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
+    st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
+               "amplifies/refines. Relative contribution = ‖sublayer output‖ / ‖residual it is added to‖ (log "
+               "colour scale, 2nd–98th percentile). The horizontal rule is the cosine ED. Click a cell to pick a "
+               "token.")
 
-# -------------------------------------------------------------------------------------- logit lens
-st.subheader("Logit lens (probe B)")
-ui.bind(st.radio, "lens", "Quantity", options=list(app.LENS_METRICS), format_func=app.LENS_METRICS.get,
-        horizontal=True, key="w_lens")
-lens_heat = app.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
-    t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos))
-ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
-st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
-           "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "
-           "The rules mark the KL ED (entropy) or the overlap ED.")
 
-positions = app.position_options(t["tokens"])
-ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", options=positions,
-        format_func=lambda p: app.position_label(t["tokens"], p))
-top_chart = app.memo_chart((result.run_id, "topk", view.pos), lambda: charts.lens_topk_chart(
-    t["lens_topk"], view.pos, app.position_label(t["tokens"], view.pos), ed=ed))
-ui.chart(top_chart, f"{result.run_id}_lens_top5_pos{view.pos}", "lens_topk")
-with st.expander(f"Top-5 per layer at position {app.md(app.position_label(t['tokens'], view.pos))} as a table"):
-    st.dataframe(app.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
-                 height=min(36 * (n_layers + 1), 560))
+def _logit_lens(view, result) -> None:
+    """Draws the logit-lens heatmap (probe B), the token-position slider and the top-5 per layer there."""
+    t, ed = result.tables, result.tables["ed"]
+    n_layers = int(result.meta["n_layers"])
+    st.subheader("Logit lens (probe B)")
+    ui.bind(st.radio, "lens", "Quantity", options=list(app.LENS_METRICS), format_func=app.LENS_METRICS.get,
+            horizontal=True, key="w_lens")
+    lens_heat = app.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
+        t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos))
+    ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
+    st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
+               "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "
+               "The rules mark the KL ED (entropy) or the overlap ED.")
 
-# ------------------------------------------------------------------------------------ layer skipping
-st.subheader("Layer skipping (probe C)")
-variants = app.available_variants(t["skip"])
-if variants:
+    positions = app.position_options(t["tokens"])
+    ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", options=positions,
+            format_func=lambda p: app.position_label(t["tokens"], p))
+    top_chart = app.memo_chart((result.run_id, "topk", view.pos), lambda: charts.lens_topk_chart(
+        t["lens_topk"], view.pos, app.position_label(t["tokens"], view.pos), ed=ed))
+    ui.chart(top_chart, f"{result.run_id}_lens_top5_pos{view.pos}", "lens_topk")
+    with st.expander(f"Top-5 per layer at position {app.md(app.position_label(t['tokens'], view.pos))} as a table"):
+        st.dataframe(app.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
+                     height=min(36 * (n_layers + 1), 560))
+
+
+def _layer_skipping(view, result) -> None:
+    """Draws the skip matrix (probe C) of the chosen variant with its noise floor, or says there is none."""
+    t, ed, meta = result.tables, result.tables["ed"], result.meta
+    st.subheader("Layer skipping (probe C)")
+    variants = app.available_variants(t["skip"])
+    if not variants:
+        st.info("This run has no layer-skip results.")
+        return
     if view.variant not in variants:
         view.variant = variants[0]
     ui.bind(st.radio, "variant", "Variant", options=variants, format_func=app.SKIP_VARIANTS.get, horizontal=True)
     skip_col, noise_col = st.columns([4, 1], gap="medium")
     with skip_col:
         skip_chart = app.memo_chart((result.run_id, "skip", view.variant),
-                                      lambda: charts.skip_chart(t["skip"], t["skip_output"], view.variant, ed))
+                                    lambda: charts.skip_chart(t["skip"], t["skip_output"], view.variant, ed))
         ui.chart(skip_chart, f"{result.run_id}_skip_{view.variant}", "skip")
     with noise_col:
         number, caption = app.noise_caption(t["skip"], view.variant)
@@ -174,37 +200,46 @@ if variants:
     st.caption("Rows: the skipped layer s; columns: the layer j whose contribution changes; colour: max "
                "relative change ‖c_j − c′_j‖ / ‖c_j‖ over the measured tokens (P2 scale, 0–1). Bars: the output "
                "change ‖Δp‖₂. The rule marks the skip ED (effdepth's proposed rule).")
-else:
-    st.info("This run has no layer-skip results.")
 
-# ------------------------------------------------------------------- erasure and integrated gradients
-st.subheader("Residual erasure and integrated gradients (probes E, F)")
-answer = app.answer_for(view)
-with ui.guard():
-    attr_config = app.attribution_config(answer, view.ig_steps)
-    _, attr = app.find_cached(run_store, view.model, meta["prompt_text"], view.dtype, view.chat, attr_config)
-    if attr is None:
-        st.caption("Both measure the **answer span** at the end of the prompt: erasure replaces one residual "
-                   "h_k[t] by P2's baseline (mean over the first 10 GSM8K prompts) and measures the largest change "
-                   "‖Δp‖₂ at the answer-predicting positions; IG attributes the gold answer's probability to each "
-                   "layer's output (P2's baseline: the token mean). They cost (L+1)·T and L·steps passes, so they "
-                   "run on request.")
-        a1, a2 = st.columns([3, 1])
-        ui.bind(st.text_input, "answer", "Answer span (must end the prompt)", container=a1,
-                transform=lambda v: v or None, to_widget=lambda v: v or "",
-                help="Default: the benchmark item's gold answer, else the last word.")
-        if not view.answer:
-            a1.caption(f"Using {app.md(repr(answer))}")
-        ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(app.IG_STEP_CHOICES),
-                to_widget=lambda v: min(app.IG_STEP_CHOICES, key=lambda c: abs(c - v)),
-                help="P2 uses 256 (a left Riemann sum); fewer steps are faster and less exact.")
-        if view.demo:
-            st.info("Not cached for this answer span and step count; demo mode loads no model.",
-                    icon=":material/block:")
-        elif st.button("Run erasure + integrated gradients", icon=":material/play_arrow:", key="run_attr"):
-            attr = ui.compute(run_store, view.model, meta["prompt_text"], view.dtype, view.chat,
-                              label="Residual erasure and integrated gradients", config=attr_config)
-if attr is not None:
+
+def _offer_attribution(view, run_store, prompt_text: str, answer: str, attr_config):
+    """Draws what erasure and IG measure, the answer-span and step inputs and the Run button; returns its run."""
+    st.caption("Both measure the **answer span** at the end of the prompt: erasure replaces one residual "
+               "h_k[t] by P2's baseline (mean over the first 10 GSM8K prompts) and measures the largest change "
+               "‖Δp‖₂ at the answer-predicting positions; IG attributes the gold answer's probability to each "
+               "layer's output (P2's baseline: the token mean). They cost (L+1)·T and L·steps passes, so they "
+               "run on request.")
+    a1, a2 = st.columns([3, 1])
+    ui.bind(st.text_input, "answer", "Answer span (must end the prompt)", container=a1,
+            transform=lambda v: v or None, to_widget=lambda v: v or "",
+            help="Default: the benchmark item's gold answer, else the last word.")
+    if not view.answer:
+        a1.caption(f"Using {app.md(repr(answer))}")
+    ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(app.IG_STEP_CHOICES),
+            to_widget=lambda v: min(app.IG_STEP_CHOICES, key=lambda c: abs(c - v)),
+            help="P2 uses 256 (a left Riemann sum); fewer steps are faster and less exact.")
+    if view.demo:
+        st.info("Not cached for this answer span and step count; demo mode loads no model.",
+                icon=":material/block:")
+    elif st.button("Run erasure + integrated gradients", icon=":material/play_arrow:", key="run_attr"):
+        return ui.compute(run_store, view.model, prompt_text, view.dtype, view.chat,
+                          label="Residual erasure and integrated gradients", config=attr_config)
+    return None
+
+
+def _find_attribution(view, run_store, prompt_text: str, answer: str):
+    """Looks up the erasure / IG run of this answer span and step count, else draws the offer to compute it."""
+    attr = None  # an error in the look-up (shown by the guard) leaves no run
+    with ui.guard():
+        attr_config = app.attribution_config(answer, view.ig_steps)
+        _, attr = app.find_cached(run_store, view.model, prompt_text, view.dtype, view.chat, attr_config)
+        if attr is None:
+            attr = _offer_attribution(view, run_store, prompt_text, answer, attr_config)
+    return attr
+
+
+def _attribution_heatmap(view, attr, answer: str, ed) -> None:
+    """Draws the erasure / IG heatmap of an attribution run with its metric picker and caption."""
     attr_frame = app.attribution_layer_token(attr)
     choices = [m for m in app.ATTR_METRICS if m in set(attr_frame["metric"])]
     if view.attr not in choices:
@@ -222,4 +257,40 @@ if attr is not None:
                f"{attr.meta['probe_config'].get('ig_steps')} steps): red lowers, blue raises the answer's "
                "probability; the colour scale leaves out position 0 as in P2. The horizontal rule is the cosine ED.")
 
-ui.sync_url(view)
+
+def _attribution(view, run_store, result) -> None:
+    """Draws the residual erasure and integrated gradients section (probes E, F)."""
+    st.subheader("Residual erasure and integrated gradients (probes E, F)")
+    answer = app.answer_for(view)
+    attr = _find_attribution(view, run_store, result.meta["prompt_text"], answer)
+    if attr is not None:
+        _attribution_heatmap(view, attr, answer, result.tables["ed"])
+
+
+def main() -> None:
+    """Draws the Explore page top to bottom."""
+    ui.page_setup("Explore")
+    view = ui.state()
+    run_store = ui.store()
+    result = _url_run(view, run_store)
+    _inputs(view)
+
+    st.title("Explore")
+    if run_store is None:
+        st.stop()
+    computed = st.session_state.setdefault("_computed", {})
+    result = _find_or_compute(view, run_store, result, computed)
+    if result is None:
+        st.stop()
+    _remaining_probes(view, run_store, result, computed)
+
+    _header(view, result, run_store, computed)
+    _ed_section(result)
+    _contributions(view, result)
+    _logit_lens(view, result)
+    _layer_skipping(view, result)
+    _attribution(view, run_store, result)
+    ui.sync_url(view)
+
+
+main()

@@ -110,20 +110,27 @@ def edr_section(agg: sweeps.Aggregate, order, group_title: str, key: str) -> Non
                  placeholder="none")
 
 
-
-def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a page section drawn top to bottom
-    """Two models over the benchmark items they share: curves on layer / L with bands, EDR with CIs."""
+def _sweep_sets(view: app.ViewState, run_store) -> pd.DataFrame | None:
+    """The cache's sweep sets, or None after showing why there are none (the URL then synced)."""
     if run_store is None:
         sync_url(view)
-        return
+        return None
     sets = load_sets(run_store)
     if sets is None:
         sync_url(view)
-        return
+        return None
     if not len(sets):
         no_sweeps(view, run_store, "Compare's items mode")
         sync_url(view)
-        return
+        return None
+    return sets
+
+
+def _pick_pair(view: app.ViewState, run_store):
+    """Draws the sweep pickers of models A and B; returns their (key_a, key_b, set_a, set_b), or None (URL synced)."""
+    sets = _sweep_sets(view, run_store)
+    if sets is None:
+        return None
     col_a, col_b = st.columns(2, gap="large")
     key_a = set_picker(view, sets, "a", "Model A (sweep)", col_a)
     key_b = set_picker(view, sets, "b", "Model B (sweep)", col_b, avoid=key_a)
@@ -132,14 +139,20 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
         set_a, set_b = sweeps.load_items(run_store, key_a), sweeps.load_items(run_store, key_b)
     if set_a is None or set_b is None:
         sync_url(view)
-        return
-    if key_a == key_b:
-        other = next((name for name, _ in app.model_options() if name != set_a.model_name), "MODEL")
-        st.info("The cache holds benchmark sweeps of one model only; sweep a second model on the same items to "
-                f"compare, e.g.\n\n```\n{app.sweep_command(other, run_store, dataset=set_a.items['dataset'].iloc[0])}"
-                "\n```", icon=":material/info:")
-        sync_url(view)
-        return
+        return None
+    return key_a, key_b, set_a, set_b
+
+
+def _one_model_only(run_store, set_a: sweeps.ItemSet) -> None:
+    """Draws how to sweep a second model when the cache holds sweeps of one model only."""
+    other = next((name for name, _ in app.model_options() if name != set_a.model_name), "MODEL")
+    st.info("The cache holds benchmark sweeps of one model only; sweep a second model on the same items to "
+            f"compare, e.g.\n\n```\n{app.sweep_command(other, run_store, dataset=set_a.items['dataset'].iloc[0])}"
+            "\n```", icon=":material/info:")
+
+
+def _pick_dataset(view: app.ViewState, run_store, set_a: sweeps.ItemSet, set_b: sweeps.ItemSet) -> bool:
+    """Draws the dataset and aggregation pickers (URL synced); False after showing that no dataset is shared."""
     datasets = sweeps.shared_datasets(set_a, set_b)
     if not datasets:
         sync_url(view)
@@ -149,14 +162,18 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
                 f"Sweep the other model on the same items, e.g.\n\n"
                 f"```\n{app.sweep_command(view.model_b, run_store, dataset=missing)}\n```",
                 icon=":material/info:")
-        return
+        return False
     if view.dataset not in datasets:
         view.dataset = datasets[0]
     c1, c2 = st.columns([1, 2], gap="large")
     bind(st.selectbox, "dataset", "Dataset", container=c1, options=datasets)
     agg_picker(view, c2)
     sync_url(view)
+    return True
 
+
+def _shared_items(view: app.ViewState, set_a: sweeps.ItemSet, set_b: sweeps.ItemSet):
+    """Draws how many items both models share; returns (ids, (label_a, label_b)), or None when there are none."""
     ids = sweeps.shared_items(set_a, set_b, view.dataset)
     label_a, label_b = app.pair_labels(set_a.meta(), set_b.meta())
     st.caption(f"**{len(ids)} items** of {app.md(view.dataset)} with curves for both models (same text): "
@@ -164,16 +181,15 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
     if not ids:
         st.warning("No shared item with the same text in this dataset. Sweep the same items for both models.",
                    icon=":material/warning:")
-        return
+        return None
     if len(ids) < 5:
         st.warning(f"Only {len(ids)} shared item(s): the bootstrap intervals say little. Sweep more items of this "
                    "dataset for both models.", icon=":material/warning:")
-    agg = None
-    with st.spinner(f"Bootstrapping the aggregate over {len(ids)} items…"), guard():
-        agg = sweeps.compare_aggregate(set_a, set_b, (label_a, label_b), ids, view.agg)
-    if agg is None:
-        return
-    order = [label_a, label_b]
+    return ids, (label_a, label_b)
+
+
+def _compare_sections(agg: sweeps.Aggregate, order: list[str]) -> None:
+    """Draws the two models' aggregate curves on relative depth and their EDR with CIs."""
     st.subheader("Aggregate curves on relative depth")
     ed_curves(agg, order, relative=True, group_title="model", key="cmpi", colours=charts.MODEL_COLOURS)
     st.caption("x = layer / L, so models of different depth line up; band: 95% bootstrap CI of the aggregate "
@@ -183,3 +199,27 @@ def compare_items(view: app.ViewState, run_store) -> None:  # noqa: C901 - a pag
     edr_section(agg, order, "model", "cmpi")
     st.caption("EDR of the aggregate curve; the bar is its 95% bootstrap CI over items (resampled per model). "
                "“no transition”: share of resamples whose aggregate curve has no transition.")
+
+
+def compare_items(view: app.ViewState, run_store) -> None:
+    """Two models over the benchmark items they share: curves on layer / L with bands, EDR with CIs."""
+    pair = _pick_pair(view, run_store)
+    if pair is None:
+        return
+    key_a, key_b, set_a, set_b = pair
+    if key_a == key_b:
+        _one_model_only(run_store, set_a)
+        sync_url(view)
+        return
+    if not _pick_dataset(view, run_store, set_a, set_b):
+        return
+    shared = _shared_items(view, set_a, set_b)
+    if shared is None:
+        return
+    ids, labels = shared
+    agg = None
+    with st.spinner(f"Bootstrapping the aggregate over {len(ids)} items…"), guard():
+        agg = sweeps.compare_aggregate(set_a, set_b, labels, ids, view.agg)
+    if agg is None:
+        return
+    _compare_sections(agg, list(labels))
