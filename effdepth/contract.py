@@ -1,12 +1,13 @@
 """The contract between effdepth's layers, torch-free: tables, probes, sentinels, progress.
 
 Engine, store, CLI, charts and app read these names; no other module defines them again.
-A run (``engine.RunResult``) is a ``meta`` dict plus one long table per name in :data:`TABLES`.
+A run (:class:`RunResult`) is a ``meta`` dict plus one long table per name in :data:`TABLES`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -62,3 +63,27 @@ def columns(table: str) -> list[str]:
 def empty_table(table: str) -> pd.DataFrame:
     """An empty long table with its columns (what a run holds for a probe it did not run)."""
     return pd.DataFrame(columns=columns(table))
+
+
+@dataclass
+class RunResult:
+    """One run: ``meta`` (a row of the store's runs table) and long-format ``tables``."""
+
+    meta: dict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in OPTIONAL_TABLES:
+            if name not in self.tables or self.tables[name] is None:
+                self.tables[name] = empty_table(name)
+        missing = [name for name in TABLES if name not in self.tables]
+        if missing:
+            raise ValueError(f"RunResult is missing tables {missing}")
+
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+    def layer_curve(self, metric: str) -> pd.Series:
+        rows = self.tables["layer"]
+        return rows[rows["metric"] == metric].set_index("layer")["value"].sort_index()

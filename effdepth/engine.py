@@ -21,7 +21,16 @@ import torch
 import effdepth
 from effdepth import contract, depth, turns
 from effdepth.capture import Replayer, trust_checks
-from effdepth.contract import ANSWER_PROBES, DEFAULT_PROBES, OPTIONAL_TABLES, PROBES, SPLIT_MAX, TABLES, Progress  # noqa: F401 - the vocabulary the engine's callers read from it
+from effdepth.contract import (  # noqa: F401 - the vocabulary the engine's callers read from it
+    ANSWER_PROBES,
+    DEFAULT_PROBES,
+    OPTIONAL_TABLES,
+    PROBES,
+    SPLIT_MAX,
+    TABLES,
+    Progress,
+    RunResult,
+)
 from effdepth.errors import PromptError
 from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
 from effdepth.probes._tables import layer_means
@@ -79,30 +88,6 @@ class ProbeConfig:
         if "igrad" in self.probes:
             out.update(ig_steps=self.ig_steps, ig_parts=list(self.ig_parts), ig_baseline="p2")
         return out
-
-
-@dataclass
-class RunResult:
-    """One run: ``meta`` (a row of the store's runs table) and long-format ``tables``."""
-
-    meta: dict
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in OPTIONAL_TABLES:
-            if name not in self.tables or self.tables[name] is None:
-                self.tables[name] = contract.empty_table(name)
-        missing = [name for name in TABLES if name not in self.tables]
-        if missing:
-            raise ValueError(f"RunResult is missing tables {missing}")
-
-    @property
-    def run_id(self) -> str:
-        return self.meta["run_id"]
-
-    def layer_curve(self, metric: str) -> pd.Series:
-        rows = self.tables["layer"]
-        return rows[rows["metric"] == metric].set_index("layer")["value"].sort_index()
 
 
 def run_key(fingerprint: str, text: str, dtype: str, config: ProbeConfig, chat_template: bool) -> str:

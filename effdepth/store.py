@@ -33,17 +33,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 
 from effdepth import checks, contract
+from effdepth.contract import RunResult
 from effdepth.errors import CacheError, RunCheckError
 from effdepth.records import _dumps, _scalar, _utc_naive, ed_summary
-
-if TYPE_CHECKING:  # engine imports torch; the store does not need it to list or export runs
-    from effdepth.engine import RunResult
 
 SCHEMA_VERSION = 1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -372,8 +369,6 @@ class Store:
             if row is None:
                 return None
             tables = {name: self._read_table(con, name, run_id) for name in TABLES}
-        from effdepth.engine import RunResult
-
         return RunResult(meta=json.loads(row[0]), tables=tables)
 
     def table(self, run_id: str, name: str) -> pd.DataFrame:

@@ -110,3 +110,12 @@ def test_every_package_is_installed():
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")
              if "__pycache__" not in p.parts}
     assert listed == found
+
+
+@pytest.mark.parametrize("module", ["effdepth.contract", "effdepth.checks", "effdepth.store", "effdepth.memo"])
+def test_the_cache_side_needs_no_torch(module):
+    """Listing, checking and exporting stored runs starts without torch (the CLI's runs / export)."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", f"importing {module} imports torch"
