@@ -151,9 +151,15 @@ def test_a_wrong_answer_fails_before_the_model_loads(monkeypatch, capsys, tmp_pa
 
 
 def as_nobody(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """Run Python as an unprivileged user (root ignores file modes), or as this user if not root."""
+    """Run Python as an unprivileged user (root ignores file modes), or as this user if not root. Skips when
+    that user cannot read this checkout or its venv at all (a clone inside a private folder, mode 700)."""
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    probe = subprocess.run(prefix + [sys.executable, "-c", "import duckdb, effdepth"], capture_output=True,
+                           text=True, env=env, cwd=tmp_path, timeout=300)
+    if probe.returncode != 0:
+        pytest.skip(f"an unprivileged user cannot import effdepth from {ROOT} (is a parent folder private?): "
+                    f"{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else probe.returncode}")
     return subprocess.run(prefix + [sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=300)
 
