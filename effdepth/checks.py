@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -20,6 +21,10 @@ from effdepth.contract import SKIPPED_NOISE
 #: (2026-12-01): float32 0 and 0 on smollm2-135m, gemma3-270m and qwen2.5-coder-0.5b; bfloat16 closure
 #: 1.2e-2, 6.9e-3 and 4.4e-3 and lens 0 on the same three. The bounds leave headroom for other devices.
 TOLERANCE = {"float32": (1e-4, 1e-4), "bfloat16": (5e-2, 2e-2)}
+#: dtype -> the largest noise floor (the max relative change made by a skip-path edit that changes nothing)
+#: that is float rounding. Measured on this CPU (2026-12-01): float32 6.5e-06 on smollm2-135m (the browser
+#: test's 20-token prompt); the bounds leave headroom for other devices and batch shapes.
+NOISE_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2}
 #: Tables with a layer axis: (table, column, smallest index, largest index as an offset from L);
 #: skipped = SKIPPED_NOISE (-1) is the noise-floor row of the skip tables.
 _LAYER_COLUMNS = (("layer_token", "layer", 0, -1), ("layer", "layer", 0, 0), ("skip", "skipped", SKIPPED_NOISE, -1),
@@ -101,3 +106,54 @@ def _out_of_range(frame: pd.DataFrame | None, name: str, column: str, lowest: in
         return [f"{name}.{column} runs {int(values.min())}..{int(values.max())}, outside {lowest}..{highest} "
                 f"for {size}"]
     return []
+
+
+@dataclass(frozen=True)
+class Trust:
+    """A run's trust badge, from what it measured on its own model and text: ``green`` when the residual
+    closure, the lens of the last residual against the logits and the noise floor are all at float-rounding
+    level for the dtype; ``amber`` (``problems`` says which, with the numbers) otherwise; ``unverified`` for a
+    run stored before runs checked themselves."""
+
+    level: str  # "green" | "amber" | "unverified"
+    dtype: str
+    closure: float | None  # max ‖h_(l+1) − (h_l + a_l + m_l)‖ / ‖h_(l+1)‖
+    lens: float | None  # max |lens(h_L) − logits| / max(max |logits|, 1)
+    noise: float | None  # the noise floor (None: the run has no skip results)
+    problems: tuple[str, ...] = ()
+
+    def numbers(self) -> str:
+        """One line of the measured values: "closure 0 · lens 0 · noise floor 6.5e-06 (float32)"."""
+        parts = [f"closure {_fmt(self.closure)}", f"lens {_fmt(self.lens)}"]
+        if self.noise is not None:
+            parts.append(f"noise floor {_fmt(self.noise)}")
+        return " · ".join(parts) + f" ({self.dtype})"
+
+
+def noise_floor(skip: pd.DataFrame | None) -> float | None:
+    """The largest relative change of the skip probe's no-op edits (rows of the ``noise_*`` variants)."""
+    if skip is None or not len(skip) or "variant" not in skip:
+        return None
+    rows = skip[skip["variant"].astype(str).str.startswith("noise_")]
+    return float(rows["value"].max()) if len(rows) else None
+
+
+def trust(meta: Mapping, skip: pd.DataFrame | None = None) -> Trust:
+    """The trust badge of a run (its meta and, for the noise floor, its skip table)."""
+    checks = meta.get("checks")
+    dtype = str(meta.get("dtype") or (checks or {}).get("dtype") or "float32")
+    noise = noise_floor(skip)
+    if not isinstance(checks, Mapping):
+        return Trust("unverified", dtype, None, None, noise, ("the run was stored before runs checked themselves",))
+    closure = _number(checks.get("residual_closure"))
+    gap, scale = _number(checks.get("lens_last_max_abs")), _number(checks.get("logit_scale"))
+    lens = None if gap is None or scale is None else gap / max(scale, 1.0)
+    found = invariant_problems(checks, dtype)
+    bound = NOISE_TOLERANCE.get(dtype, NOISE_TOLERANCE["bfloat16"])
+    if noise is not None and not noise <= bound:
+        found.append(f"the noise floor (an edit that changes nothing) is {noise:.2g}, above {bound:g} for {dtype}")
+    return Trust("amber" if found else "green", dtype, closure, lens, noise, tuple(found))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else ("0" if value == 0 else f"{value:.1e}")

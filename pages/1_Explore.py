@@ -95,11 +95,30 @@ def _header(view, result, run_store, computed) -> None:
                    icon=":material/gpp_maybe:")
     with st.expander("Prompt as analysed", expanded=False):
         st.code(meta.get("prompt_text", ""), language=None, wrap_lines=True)
-    ui.summary_strip(app.summary_items(meta, ed, from_cache=result.run_id not in computed))
+    _trust_badge(meta, t["skip"])
+    ui.bind(st.radio, "ed_rule", "Headline ED rule", options=list(app.ED_RULES), format_func=app.ED_RULES.get,
+            horizontal=True, key="w_headline_rule",
+            help="P1's exact rule (the default, comparable with the papers) or the guarded rule; a P1 ED that its "
+                 "guard rejects is flagged either way.")
+    ui.summary_strip(app.summary_items(meta, ed, from_cache=result.run_id not in computed, rule=view.ed_rule))
     if "future" not in set(t["skip"]["variant"]) and len(t["skip"]):
         st.info("The prompt is shorter than 13 tokens: the future-effect skip needs a split point t with "
                 "8 ≤ t < T − 4, so only the current-token skip variants were computed (and no skip ED).",
                 icon=":material/info:")
+
+
+def _trust_badge(meta, skip) -> None:
+    """Draws the run's trust badge: its own invariants and noise floor against float rounding for its dtype."""
+    trust = checks.trust(meta, skip)
+    if trust.level == "green":
+        st.badge(f"Checks pass: {trust.numbers()}", icon=":material/verified:", color="green")
+    elif trust.level == "amber":
+        st.badge(f"Checks off: {trust.numbers()}", icon=":material/warning:", color="orange")
+        st.warning("**This run's own checks are off** (beyond float rounding for its dtype): "
+                   + "; ".join(trust.problems) + ". Its numbers may not be what the model computes.",
+                   icon=":material/gpp_maybe:")
+    else:
+        st.badge("Unverified: stored before runs checked themselves", icon=":material/help:", color="gray")
 
 
 def _ed_section(result) -> None:

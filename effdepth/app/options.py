@@ -14,7 +14,8 @@ CONTRIB_FAMILIES = {"cosine": "cosine", "rc": "relative contribution"}
 SUBLAYERS = {"att": "attention", "mlp": "MLP", "layer": "whole layer"}
 
 
-LENS_METRICS = {"kl": "KL(layer ‖ final)", "overlap": "top-5 overlap", "entropy": "entropy"}
+LENS_METRICS = {"kl": "KL(layer ‖ final)", "overlap": "top-5 overlap", "entropy": "entropy",
+                "rank": "rank of the final top-1"}
 
 
 SKIP_VARIANTS = {"future": "future tokens (P2 Fig. 3)", "current": "current token",
@@ -24,11 +25,17 @@ SKIP_VARIANTS = {"future": "future tokens (P2 Fig. 3)", "current": "current toke
 ED_PROBES = ("cosine", "kl", "overlap", "skip")
 
 
+#: the ED rules a view can headline (the skip ED has one rule of its own, "proposed")
+ED_RULES = {"p1": "P1's rule (the papers)", "guarded": "guarded rule"}
+
+
 CURVE_METRICS = ("cosine", "kl", "overlap", "skip")
 
 
 #: short label -> prompt text (teacher-forced: prompt + answer; docs/SPEC.md §2).
 EXAMPLES: dict[str, str] = {
+    # the default: long enough (>= 13 tokens) for the future-effect skip, so a first run shows every probe
+    "Two facts (P2)": "The spouse of the performer of Imagine is Yoko Ono, and the capital of France is Paris.",
     "Two-hop fact (P2)": "The spouse of the performer of Imagine is Yoko Ono",
     "Addition chain (P2)": "5 + 7 + 5 + 3 + 1 + 7 = 28",
     "Word problem (GSM8K style)": (
@@ -38,7 +45,7 @@ EXAMPLES: dict[str, str] = {
 }
 
 
-DEFAULT_PROMPT = EXAMPLES["Two-hop fact (P2)"]
+DEFAULT_PROMPT = EXAMPLES["Two facts (P2)"]
 
 
 def default_model() -> str:

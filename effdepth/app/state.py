@@ -45,7 +45,7 @@ class ViewState:
     dataset: str = ""  # Compare items: the dataset ("" = the first one both models share)
     agg: str = "token"  # aggregation over items: "token" (P1) | "prompt" (P2)
     ed_probe: str = "cosine"  # Difficulty: the probe of the per-item ED distribution
-    ed_rule: str = "p1"  # ... and its rule
+    ed_rule: str = "p1"  # the ED rule a view headlines (Explore's summary, Difficulty's per-item ED)
     item: str | None = None  # "dataset:index": the benchmark item the prompt is (Explore) / selected (Difficulty)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from effdepth import charts, engine
-from effdepth.app.options import COMPARE_METRICS, ED_PROBES, PROBE_LABELS, SKIP_VARIANTS
+from effdepth.app.options import COMPARE_METRICS, ED_PROBES, ED_RULES, PROBE_LABELS, SKIP_VARIANTS
 from effdepth.errors import CacheError
 from effdepth.models.registry import short_model_name
 
@@ -62,8 +62,12 @@ def ed_value(ed_table: pd.DataFrame, probe: str, rule: str = "p1") -> tuple[int 
 _ED_SOURCE = {"cosine": "cosine", "kl": "logit_lens", "overlap": "logit_lens", "skip": "skip"}
 
 
-def summary_items(meta: Mapping, ed_table: pd.DataFrame, from_cache: bool) -> list[tuple[str, str, str | None, str]]:
-    """(label, value, delta, help) for the metric strip of a run; the delta line carries the EDR."""
+def summary_items(meta: Mapping, ed_table: pd.DataFrame, from_cache: bool,
+                  rule: str = "p1") -> list[tuple[str, str, str | None, str]]:
+    """(label, value, delta, help) for the metric strip of a run; the delta line carries the EDR.
+
+    ``rule``: the ED rule the strip headlines ("p1", the papers' exact rule, or "guarded"); a P1 ED that its
+    guard rejects (the guarded rule finds another layer) is flagged on the delta line either way."""
     items: list[tuple[str, str, str | None, str]] = [
         ("L (layers)", str(meta.get("n_layers")), f"d_model {meta.get('d_model')}",
          f"architecture {meta.get('architecture')}"),
@@ -72,19 +76,11 @@ def summary_items(meta: Mapping, ed_table: pd.DataFrame, from_cache: bool) -> li
     ]
     ran = set(meta.get("probes") or engine.DEFAULT_PROBES)
     for probe in ED_PROBES:
-        rule = "proposed" if probe == "skip" else "p1"
-        ed, edr = ed_value(ed_table, probe, rule)
         label = f"ED {charts.PROBE_TITLES.get(probe, probe)}"
         if _ED_SOURCE[probe] not in ran:
             items.append((label, "not run", None, f"this run has no {PROBE_LABELS[_ED_SOURCE[probe]]} results"))
             continue
-        if probe == "skip":
-            help_text = "effdepth's proposed rule (the papers define none)"
-        else:
-            g_ed, g_edr = ed_value(ed_table, probe, "guarded")
-            help_text = f"P1's rule; the guarded rule gives {_fmt_ed(g_ed, g_edr)}"
-        items.append((label, "none" if ed is None else str(ed), None if ed is None else f"EDR {edr:.2f}",
-                      help_text))
+        items.append((label, *_headline(ed_table, probe, rule)))
     bos = meta.get("bos_token")
     if meta.get("first_token_is_bos"):
         bos_value, bos_help = "BOS first", f"position 0 is the BOS token {bos!r}"
@@ -103,6 +99,26 @@ def summary_items(meta: Mapping, ed_table: pd.DataFrame, from_cache: bool) -> li
          f"computed {meta.get('created', '')} on {meta.get('device', 'cpu')}"),
     ]
     return items
+
+
+def _headline(ed_table: pd.DataFrame, probe: str, rule: str) -> tuple[str, str | None, str]:
+    """(value, delta, help) of one probe's ED in the summary strip under the headline ``rule``."""
+    if probe == "skip":
+        ed, edr = ed_value(ed_table, probe, "proposed")
+        return ("none" if ed is None else str(ed), None if ed is None else f"EDR {edr:.2f}",
+                "effdepth's proposed rule (the papers define none)")
+    other = "guarded" if rule == "p1" else "p1"
+    ed, edr = ed_value(ed_table, probe, rule)
+    o_ed, o_edr = ed_value(ed_table, probe, other)
+    help_text = f"{ED_RULES[rule]}; the {ED_RULES[other]} gives {_fmt_ed(o_ed, o_edr)}"
+    delta = None if ed is None else f"EDR {edr:.2f}"
+    p1_ed, guarded_ed = (ed, o_ed) if rule == "p1" else (o_ed, ed)
+    if p1_ed is not None and guarded_ed != p1_ed:
+        delta = f"{delta or 'no ED'} · guard rejects P1's {p1_ed}" if rule == "p1" else (
+            f"{delta or 'no ED'} · P1 says {p1_ed}")
+        help_text += (f". P1's rule fires at layer {p1_ed}, which its guard rejects (see the ED table: P1's rule "
+                      "reads one point of the curve, the guard asks the curve to stay past it)")
+    return "none" if ed is None else str(ed), delta, help_text
 
 
 def ed_comparison_table(ed_table: pd.DataFrame) -> pd.DataFrame:

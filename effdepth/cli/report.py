@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from effdepth import checks
 from effdepth.contract import SPLIT_MAX
 
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
@@ -139,6 +140,9 @@ def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one fla
             grid = rows.pivot(index="layer", columns="pos", values="value").sort_index().sort_index(axis=1)
             doc["igrad"][str(part)] = [[_clean(v) for v in row] for row in grid.to_numpy()]  # [L, T]
     doc["ed"] = ed_rows(result)
+    trust = checks.trust(meta, tables.get("skip"))
+    doc["trust"] = {"level": trust.level, "residual_closure": _clean(trust.closure), "lens_last": _clean(trust.lens),
+                    "noise_floor": _clean(trust.noise), "problems": list(trust.problems)}
     doc["timings"] = {k: _clean(v) for k, v in (meta.get("timings") or {}).items()}
     doc["total_seconds"] = _clean(meta.get("total_seconds"))
     doc["created"] = meta.get("created")
@@ -168,6 +172,10 @@ def summarize(result, from_cache: bool, load_seconds: float | None = None) -> st
     template = ", chat template" if meta.get("chat_template") else ""
     lines.append(f"tokens    {meta.get('n_tokens')} ({bos}{template})")
     lines.append(f"run id    {meta.get('run_id')}")
+    trust = checks.trust(meta, result.tables.get("skip"))
+    verdict = {"green": "pass", "amber": "OFF", "unverified": "unverified"}[trust.level]
+    lines.append(f"checks    {verdict}: {trust.numbers() if trust.level != 'unverified' else trust.problems[0]}")
+    lines += [f"          - {problem}" for problem in trust.problems if trust.level == "amber"]
     eds = ed_rows(result)
     if eds:
         lines.append("")

@@ -48,13 +48,6 @@ def smol(request):
     return app_support.cached_run(cache, models.DEFAULT_MODEL, app_support.PROMPT)
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "effdepth.duckdb"
-    monkeypatch.setenv("EFFDEPTH_CACHE", str(path))
-    return path
-
-
 def page(name: str, **query) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     if name != "app.py":

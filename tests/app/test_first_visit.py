@@ -1,0 +1,140 @@
+"""What a first visit meets (issue 11 §4-5): the trust badge, the headline ED rule with P1's rejected EDs
+flagged, the rank of the final top-1 in the logit lens, and a default prompt that shows every probe."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from effdepth import app, checks, cli, models
+from tests import app_support
+from tests.app.test_app import EXPLORE, by_title, marks, no_problems, page, url
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run of a tiny random Llama (6 layers) on a 20-token prompt: every probe, the future skip included."""
+    path = app_support.build_tiny_dir(tmp_path_factory.mktemp("first-visit") / "tiny", seed=3)
+    return str(path), app_support.compute_run(str(path), app_support.TINY_PROMPT)
+
+
+def _ed_table(p1: int | None, guarded: int | None, n_layers: int = 30) -> pd.DataFrame:
+    rows = []
+    for probe in ("cosine", "kl", "overlap"):
+        for rule, ed in (("p1", p1), ("guarded", guarded)):
+            rows.append({"probe": probe, "rule": rule, "ed": ed, "edr": None if ed is None else (ed + 1) / n_layers})
+    rows.append({"probe": "skip", "rule": "proposed", "ed": 5, "edr": 6 / n_layers})
+    return pd.DataFrame(rows).astype({"ed": "Int64"})
+
+
+def _strip(ed: pd.DataFrame, rule: str) -> dict[str, tuple[str, str | None, str]]:
+    meta = {"n_layers": 30, "n_tokens": 20, "probes": ["cosine", "logit_lens", "skip"], "dtype": "float32"}
+    return {label: (value, delta, help_text) for label, value, delta, help_text
+            in app.summary_items(meta, ed, from_cache=True, rule=rule)}
+
+
+# ----------------------------------------------------------------------------------------- the badge
+
+
+def test_trust_is_green_on_a_clean_run_and_amber_when_an_invariant_breaks(tiny_run):
+    _, run = tiny_run
+    trust = checks.trust(run.meta, run.tables["skip"])
+    assert trust.level == "green" and not trust.problems
+    assert trust.closure is not None and trust.closure <= checks.TOLERANCE["float32"][0]
+    assert trust.noise is not None and trust.noise <= checks.NOISE_TOLERANCE["float32"]
+    assert "closure" in trust.numbers() and "noise floor" in trust.numbers() and "float32" in trust.numbers()
+
+    broken = {**run.meta, "checks": {**run.meta["checks"], "residual_closure": 0.3}}
+    amber = checks.trust(broken, run.tables["skip"])
+    assert amber.level == "amber" and "residual closure" in amber.problems[0] and "0.3" in amber.problems[0]
+
+    noisy = run.tables["skip"].copy()
+    noisy.loc[noisy["variant"].str.startswith("noise_"), "value"] = 0.2
+    assert checks.trust(run.meta, noisy).level == "amber"
+    assert "noise floor" in checks.trust(run.meta, noisy).problems[0]
+
+    old = {k: v for k, v in run.meta.items() if k != "checks"}
+    assert checks.trust(old, run.tables["skip"]).level == "unverified"
+
+
+def test_explore_shows_the_badge(cache, tiny_run):
+    model, run = tiny_run
+    app_support.fill_store(cache, [run])
+    at = page(EXPLORE, run=run.run_id)
+    no_problems(at)
+    badges = " ".join(m.value for m in at.markdown)
+    assert "Checks pass" in badges and "closure" in badges and "noise floor" in badges
+
+
+def test_cli_prints_and_writes_the_badge(tiny_run, tmp_path, capsys):
+    model, _ = tiny_run
+    out = tmp_path / "run.json"
+    assert cli.main(["probe", "--model", model, "--text", app_support.TINY_PROMPT, "--cache",
+                     str(tmp_path / "c.duckdb"), "--json", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "checks    pass: closure" in printed and "noise floor" in printed
+    import json
+
+    doc = json.loads(out.read_text())
+    assert doc["trust"]["level"] == "green" and doc["trust"]["problems"] == []
+    assert doc["trust"]["noise_floor"] is not None
+
+
+# ---------------------------------------------------------------------------------- headline rule
+
+
+def test_the_strip_headlines_the_chosen_rule_and_flags_a_rejected_p1_ed():
+    ed = _ed_table(p1=1, guarded=21)
+    p1 = _strip(ed, "p1")["ED logit-lens KL"]
+    assert p1[0] == "1" and "guard rejects P1's 1" in p1[1] and "which its guard rejects" in p1[2]
+    guarded = _strip(ed, "guarded")["ED logit-lens KL"]
+    assert guarded[0] == "21" and "P1 says 1" in guarded[1] and "EDR 0.73" in guarded[1]
+    agree = _strip(_ed_table(p1=20, guarded=20), "p1")["ED logit-lens KL"]
+    assert agree[1] == "EDR 0.70" and "rejects" not in agree[2]
+    none_p1 = _strip(_ed_table(p1=None, guarded=None), "p1")["ED cosine μ"]
+    assert none_p1[0] == "none" and none_p1[1] is None
+    assert _strip(ed, "guarded")["ED layer-skip effect"][0] == "5"  # the skip ED has its own single rule
+
+
+def test_explore_headline_rule_lives_in_the_url(cache, tiny_run):
+    _, run = tiny_run
+    app_support.fill_store(cache, [run])
+    at = page(EXPLORE, run=run.run_id)
+    no_problems(at)
+    ed = run.tables["ed"]
+    guarded = ed[(ed["probe"] == "kl") & (ed["rule"] == "guarded")]["ed"].iloc[0]
+    at.radio(key="w_headline_rule").set_value("guarded").run()
+    no_problems(at)
+    assert url(at)["ed_rule"] == "guarded"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["ED logit-lens KL"] == ("none" if pd.isna(guarded) else str(int(guarded)))
+
+
+# ------------------------------------------------------------------------------------- the lens rank
+
+
+def test_the_rank_of_the_final_top1_is_offered(cache, tiny_run):
+    _, run = tiny_run
+    assert "rank" in app.LENS_METRICS
+    app_support.fill_store(cache, [run])
+    at = page(EXPLORE, run=run.run_id, lens="rank")
+    no_problems(at)
+    assert "rect" in marks(by_title(at, "rank of the final top-1"))
+
+
+# ---------------------------------------------------------------------------------- default prompt
+
+
+@pytest.mark.slow
+def test_the_default_prompt_is_long_enough_for_every_probe():
+    """The default model's tokenizer gives the default prompt at least 13 tokens (the future-effect skip)."""
+    from transformers import AutoTokenizer
+
+    from effdepth.models import registry
+
+    copy = registry.model_cache_dir(models.DEFAULT_MODEL) / "hf"
+    if not copy.exists():
+        pytest.skip(f"{copy} is made by `make setup`")
+    tokenizer = AutoTokenizer.from_pretrained(copy)
+    assert len(tokenizer(app.DEFAULT_PROMPT)["input_ids"]) >= 13
+    assert app.ViewState().prompt == app.DEFAULT_PROMPT
