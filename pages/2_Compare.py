@@ -171,6 +171,7 @@ def main() -> None:
     if view.cmp_mode == "items":
         ui_sweep.compare_items(view, run_store)
         st.stop()
+    ui.compare_defaults(view)
     columns = _model_inputs(view)
     ui.sync_url(view)
     if run_store is None:

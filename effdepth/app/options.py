@@ -48,6 +48,11 @@ EXAMPLES: dict[str, str] = {
 DEFAULT_PROMPT = EXAMPLES["Two facts (P2)"]
 
 
+#: Compare's first view: a shallower and a deeper model of one family, both embedded (offline), the pair
+#: behind bench/sweep_claims.sh
+DEMO_PAIR = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+
+
 def default_model() -> str:
     from effdepth import models
 

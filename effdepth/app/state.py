@@ -9,6 +9,7 @@ from effdepth import charts, engine
 from effdepth.app.options import (
     CONTRIB_FAMILIES,
     DEFAULT_PROMPT,
+    DEMO_PAIR,
     DTYPES,
     IG_STEP_CHOICES,
     LENS_METRICS,
@@ -161,3 +162,17 @@ def clamp_position(pos: int | None, n_tokens: int) -> int:
     if pos is None or n_tokens <= 0:
         return max(0, n_tokens - 1)
     return min(max(0, int(pos)), n_tokens - 1)
+
+
+def compare_models(view: ViewState, query: Mapping[str, object]) -> None:
+    """Compare opens on two different models. When model B merely follows A (no ``model_b`` / ``run_b`` in
+    the URL, B = A), B becomes A's partner in the demo pair, and a view still on the default model (no
+    ``model`` / ``run`` in the URL) opens on the demo pair itself."""
+    if any(query.get(key) for key in ("model_b", "run_b")) or view.model_b != view.model:
+        return
+    if view.model == default_model() and not any(query.get(key) for key in ("model", "run")):
+        view.model, view.model_b = DEMO_PAIR
+        view.run = view.run_b = None
+    else:
+        view.model_b = next(name for name in DEMO_PAIR if name != view.model)
+        view.run_b = None

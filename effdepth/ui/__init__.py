@@ -13,9 +13,22 @@ from effdepth.ui.errors import guard, show_error, store
 from effdepth.ui.inputs import demo_toggle, item_picker, model_input, prompt_input
 from effdepth.ui.render import chart, downloads, summary_strip
 from effdepth.ui.running import compute, model_holder, stopped_notice
-from effdepth.ui.state import OTHER, PAGES, RUN_IN_FLIGHT, STATE, URL, bind, nav, page_setup, state, sync_url
+from effdepth.ui.state import (
+    OTHER,
+    PAGES,
+    RUN_IN_FLIGHT,
+    STATE,
+    URL,
+    bind,
+    compare_defaults,
+    nav,
+    page_setup,
+    state,
+    sync_url,
+)
 
 __all__ = [
+    "compare_defaults",
     "STATE",
     "URL",
     "PAGES",

@@ -60,6 +60,14 @@ def state() -> app.ViewState:
     return current
 
 
+def compare_defaults(view: app.ViewState) -> None:
+    """On the session's first Compare view, open on two different models (``app.compare_models``)."""
+    if st.session_state.get("_effdepth_compare_opened"):
+        return
+    st.session_state["_effdepth_compare_opened"] = True
+    app.compare_models(view, _current_query())
+
+
 def sync_url(view: app.ViewState) -> None:
     """Write the view into the URL (so a copied link reopens this exact view)."""
     query = app.state_to_query(view)

@@ -138,3 +138,31 @@ def test_the_default_prompt_is_long_enough_for_every_probe():
     tokenizer = AutoTokenizer.from_pretrained(copy)
     assert len(tokenizer(app.DEFAULT_PROMPT)["input_ids"]) >= 13
     assert app.ViewState().prompt == app.DEFAULT_PROMPT
+
+
+# ------------------------------------------------------------------------------------ Compare opens
+
+
+COMPARE = "pages/2_Compare.py"
+
+
+def test_compare_state_rule():
+    fresh = app.ViewState()
+    app.compare_models(fresh, {})
+    assert (fresh.model, fresh.model_b) == app.DEMO_PAIR
+    chosen = app.ViewState(model="/some/model")
+    app.compare_models(chosen, {"model": "/some/model"})
+    assert (chosen.model, chosen.model_b) == ("/some/model", app.DEMO_PAIR[0])
+    partner = app.ViewState(model=app.DEMO_PAIR[0])
+    app.compare_models(partner, {"model": app.DEMO_PAIR[0]})
+    assert partner.model_b == app.DEMO_PAIR[1]
+    same = app.ViewState(model="m", model_b="m")
+    app.compare_models(same, {"model": "m", "model_b": "m"})  # B = A on purpose, by the URL
+    assert same.model_b == "m"
+
+
+def test_compare_opens_on_two_different_models(cache):
+    at = page(COMPARE)
+    no_problems(at)
+    assert (url(at)["model"], url(at)["model_b"]) == app.DEMO_PAIR
+    assert {b.label for b in at.button} >= {"Compute A", "Compute B"}  # nothing computed by opening
