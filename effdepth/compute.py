@@ -46,12 +46,15 @@ def check(request: Request) -> None:
 
 
 def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str | None = None,
-            progress: Progress | None = None, keep_partial: bool = False) -> tuple[Any, bool]:
+            progress: Progress | None = None, keep_partial: bool = False,
+            on_result: Callable[[Any], None] | None = None, reuse=None) -> tuple[Any, bool]:
     """(RunResult, from_cache) for ``request``; ``store`` None computes without the cache.
 
     ``fingerprint``: the model's fingerprint when it is known without loading it, so that a cached run
     loads nothing. ``keep_partial``: a stopped run stores the probes that had finished (see
     ``engine.run_probes``: the stop carries them as ``partial_result``) and names them in ``err.kept``.
+    ``on_result`` hears the run after each probe; ``reuse``: an earlier run whose matching probes are taken
+    instead of computed (both go to ``engine.run_probes``).
     """
     check(request)
     notify = progress or _quiet
@@ -68,7 +71,8 @@ def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str 
 
         def run():
             return engine.run_probes(loaded, request.text, request.config, request.chat_template, progress=notify,
-                                     extra_meta=dict(request.extra_meta) if request.extra_meta else None)
+                                     extra_meta=dict(request.extra_meta) if request.extra_meta else None,
+                                     on_result=on_result, reuse=reuse)
 
         if store is None:
             return run(), False

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -155,13 +155,19 @@ def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
 
 def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_template: bool = False,
                max_tokens: int = DEFAULT_MAX_TOKENS, progress: Progress | None = None,
-               extra_meta: dict | None = None) -> RunResult:
+               extra_meta: dict | None = None, on_result: Callable[[RunResult], None] | None = None,
+               reuse: RunResult | None = None) -> RunResult:
     """Run the configured probes on one prompt; every number comes from one clean pass + replays.
 
     The run holds the model alone (``effdepth.turns``): hooks and replays of two runs never mix. A run
     that waits for another one on the same model reports ``waiting for another run on this model
     (position k)`` through ``progress``; an exception raised by ``progress`` ends the run (nothing is
     returned, the model is left clean). Input problems (text, answer span) are raised before any work.
+
+    ``on_result``: called after each probe with the run so far (a complete run of a config with just the
+    finished probes), so a page or the CLI shows each probe as soon as it is done. ``reuse``: an earlier
+    run of the same model, text and dtype whose probes (those run with the same options) are taken
+    instead of computed again; the clean forward pass always runs (the invariants are measured anew).
     """
     config = config or ProbeConfig()
     notify = progress or (lambda stage, frac=None: None)
@@ -174,7 +180,8 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
         notify(f"{WAITING_STAGE} (position {position})", None)
 
     with turns.turn_on(loaded.model, on_wait=on_wait):
-        return _run_probes(loaded, text, ids, config, chat_template, answer_len, notify, extra_meta)
+        return _run_probes(loaded, text, ids, config, chat_template, answer_len, notify, extra_meta, on_result,
+                           reuse)
 
 
 #: The stage a run reports while another run holds the model.
@@ -199,7 +206,9 @@ class _Parts:
 
 
 def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool,
-                answer_len: int | None, notify: Progress, extra_meta: dict | None) -> RunResult:
+                answer_len: int | None, notify: Progress, extra_meta: dict | None,
+                on_result: Callable[[RunResult], None] | None = None,
+                reuse: RunResult | None = None) -> RunResult:
     """The probes in order; a run stopped after some of them (an exception from ``notify``: the stop
     button, a closed tab) carries the finished ones as ``err.partial_result``, a complete run of a config
     with just those probes, which the caller may keep."""
@@ -208,78 +217,134 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
     replayer = Replayer(loaded.model, ids[None])
     parts = _Parts(checks=trust_checks(replayer.trace, replayer.taps, loaded.dtype))
     parts.timings["forward"] = time.perf_counter() - clock
-    try:
-        _probe_stages(loaded, replayer, config, answer_len, notify, parts)
-    except BaseException as err:
+
+    def so_far() -> RunResult:
         kept = tuple(p for p in config.probes if p in parts.finished)
-        if kept:
+        return _assemble(loaded, text, ids, dataclasses.replace(config, probes=kept), chat_template, parts,
+                         extra_meta)
+
+    usable = _reusable(reuse, config, loaded, text, chat_template)
+    try:
+        for probe in (p for p in PROBES if p in config.probes):
+            if probe in ANSWER_PROBES and answer_len is None:
+                continue
+            clock = time.perf_counter()
+            if probe in usable:
+                _take_probe(probe, reuse, parts)
+                parts.timings[probe] = float((reuse.meta.get("timings") or {}).get(probe) or 0.0)
+                parts.notes.append(f"{probe} taken from run {reuse.run_id} (same model, text and options).")
+            else:
+                _STAGES[probe](loaded, replayer, config, answer_len, notify, parts)
+                parts.timings[probe] = time.perf_counter() - clock
+            parts.finished.append(probe)
+            if on_result is not None and len(parts.finished) < len(config.probes):
+                on_result(so_far())
+    except BaseException as err:
+        if parts.finished:
             try:  # never hide the stop (or the error) behind a failure of the bookkeeping
-                partial = dataclasses.replace(config, probes=kept)
-                err.partial_result = _assemble(loaded, text, ids, partial, chat_template, parts, extra_meta)
+                err.partial_result = so_far()
             except Exception:  # noqa: BLE001
                 pass
         raise
+    if answer_len is not None:
+        n_tokens = len(ids)
+        parts.notes.append(f"Erasure / IG answer span: the last {answer_len} tokens "
+                           f"(positions {n_tokens - answer_len}–{n_tokens - 1}), measured at the positions "
+                           f"{n_tokens - answer_len - 1}–{n_tokens - 2} that predict them.")
     return _assemble(loaded, text, ids, config, chat_template, parts, extra_meta)
 
 
-def _probe_stages(loaded, replayer: Replayer, config: ProbeConfig, answer_len: int | None, notify: Progress,
+#: per probe, the keys of ``ProbeConfig.as_dict()`` its numbers depend on (a reused probe must match them)
+_PROBE_OPTIONS = {"cosine": (), "logit_lens": (), "skip": ("splits", "seed", "skip_variants"),
+                  "erasure": ("answer", "erasure_baseline"),
+                  "igrad": ("answer", "ig_steps", "ig_parts", "ig_baseline")}
+
+
+def _reusable(reuse: RunResult | None, config: ProbeConfig, loaded, text: str, chat_template: bool) -> set[str]:
+    """The probes of ``config`` that ``reuse`` holds for this very model, text, dtype and code, with the same
+    options."""
+    if reuse is None:
+        return set()
+    meta = reuse.meta
+    same_run = (meta.get("model_fingerprint") == loaded.spec.fingerprint and meta.get("dtype") == loaded.dtype
+                and meta.get("prompt_text") == text and bool(meta.get("chat_template")) == bool(chat_template)
+                and meta.get("code_version") == f"{effdepth.__version__}+p{effdepth.PROBE_VERSION}")
+    if not same_run:
+        return set()
+    theirs, ours = meta.get("probe_config") or {}, config.as_dict()
+    return {p for p in config.probes if p in (meta.get("probes") or [])
+            and all(theirs.get(k) == ours.get(k) for k in _PROBE_OPTIONS[p])}
+
+
+def _take_probe(probe: str, reuse: RunResult, parts: _Parts) -> None:
+    """Copy one probe's tables from an earlier run into ``parts``."""
+    tables = reuse.tables
+    if probe in ("cosine", "logit_lens"):
+        metrics = cosine.METRICS if probe == "cosine" else logit_lens.METRICS
+        layer_token = tables["layer_token"]
+        parts.layer_token.append(layer_token[layer_token["metric"].isin(metrics)].reset_index(drop=True))
+        if probe == "logit_lens":
+            parts.lens_top = tables["lens_topk"]
+    elif probe == "skip":
+        parts.skip_matrix, parts.skip_output = tables["skip"], tables["skip_output"]
+        parts.splits_used = list(reuse.meta.get("splits_used") or [])
+        parts.notes += [n for n in reuse.meta.get("notes") or [] if "future-effect skip needs" in n]
+    else:
+        setattr(parts, probe, tables[probe])
+
+
+def _stage_cosine(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
                   parts: _Parts) -> None:
-    trace, n_tokens = replayer.trace, replayer.trace.n_tokens
-    if "cosine" in config.probes:
-        clock = time.perf_counter()
-        notify("contribution norms and cosines", None)
-        parts.layer_token.append(cosine.contributions(trace))
-        parts.timings["cosine"] = time.perf_counter() - clock
-        parts.finished.append("cosine")
-    if "logit_lens" in config.probes:
-        clock = time.perf_counter()
-        notify("logit lens", None)
-        lens_frame, lens_top = logit_lens.logit_lens(trace, replayer.taps, loaded.tokenizer, progress=notify)
-        parts.layer_token.append(lens_frame)
-        parts.lens_top = lens_top
-        parts.timings["logit_lens"] = time.perf_counter() - clock
-        parts.finished.append("logit_lens")
-    if "skip" in config.probes:
-        clock = time.perf_counter()
-        notify("layer skipping", 0.0)
-        variants, short_note = config.skip_variants, None
-        if not config.splits and not skip.draw_splits(n_tokens, config.seed):
-            # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
-            variants = tuple(v for v in variants if v.endswith("current"))
-            ran = "only the current-effect variants ran" if variants else "no skip variant ran"
-            short_note = (f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
-                          f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
-        if variants:
-            try:
-                result = skip.skip_effects(replayer, config.splits, variants, config.seed,
-                                           progress=lambda stage, frac: notify(stage, frac))
-            except ValueError as err:
-                raise PromptError(str(err)) from err
-            parts.skip_matrix, parts.skip_output, parts.splits_used = result.matrix, result.output, result.splits
-        parts.timings["skip"] = time.perf_counter() - clock
-        parts.notes += [short_note] if short_note else []
-        parts.finished.append("skip")
-    if answer_len is None:
-        return
-    if "erasure" in config.probes:
-        clock = time.perf_counter()
-        notify("residual erasure: baseline", None)
-        baseline = erasure_baseline(loaded)
-        parts.erasure = erasure.residual_erasure(replayer, baseline, answer_len,
-                                                 progress=lambda stage, frac: notify(stage, frac))
-        parts.timings["erasure"] = time.perf_counter() - clock
-        parts.finished.append("erasure")
-    if "igrad" in config.probes:
-        clock = time.perf_counter()
-        notify("integrated gradients", 0.0)
-        parts.igrad = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts,
-                                                 n_steps=config.ig_steps,
-                                                 progress=lambda stage, frac: notify(stage, frac))
-        parts.timings["igrad"] = time.perf_counter() - clock
-        parts.finished.append("igrad")
-    parts.notes.append(f"Erasure / IG answer span: the last {answer_len} tokens "
-                       f"(positions {n_tokens - answer_len}–{n_tokens - 1}), measured at the positions "
-                       f"{n_tokens - answer_len - 1}–{n_tokens - 2} that predict them.")
+    notify("contribution norms and cosines", None)
+    parts.layer_token.append(cosine.contributions(replayer.trace))
+
+
+def _stage_logit_lens(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                      parts: _Parts) -> None:
+    notify("logit lens", None)
+    lens_frame, lens_top = logit_lens.logit_lens(replayer.trace, replayer.taps, loaded.tokenizer, progress=notify)
+    parts.layer_token.append(lens_frame)
+    parts.lens_top = lens_top
+
+
+def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                parts: _Parts) -> None:
+    notify("layer skipping", 0.0)
+    n_tokens = replayer.trace.n_tokens
+    variants = config.skip_variants
+    if not config.splits and not skip.draw_splits(n_tokens, config.seed):
+        # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
+        variants = tuple(v for v in variants if v.endswith("current"))
+        ran = "only the current-effect variants ran" if variants else "no skip variant ran"
+        parts.notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
+                           f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
+    if variants:
+        try:
+            result = skip.skip_effects(replayer, config.splits, variants, config.seed,
+                                       progress=lambda stage, frac: notify(stage, frac))
+        except ValueError as err:
+            raise PromptError(str(err)) from err
+        parts.skip_matrix, parts.skip_output, parts.splits_used = result.matrix, result.output, result.splits
+
+
+def _stage_erasure(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                   parts: _Parts) -> None:
+    notify("residual erasure: baseline", None)
+    baseline = erasure_baseline(loaded)
+    parts.erasure = erasure.residual_erasure(replayer, baseline, answer_len,
+                                             progress=lambda stage, frac: notify(stage, frac))
+
+
+def _stage_igrad(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                 parts: _Parts) -> None:
+    notify("integrated gradients", 0.0)
+    parts.igrad = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts, n_steps=config.ig_steps,
+                                             progress=lambda stage, frac: notify(stage, frac))
+
+
+#: probe -> the stage that computes it into the run's parts (in the order of contract.PROBES)
+_STAGES = {"cosine": _stage_cosine, "logit_lens": _stage_logit_lens, "skip": _stage_skip,
+           "erasure": _stage_erasure, "igrad": _stage_igrad}
 
 
 def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool, parts: _Parts,

@@ -38,11 +38,27 @@ def _offer_run(view, run_store, computed):
     button = st.empty()
     if button.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
         button.empty()
-        result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat)
-        computed[result.run_id] = result.meta.get("total_seconds")
         notice.empty()
+        result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, preview=_preview)
+        computed[result.run_id] = result.meta.get("total_seconds")
         return result
     return None
+
+
+def _preview(run) -> None:
+    """Draws the probes finished so far, read-only, while the others run (the whole page follows at the end)."""
+    t, ed, done = run.tables, run.tables["ed"], list(run.meta.get("probes") or [])
+    st.caption("Finished: " + ", ".join(app.PROBE_LABELS[p] for p in done) + ". The rest appears as each probe "
+               "ends; the full page, with its controls, when the run is done.")
+    for probe, title, curve, metric in (("cosine", "Contributions to the residual stream (probe A)", "cosine",
+                                         "cos_layer"), ("logit_lens", "Logit lens (probe B)", "kl", "kl")):
+        if probe in done:
+            st.subheader(title)
+            left, right = st.columns([1, 2], gap="medium")
+            with left:
+                ui.preview(charts.probe_curve(t["layer"], curve, ed))
+            with right:
+                ui.preview(charts.layer_token_heatmap(t["layer_token"], t["tokens"], metric, ed))
 
 
 def _find_or_compute(view, run_store, result, computed):
@@ -71,7 +87,8 @@ def _remaining_probes(view, run_store, result, computed) -> None:
             st.info(f"This run holds only the probes that finished before it was stopped; {missing} did not run.",
                     icon=":material/pending:")
             if st.button("Run the remaining probes", icon=":material/play_arrow:", key="run_rest"):
-                result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=app.config_for())
+                result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=app.config_for(),
+                                    preview=_preview, reuse=result)  # the finished probes are taken, not redone
                 computed[result.run_id] = result.meta.get("total_seconds")
                 view.run = result.run_id
                 ui.sync_url(view)

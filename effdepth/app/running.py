@@ -103,13 +103,16 @@ def _clear_stopped(name: str, text: str, dtype: str, chat: bool) -> None:
 
 
 def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: ModelHolder,
-                progress: Progress | None = None, config: engine.ProbeConfig | None = None):
+                progress: Progress | None = None, config: engine.ProbeConfig | None = None,
+                on_result: Callable | None = None, reuse=None):
     """Look up a run; on a miss take the model's turn (``holder.lease``), run the probes and store it.
 
     The cache is checked first with keys computed without the model, and again once the turn comes
     (another session may have computed the same input meanwhile). The store is checked for
     writability before any work, so a result is never computed only to be lost; a stopped run keeps
     the probes that had finished (``effdepth.compute``: one flow for the CLI, the API and the app).
+    ``on_result`` hears the run after each probe (progressive pages); ``reuse``: a run whose probes are
+    taken instead of computed (the remaining probes of a stopped run).
     """
     text = check_prompt(text)
     _, cached = find_cached(store, name, text, dtype, chat, config)
@@ -117,7 +120,7 @@ def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: Mod
         return cached
     request = Request(text, dtype, chat, config or config_for())
     result, _ = compute(store, request, lambda notify: holder.lease(name, dtype, notify), progress=progress,
-                        keep_partial=True)
+                        keep_partial=True, on_result=on_result, reuse=reuse)
     _clear_stopped(name, text, dtype, chat)
     return result
 

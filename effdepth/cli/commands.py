@@ -13,7 +13,7 @@ from typing import Any
 
 from effdepth.cli.inputs import _answer, _read_text, _store
 from effdepth.cli.progress import TqdmProgress
-from effdepth.cli.report import summarize, to_json
+from effdepth.cli.report import ready_line, summarize, to_json
 from effdepth.errors import EffdepthError, PromptError
 
 
@@ -48,7 +48,12 @@ def cmd_probe(args) -> int:
             progress.close()
 
     store = None if args.no_cache else _store(args)
-    result, from_cache = compute(store, request, load, fingerprint=spec.fingerprint, progress=progress)
+    def ready(run) -> None:  # each probe's line as soon as it is done (the summary follows at the end)
+        if not args.quiet:
+            progress.write(ready_line(run))
+
+    result, from_cache = compute(store, request, load, fingerprint=spec.fingerprint, progress=progress,
+                                 on_result=ready)
     summary = summarize(result, from_cache, load_seconds[0] if load_seconds else None)
     if args.json == "-":
         print(summary, file=sys.stderr)

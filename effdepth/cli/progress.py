@@ -44,6 +44,14 @@ class TqdmProgress:
             self.bar.n = max(0, min(100, int(round(frac * 100))))
             self.bar.refresh()
 
+    def write(self, line: str) -> None:
+        """A line on the same stream, above the bar (tqdm keeps the bar whole)."""
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(line, file=self.stream)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -210,3 +210,14 @@ def summarize(result, from_cache: bool, load_seconds: float | None = None) -> st
 
 def pd_isna(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == "<NA>"
+
+
+def ready_line(run) -> str:
+    """One line for the probe a run in progress has just finished (``effdepth probe`` prints it at once)."""
+    probe = (run.meta.get("probes") or ["?"])[-1]
+    eds = ed_rows(run)
+    shown = {"cosine": ("cosine",), "logit_lens": ("kl", "overlap"), "skip": ("skip",)}.get(probe, ())
+    parts = [f"{name} {_fmt_ed(eds[name]['ed'], eds[name]['edr'])}" for name in shown if name in eds]
+    seconds = (run.meta.get("timings") or {}).get(probe)
+    took = f" [{_fmt_seconds(seconds)}]" if seconds is not None else ""
+    return f"ready     {probe}{took}" + (f": {', '.join(parts)}" if parts else "")

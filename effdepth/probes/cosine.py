@@ -20,6 +20,11 @@ def _rel(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return x.norm(dim=-1) / ref.norm(dim=-1).clamp_min(EPS)
 
 
+#: the metrics of the layer_token table this probe writes (contribution_metrics' keys)
+METRICS = ("rc_att", "rc_mlp", "rc_layer", "cos_att", "cos_mlp", "cos_layer", "cos_io", "norm_resid", "norm_att",
+           "norm_mlp")
+
+
 def contribution_metrics(trace: Trace) -> dict[str, torch.Tensor]:
     """Per layer and token: {metric: [L, T]} for every §4 quantity, fp32."""
     h = trace.resid[:-1]  # h_l      [L, T, d]

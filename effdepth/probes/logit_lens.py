@@ -20,6 +20,10 @@ from effdepth.tokens import token_label
 TOP_K = 5
 
 
+#: the metrics of the layer_token table this probe writes
+METRICS = ("kl", "overlap", "entropy", "rank")
+
+
 @torch.no_grad()
 def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: int = 5,
                  budget_bytes: int = 256 * 2**20, progress: Progress | None = None,
@@ -35,7 +39,7 @@ def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: i
     final_best = trace.logits.argmax(dim=-1)  # [T]
 
     rows = trace.resid[:-1].reshape(n_layers * n_tokens, -1)  # (layer, pos) flattened, [L*T, d]
-    out = {name: torch.empty(n_layers * n_tokens) for name in ("kl", "overlap", "entropy", "rank")}
+    out = {name: torch.empty(n_layers * n_tokens) for name in METRICS}
     top_ids = torch.empty(n_layers * n_tokens, keep_top, dtype=torch.long)
     top_probs = torch.empty(n_layers * n_tokens, keep_top)
     chunk = max(1, budget_bytes // (4 * vocab * 4))  # ~4 live [chunk, V] fp32 tensors

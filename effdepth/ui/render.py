@@ -51,6 +51,12 @@ def _vega_lite_spec(chart_obj) -> dict | None:
     return copy.deepcopy(spec)  # Streamlit moves the datasets out of the spec it is given
 
 
+def preview(chart_obj) -> None:
+    """A chart of a run still in progress: at container width, no selection, no downloads (no widgets, so it
+    can be drawn again as the run goes on)."""
+    st.altair_chart(chart_obj, width="stretch")
+
+
 def chart(chart_obj, name: str, key: str, on_select: str | Callable | None = None, download: bool = True):
     """The chart at container width + its downloads; returns the selection state if selectable."""
     spec = _vega_lite_spec(chart_obj)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -41,12 +42,22 @@ def stopped_notice(name: str, text: str, dtype: str, chat: bool) -> None:
 
 
 def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes",
-            config=None):
+            config=None, preview: Callable | None = None, reuse=None):
     """Compute (or fetch) a run with a status box, a progress bar that moves within each stage, and a
     stop button. Runs of other sessions on the shared model go first (the box says which place this one
     has); a closed tab or the stop button ends the run at the next progress step, keeping the probes that
-    had finished (app.compute_run) and noting what was stopped (app.record_stopped)."""
-    with st.status(app.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
+    had finished (app.compute_run) and noting what was stopped (app.record_stopped).
+
+    ``preview(run)`` draws the run so far below the status box after each probe (read-only: no widgets);
+    the box's slot is cleared when the run is done, for the page to draw the whole run."""
+    top = st.container()
+    slot = st.empty()
+
+    def on_result(run) -> None:
+        with slot.container():
+            preview(run)
+
+    with top, st.status(app.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
         st.button("Stop", key="stop_run", icon=":material/stop:",
                   help="End this run; the probes that have finished are kept.")
         bar = st.progress(0.0, text="Starting")
@@ -60,7 +71,8 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
         tracker = app.ProgressTracker(sink=sink)
         done = st.session_state[RUN_IN_FLIGHT] = threading.Event()
         try:
-            result = app.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config)
+            result = app.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config,
+                                     on_result=on_result if preview else None, reuse=reuse)
         except RunStopped as err:
             app.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
                                  "the browser session ended", getattr(err, "kept", None))
@@ -76,4 +88,5 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
             done.set()
         bar.progress(1.0, text=f"done in {time.perf_counter() - started:.1f} s")
         box.update(label=f"Done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False)
+    slot.empty()
     return result

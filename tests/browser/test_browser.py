@@ -24,6 +24,7 @@ import pytest
 
 from effdepth import app, models
 from tests.browser.support import (
+    CHART,
     PROMPT_64,
     TIMINGS,
     _canvas_has_pixels,
@@ -130,6 +131,32 @@ def test_probe_a_typed_prompt_cold(server, page):
     stored = [r for r in app.open_store(server["cache"]).runs().itertuples() if r.prompt_text == PROMPT_64]
     assert stored and stored[0].n_tokens == 64
     print(f"engine time for it (forward + probes, no model load): {stored[0].total_seconds:.1f} s")
+
+
+def test_results_appear_probe_by_probe(server, page):
+    """With the model loaded, the first probes' charts are drawn while the layer-skip probe still runs."""
+    prompt = PROMPT_64 + " Then 12 + 5 = 17, and 17 - 4 = 13."
+    page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=prompt))
+    run = page.get_by_role("button", name="Run probes")
+    run.wait_for(timeout=120_000)
+    _wait_idle(page)
+    start = time.perf_counter()
+    run.click()
+    page.locator(CHART).first.wait_for(timeout=300_000)
+    first = (time.perf_counter() - start) * 1000
+    page.get_by_text("Logit lens (probe B)").first.wait_for(timeout=300_000)
+    lens = (time.perf_counter() - start) * 1000
+    assert "Done in" not in page.inner_text("body"), "the lens section only came with the whole run"
+    shoot(page, "explore-in-progress")
+    page.get_by_text("Done in").first.wait_for(timeout=600_000)
+    total = (time.perf_counter() - start) * 1000
+    TIMINGS["probe by probe (model loaded): click → first chart"] = first
+    TIMINGS["probe by probe: click → lens section"] = lens
+    TIMINGS["probe by probe: click → whole run done"] = total
+    print(f"\nprobe by probe, {models.DEFAULT_MODEL} loaded: first chart {first:.0f} ms, lens section {lens:.0f} ms, "
+          f"whole run {total:.0f} ms (first chart at {first / total:.0%} of the run)")
+    _wait_charts(page, 8)
+    shoot(page, "explore-probe-by-probe")
 
 
 def test_compare_two_cached_runs(server, page, runs):
