@@ -22,7 +22,7 @@ def _inputs(view) -> None:
     with st.sidebar:
         st.markdown("#### Input")
         ui.model_input(view, st.sidebar)
-        ui.prompt_input(view, st.sidebar)
+        ui.prompt_input(view, st.sidebar, continuation=True)
         st.divider()
         ui.demo_toggle(view)
     ui.sync_url(view)
@@ -33,13 +33,19 @@ def _offer_run(view, run_store, computed):
     app.preflight(view.model)
     ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
     notice = st.empty()
-    notice.info(f"This prompt on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
+    what = f"This prompt continued by {view.generate} tokens" if view.generate else "This prompt"
+    notice.info(f"{what} on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
                 icon=":material/hourglass_top:")
     button = st.empty()
-    if button.button("Run probes", type="primary", icon=":material/play_arrow:", key="run_probes"):
+    label = "Continue, then run probes" if view.generate else "Run probes"
+    if button.button(label, type="primary", icon=":material/play_arrow:", key="run_probes"):
         button.empty()
         notice.empty()
-        result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, preview=_preview)
+        if view.generate:
+            result = ui.continue_and_compute(run_store, view.model, view.prompt, view.dtype, view.chat,
+                                             view.generate, preview=_preview)
+        else:
+            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, preview=_preview)
         computed[result.run_id] = result.meta.get("total_seconds")
         return result
     return None
@@ -65,8 +71,7 @@ def _find_or_compute(view, run_store, result, computed):
     """Looks the inputs up in the cache, else draws the demo-mode warning or the offer to compute them."""
     with ui.guard():
         if result is None:
-            app.check_prompt(view.prompt)
-            _, result = app.find_cached(run_store, view.model, view.prompt, view.dtype, view.chat)
+            result = _cached_run(view, run_store)
         if result is None:
             if view.demo:
                 st.warning(f"**Not cached.** This prompt on **{app.md(view.model)}** ({view.dtype}) has no stored "
@@ -76,6 +81,18 @@ def _find_or_compute(view, run_store, result, computed):
             else:
                 result = _offer_run(view, run_store, computed)
     return result
+
+
+def _cached_run(view, run_store):
+    """The cached run of the view's inputs: of the prompt, or of prompt + the model's cached continuation."""
+    app.check_prompt(view.prompt)
+    text, chat = view.prompt, view.chat
+    if view.generate:
+        generation = app.cached_generation(run_store, view.model, view.prompt, view.dtype, view.chat, view.generate)
+        if generation is None:
+            return None
+        text, chat = generation.full_text, False
+    return app.find_cached(run_store, view.model, text, view.dtype, chat)[1]
 
 
 def _remaining_probes(view, run_store, result, computed) -> None:
@@ -110,6 +127,7 @@ def _header(view, result, run_store, computed) -> None:
                    "another session used the same model (whose numbers it may then hold). Recompute the cache's "
                    f"unverified runs with `effdepth cache --verify --cache {app.md(run_store.path)}`.",
                    icon=":material/gpp_maybe:")
+    _generation_note(meta)
     with st.expander("Prompt as analysed", expanded=False):
         st.code(meta.get("prompt_text", ""), language=None, wrap_lines=True)
     _trust_badge(meta, t["skip"])
@@ -167,6 +185,24 @@ def _on_cell(key: str):
     return callback
 
 
+def _generation_note(meta) -> None:
+    """Says which tokens the model wrote itself (generate, then probe) and where the charts mark them."""
+    generation = meta.get("generation")
+    if not generation:
+        return
+    settings = generation.get("settings") or {}
+    how = f"sampled, seed {settings.get('seed')}" if settings.get("sample") else "greedy"
+    st.caption(f"The model wrote the last {generation['n_new_tokens']} tokens itself ({how}), from position "
+               f"{meta.get('prompt_tokens')}: the dashed red rule on every layer × token chart."
+               + ("" if generation.get("exact", True) else " Read back as text, its tokens split differently "
+                  "at the boundary; the probes read the text."))
+
+
+def _boundary(meta) -> int | None:
+    """Where the model's own continuation starts (None for a text the user gave whole)."""
+    return int(meta["prompt_tokens"]) if meta.get("generation") and meta.get("prompt_tokens") else None
+
+
 def _contributions(view, result) -> None:
     """Draws the contributions heatmap (probe A) with its quantity and sublayer pickers."""
     t, ed = result.tables, result.tables["ed"]
@@ -178,7 +214,7 @@ def _contributions(view, result) -> None:
             format_func=app.SUBLAYERS.get, horizontal=True)
     metric = app.contrib_metric(view.contrib, view.part)
     heat = app.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
-        t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos))
+        t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos, boundary=_boundary(result.meta)))
     ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
     st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
                "amplifies/refines. Relative contribution = ‖sublayer output‖ / ‖residual it is added to‖ (log "
@@ -194,7 +230,7 @@ def _logit_lens(view, result) -> None:
     ui.bind(st.radio, "lens", "Quantity", options=list(app.LENS_METRICS), format_func=app.LENS_METRICS.get,
             horizontal=True, key="w_lens")
     lens_heat = app.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
-        t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos))
+        t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos, boundary=_boundary(result.meta)))
     ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
     st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
                "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "

@@ -20,6 +20,7 @@ from effdepth.app.difficulty import (
     sweep_command,
 )
 from effdepth.app.export import charts_zip, export_zip, run_charts
+from effdepth.app.generating import cached_generation, continue_and_compute, generations_dir
 from effdepth.app.inputs import (
     answer_for,
     attribution_config,
@@ -47,6 +48,7 @@ from effdepth.app.options import (
     ED_PROBES,
     ED_RULES,
     EXAMPLES,
+    GENERATE_CHOICES,
     IG_STEP_CHOICES,
     ITEM_DATASETS,
     LENS_METRICS,
@@ -96,6 +98,10 @@ from effdepth.app.text import md, safe_name
 from effdepth.models.holder import WAITING_STAGE, ModelHolder
 
 __all__ = [
+    "cached_generation",
+    "continue_and_compute",
+    "generations_dir",
+    "GENERATE_CHOICES",
     "sweep_command",
     "skip_command",
     "edr_display",

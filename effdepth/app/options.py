@@ -48,6 +48,10 @@ EXAMPLES: dict[str, str] = {
 DEFAULT_PROMPT = EXAMPLES["Two facts (P2)"]
 
 
+#: the continuation lengths Explore offers (a URL value snaps to the nearest): 0 = nothing is generated
+GENERATE_CHOICES = (0, 16, 32, 64, 128, 256, 512)
+
+
 #: Compare's first view: a shallower and a deeper model of one family, both embedded (offline), the pair
 #: behind bench/sweep_claims.sh
 DEMO_PAIR = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")

@@ -104,7 +104,7 @@ def _clear_stopped(name: str, text: str, dtype: str, chat: bool) -> None:
 
 def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: ModelHolder,
                 progress: Progress | None = None, config: engine.ProbeConfig | None = None,
-                on_result: Callable | None = None, reuse=None):
+                on_result: Callable | None = None, reuse=None, extra_meta: dict | None = None):
     """Look up a run; on a miss take the model's turn (``holder.lease``), run the probes and store it.
 
     The cache is checked first with keys computed without the model, and again once the turn comes
@@ -118,7 +118,7 @@ def compute_run(store, name: str, text: str, dtype: str, chat: bool, holder: Mod
     _, cached = find_cached(store, name, text, dtype, chat, config)
     if cached is not None:
         return cached
-    request = Request(text, dtype, chat, config or config_for())
+    request = Request(text, dtype, chat, config or config_for(), extra_meta)
     result, _ = compute(store, request, lambda notify: holder.lease(name, dtype, notify), progress=progress,
                         keep_partial=True, on_result=on_result, reuse=reuse)
     _clear_stopped(name, text, dtype, chat)

@@ -11,6 +11,7 @@ from effdepth.app.options import (
     DEFAULT_PROMPT,
     DEMO_PAIR,
     DTYPES,
+    GENERATE_CHOICES,
     IG_STEP_CHOICES,
     LENS_METRICS,
     SKIP_VARIANTS,
@@ -48,6 +49,7 @@ class ViewState:
     ed_probe: str = "cosine"  # Difficulty: the probe of the per-item ED distribution
     ed_rule: str = "p1"  # the ED rule a view headlines (Explore's summary, Difficulty's per-item ED)
     item: str | None = None  # "dataset:index": the benchmark item the prompt is (Explore) / selected (Difficulty)
+    generate: int = 0  # Explore: let the model continue the prompt by this many tokens first (0: no)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -69,6 +71,7 @@ _BOOLS = {"chat", "demo"}
 _NUMBERS: dict[str, Callable[[int], int]] = {
     "pos": lambda v: min(max(0, v), engine.DEFAULT_MAX_TOKENS - 1),  # clamped to the run's T when drawn
     "ig_steps": lambda v: min(IG_STEP_CHOICES, key=lambda choice: (abs(choice - v), choice)),
+    "generate": lambda v: min(GENERATE_CHOICES, key=lambda choice: (abs(choice - v), choice)),
 }
 
 

@@ -24,6 +24,7 @@ from effdepth.charts.export import EXPORT_WIDTH, chart_png, chart_svg
 from effdepth.charts.run import (
     CURVE_NAMES,
     CURVES,
+    continuation_rule,
     layer_token_heatmap,
     lens_topk_chart,
     lens_topk_frame,
@@ -86,6 +87,7 @@ from effdepth.charts.sweep import (
 )
 
 __all__ = [
+    "continuation_rule",
     "selected_value",
     "token_axis",
     "PX_PER_LAYER",

@@ -50,11 +50,13 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
                         ed: pd.DataFrame | None = None, domain: Sequence[float] | None = None,
                         title: str | None = None, width: int | str = "container",
                         select: bool = True, selected_pos: int | None = None,
-                        ed_probe: str | None = None, max_labels: int = MAX_TOKEN_LABELS) -> alt.LayerChart:
+                        ed_probe: str | None = None, max_labels: int = MAX_TOKEN_LABELS,
+                        boundary: int | None = None) -> alt.LayerChart:
     """Rect heatmap layer (y, bottom → top) × token (x) of one metric, with the ED as horizontal rules.
 
     ``select`` adds a click selection named ``cell`` over the ``pos`` field (Streamlit returns it with
-    ``on_select="rerun"``); ``selected_pos`` outlines that token's column.
+    ``on_select="rerun"``); ``selected_pos`` outlines that token's column; ``boundary``: the first position
+    the model wrote itself (generate, then probe), marked by a vertical rule at its left edge.
     """
     frame = _token_frame(layer_token, tokens, metric)
     labels = token_labels(tokens.sort_values("pos")["token"].tolist())
@@ -84,6 +86,8 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
         sel = frame[frame["pos"] == selected_pos].head(1)
         layers.append(alt.Chart(sel).mark_rect(fill=None, stroke="#111", strokeWidth=1.5).encode(
             x=alt.X("label:O", sort=labels), y=alt.value(0), y2=alt.value("height")))
+    if boundary is not None and 0 < boundary < len(labels):
+        layers.append(continuation_rule(labels, boundary))
     if probe:
         dark = kind in ("kl", "entropy", "rank", "ratio", "unit", "seq")
         layers += _ed_rules(ed_rows(ed, probe), "y", field_type="ordinal", label=True,
@@ -94,6 +98,14 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
         title=alt.Title(title or name, anchor="start", fontSize=13),
     )
     return chart
+
+
+def continuation_rule(labels: list[str], boundary: int) -> alt.Chart:
+    """A vertical rule at the left edge of position ``boundary`` on a token axis: where the model's own
+    continuation starts."""
+    frame = pd.DataFrame({"label": [labels[boundary]], "pos": [boundary], "what": ["model's continuation →"]})
+    return alt.Chart(frame).mark_rule(color="#d62728", strokeWidth=2, strokeDash=[5, 3]).encode(
+        x=alt.X("label:O", sort=labels, bandPosition=0), tooltip=[alt.Tooltip("what:N", title="")])
 
 
 def noise_floor(skip: pd.DataFrame, variant: str) -> float | None:

@@ -35,26 +35,39 @@ def cmd_probe(args) -> int:
     check(request)  # before the model is even resolved
     spec = models.resolve_model(args.model)
     progress = TqdmProgress(enabled=not args.quiet)
+    store = None if args.no_cache else _store(args)
+    held = None
+    if args.generate:  # the probes read what the model saw and wrote, as raw text
+        held = _generated(args, spec, request, store, progress)
+        request = _with_continuation(args, request, held[0])
+        check(request)
     load_seconds: list[float] = []
 
     @contextmanager
     def load(notify):
         clock = time.perf_counter()
         try:
+            if held is not None and held[1] is not None:
+                yield held[1]  # the model that generated the continuation
+                return
             loaded = models.load_model(spec, args.dtype, progress=notify, device_map=args.device_map)
             load_seconds.append(time.perf_counter() - clock)
             yield loaded
         finally:
             progress.close()
 
-    store = None if args.no_cache else _store(args)
     def ready(run) -> None:  # each probe's line as soon as it is done (the summary follows at the end)
         if not args.quiet:
             progress.write(ready_line(run))
 
     result, from_cache = compute(store, request, load, fingerprint=spec.fingerprint, progress=progress,
                                  on_result=ready)
-    summary = summarize(result, from_cache, load_seconds[0] if load_seconds else None)
+    return _report(args, result, from_cache, load_seconds[0] if load_seconds else None)
+
+
+def _report(args, result, from_cache: bool, load_seconds: float | None) -> int:
+    """Print the summary, and the JSON document where ``--json`` asks for it."""
+    summary = summarize(result, from_cache, load_seconds)
     if args.json == "-":
         print(summary, file=sys.stderr)
         print(json.dumps(to_json(result, from_cache), allow_nan=False, indent=1))
@@ -69,6 +82,45 @@ def cmd_probe(args) -> int:
             raise EffdepthError(f"Cannot write the JSON file {path} ({exc.strerror or exc}).") from exc
         print(f"json      {path}")
     return 0
+
+
+def _generated(args, spec, request, store, progress):
+    """(Generation, the model that wrote it, or None when it came from the cache) for ``--generate``."""
+    from effdepth import generate, models
+
+    settings = generate.settings_for(args.generate, args.sample_seed, args.temperature, request.chat_template)
+    directory = None if store is None else Path(store.path).parent / "generations"
+    key = generate.cache_key(spec.fingerprint, args.dtype, request.text, settings)
+    found = generate.cached(directory, key) if directory is not None else None
+    if found is not None:
+        return found, None
+    loaded = models.load_model(spec, args.dtype, progress=progress, device_map=args.device_map)
+    written = {"n": 0}
+
+    def on_text(so_far: str) -> None:
+        written["n"] += 1
+        progress(f"generating {args.generate} tokens", written["n"] / args.generate)
+
+    generation = generate.continue_text(loaded, request.text, settings, on_text=on_text)
+    progress.close()
+    if directory is not None:
+        generation_dir = directory
+        generate.save(generation_dir, key, generation)
+    return generation, loaded
+
+
+def _with_continuation(args, request, generation):
+    """The request for the text + continuation (raw text: a chat template is already rendered in it)."""
+    import dataclasses
+
+    from effdepth.compute import Request
+
+    extra = {**(request.extra_meta or {}), "generation": generation.as_meta(),
+             "prompt_tokens": generation.prompt_tokens}
+    config = request.config
+    if config.answer is not None and args.answer is None:  # the default answer: the continuation's last word
+        config = dataclasses.replace(config, answer=_answer(args, generation.full_text))
+    return Request(generation.full_text, request.dtype, False, config, extra)
 
 
 def _shorten(text: Any, width: int) -> str:

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT ('-': stdout)")
     probe.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     probe.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    probe.add_argument("--generate", type=int, metavar="N", default=None,
+                       help="let the model continue the text by N tokens first (greedy), then probe text + "
+                            "continuation (cached: the same text and settings do not generate again)")
+    probe.add_argument("--sample-seed", type=int, default=None,
+                       help="with --generate: sample the continuation with this seed instead of greedy")
+    probe.add_argument("--temperature", type=float, default=1.0, help="with --sample-seed: the temperature")
     probe.set_defaults(func=cmd_probe)
 
     runs = sub.add_parser("runs", parents=[cache_opt], help="list the cached runs")

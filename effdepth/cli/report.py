@@ -139,6 +139,9 @@ def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one fla
         for part, rows in attributions.groupby("part", sort=False):
             grid = rows.pivot(index="layer", columns="pos", values="value").sort_index().sort_index(axis=1)
             doc["igrad"][str(part)] = [[_clean(v) for v in row] for row in grid.to_numpy()]  # [L, T]
+    if meta.get("generation") is not None:  # generate, then probe: what the model wrote, and where it starts
+        doc["generation"] = meta["generation"]
+        doc["prompt_tokens"] = meta.get("prompt_tokens")
     doc["ed"] = ed_rows(result)
     trust = checks.trust(meta, tables.get("skip"))
     doc["trust"] = {"level": trust.level, "residual_closure": _clean(trust.closure), "lens_last": _clean(trust.lens),
@@ -172,6 +175,12 @@ def summarize(result, from_cache: bool, load_seconds: float | None = None) -> st
     template = ", chat template" if meta.get("chat_template") else ""
     lines.append(f"tokens    {meta.get('n_tokens')} ({bos}{template})")
     lines.append(f"run id    {meta.get('run_id')}")
+    generation = meta.get("generation")
+    if generation:
+        how = "sampled, seed {}".format(generation["settings"].get("seed")) if generation["settings"].get("sample") \
+            else "greedy"
+        lines.append(f"continued {generation['n_new_tokens']} new tokens ({how}) from position "
+                     f"{meta.get('prompt_tokens')}: {generation['text'][:60]!r}")
     trust = checks.trust(meta, result.tables.get("skip"))
     verdict = {"green": "pass", "amber": "OFF", "unverified": "unverified"}[trust.level]
     lines.append(f"checks    {verdict}: {trust.numbers() if trust.level != 'unverified' else trust.problems[0]}")

@@ -12,7 +12,7 @@ below from ``effdepth.ui``, and ``effdepth.ui.sweep`` for the benchmark-item sec
 from effdepth.ui.errors import guard, show_error, store
 from effdepth.ui.inputs import demo_toggle, item_picker, model_input, prompt_input
 from effdepth.ui.render import chart, downloads, preview, summary_strip
-from effdepth.ui.running import compute, model_holder, stopped_notice
+from effdepth.ui.running import compute, continue_and_compute, model_holder, stopped_notice
 from effdepth.ui.state import (
     OTHER,
     PAGES,
@@ -28,6 +28,7 @@ from effdepth.ui.state import (
 )
 
 __all__ = [
+    "continue_and_compute",
     "preview",
     "compare_defaults",
     "STATE",

@@ -51,7 +51,9 @@ def _clear(view: app.ViewState, which: str) -> None:
         view.run_b = None
 
 
-def prompt_input(view: app.ViewState, container=None, height: int = 110) -> None:
+def prompt_input(view: app.ViewState, container=None, height: int = 110, continuation: bool = False) -> None:
+    """The examples, the benchmark-item picker, the prompt and the chat-template switch; ``continuation``
+    adds the choice to let the model continue the prompt before the probes read it (Explore)."""
     target = container or st
     examples = list(app.EXAMPLES)
     example_key = "w_example"
@@ -71,9 +73,16 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110) -> None
     item_picker(view, target)
     bind(st.text_area, "prompt", "Prompt (teacher-forced: question and answer together)", container=target,
          height=height, clears_run=True, clears_run_b=True,
-         help="The text is fed to the model as is (no chat template unless switched on); nothing is generated.")
+         help="The text is fed to the model as is (no chat template unless switched on); nothing is generated "
+              "unless the model is let to continue it.")
     bind(st.toggle, "chat", "Apply the chat template", container=target, clears_run=True, clears_run_b=True,
          help="Off in both papers. With a template, ED values are not comparable to the papers' tables.")
+    if continuation:
+        bind(st.select_slider, "generate", "Let the model continue (new tokens)", container=target,
+             options=list(app.GENERATE_CHOICES), clears_run=True,
+             format_func=lambda n: "no" if n == 0 else str(n),
+             help="The model writes this many tokens after the prompt (greedy), then the probes read prompt + "
+                  "continuation; the boundary is marked on every layer × token chart.")
 
 
 def item_picker(view: app.ViewState, container=None) -> None:

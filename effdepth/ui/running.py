@@ -50,6 +50,32 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
 
     ``preview(run)`` draws the run so far below the status box after each probe (read-only: no widgets);
     the box's slot is cleared when the run is done, for the page to draw the whole run."""
+    def work(tracker, on_result, slot):
+        return app.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config,
+                               on_result=on_result if preview else None, reuse=reuse)
+
+    return _in_status_box(f"{label} on {name} ({dtype})…", (name, text, dtype, chat), work, preview)
+
+
+def continue_and_compute(run_store, name: str, text: str, dtype: str, chat: bool, n_new: int,
+                         preview: Callable | None = None):
+    """Like :func:`compute`, after the model has continued ``text`` by ``n_new`` tokens (shown as they come);
+    returns the run of text + continuation."""
+    def work(tracker, on_result, slot):
+        def heard(so_far: str) -> None:
+            slot.code(text + so_far, language=None, wrap_lines=True)  # the model's own text, shown as text
+
+        return app.continue_and_compute(run_store, name, text, dtype, chat, n_new, model_holder(), tracker,
+                                        on_text=heard, on_result=on_result if preview else None)[1]
+
+    return _in_status_box(f"{name} continues the text by {n_new} tokens, then the probes run ({dtype})…",
+                          (name, text, dtype, chat), work, preview)
+
+
+def _in_status_box(label: str, what: tuple, work: Callable, preview: Callable | None):
+    """Run ``work(tracker, on_result, slot)`` inside a status box with a progress bar and a Stop button;
+    ``slot`` (below the box) shows what the run has so far. A stop is noted for ``what`` = (name, text,
+    dtype, chat)."""
     top = st.container()
     slot = st.empty()
 
@@ -57,7 +83,7 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
         with slot.container():
             preview(run)
 
-    with top, st.status(app.md(f"{label} on {name} ({dtype})…"), expanded=True) as box:
+    with top, st.status(app.md(label), expanded=True) as box:
         st.button("Stop", key="stop_run", icon=":material/stop:",
                   help="End this run; the probes that have finished are kept.")
         bar = st.progress(0.0, text="Starting")
@@ -71,18 +97,17 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
         tracker = app.ProgressTracker(sink=sink)
         done = st.session_state[RUN_IN_FLIGHT] = threading.Event()
         try:
-            result = app.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config,
-                                     on_result=on_result if preview else None, reuse=reuse)
+            result = work(tracker, on_result, slot)
         except RunStopped as err:
-            app.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
-                                 "the browser session ended", getattr(err, "kept", None))
+            app.record_stopped(*what, tracker.label, time.perf_counter() - started, "the browser session ended",
+                               getattr(err, "kept", None))
             raise
         except EffdepthError:
             box.update(label="Failed", state="error", expanded=False)
             raise
         except BaseException as err:  # Streamlit's stop/rerun (the stop button, another click) ends the run
-            app.record_stopped(name, text, dtype, chat, tracker.label, time.perf_counter() - started,
-                                 "it was stopped", getattr(err, "kept", None))
+            app.record_stopped(*what, tracker.label, time.perf_counter() - started, "it was stopped",
+                               getattr(err, "kept", None))
             raise
         finally:
             done.set()

@@ -22,7 +22,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("capture", "checks", "depth", "datasets"),
     ("probes",),
     ("models",),
-    ("engine",),
+    ("engine", "generate"),
     ("compute", "records", "store", "verify"),
     ("charts",),
     ("sweeps",),
