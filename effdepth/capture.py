@@ -55,6 +55,13 @@ class Trace:
     def n_layers(self) -> int:
         return self.attn.shape[0]
 
+    def at(self, positions: list[int]) -> Trace:
+        """The same pass read at some positions only (their activations and logits; each still saw its
+        whole context): what the per-position probes of a run with measured positions read."""
+        index = torch.as_tensor(positions, dtype=torch.long)
+        return Trace(input_ids=self.input_ids[index], resid=self.resid[:, index], attn=self.attn[:, index],
+                     mlp=self.mlp[:, index], logits=self.logits[index])
+
     @property
     def n_tokens(self) -> int:
         return self.input_ids.shape[0]

@@ -12,14 +12,14 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
 import torch
 
 import effdepth
-from effdepth import contract, depth, turns
+from effdepth import contract, depth, positions, stages, turns
 from effdepth.capture import Replayer, trust_checks
 from effdepth.contract import (  # noqa: F401 - the vocabulary the engine's callers read from it
     ANSWER_PROBES,
@@ -32,12 +32,12 @@ from effdepth.contract import (  # noqa: F401 - the vocabulary the engine's call
     RunResult,
 )
 from effdepth.errors import PromptError
-from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
+from effdepth.probes import igrad, skip
 from effdepth.probes._tables import layer_means
+from effdepth.stages import _BASELINES, ERASURE_BASELINE_ITEMS, erasure_baseline  # noqa: F401 - the engine's API
 
 DEFAULT_MAX_TOKENS = 2048  # a CPU-friendly cap on top of the model's own context
 MAX_IG_STEPS = 4096  # a bound on the work one request can start (P2 uses 256)
-ERASURE_BASELINE_ITEMS = 10  # P2: the mean residual over all positions of the first 10 GSM8K prompts
 
 
 
@@ -52,6 +52,7 @@ class ProbeConfig:
     answer: str | None = None  # erasure / IG: the answer text that ends the prompt (teacher-forced)
     ig_steps: int = igrad.N_STEPS  # P2: 256 (left Riemann sum)
     ig_parts: tuple[str, ...] = ("layer",)  # P1 uses "layer" only; P2 adds "attn" and "mlp"
+    positions: str = positions.ALL  # the measured positions (effdepth.positions); the forward covers the text
 
     def __post_init__(self) -> None:
         self.probes = tuple(self.probes)
@@ -76,6 +77,7 @@ class ProbeConfig:
             raise PromptError(f"Integrated gradients need at least 1 step and at most {MAX_IG_STEPS} "
                               f"(P2 uses 256), not {int(self.ig_steps)}.")
         self.ig_steps = int(self.ig_steps)
+        self.positions = positions.check(self.positions)
 
     def as_dict(self) -> dict:
         """The cache-key view: keys of the opt-in probes appear only when they run (old keys stay valid)."""
@@ -87,6 +89,8 @@ class ProbeConfig:
             out["erasure_baseline"] = f"gsm8k[:{ERASURE_BASELINE_ITEMS}] token mean"
         if "igrad" in self.probes:
             out.update(ig_steps=self.ig_steps, ig_parts=list(self.ig_parts), ig_baseline="p2")
+        if self.positions != positions.ALL:
+            out["positions"] = self.positions
         return out
 
 
@@ -173,49 +177,34 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     notify = progress or (lambda stage, frac=None: None)
     ids = tokenize(loaded, text, chat_template, max_tokens)
     answer_len = None
-    if any(p in config.probes for p in ANSWER_PROBES):  # checked first: it fails in ms, the probes take minutes
+    if any(p in config.probes for p in ANSWER_PROBES) or config.positions == "answer":  # fails in ms: first
         answer_len = answer_length(loaded, text, config.answer, chat_template, ids)
+    measured = positions.select(config.positions, len(ids), answer_len)
 
     def on_wait(position: int) -> None:
         notify(f"{WAITING_STAGE} (position {position})", None)
 
     with turns.turn_on(loaded.model, on_wait=on_wait):
         return _run_probes(loaded, text, ids, config, chat_template, answer_len, notify, extra_meta, on_result,
-                           reuse)
+                           reuse, measured)
 
 
 #: The stage a run reports while another run holds the model.
 WAITING_STAGE = "waiting for another run on this model"
 
 
-@dataclass
-class _Parts:
-    """What the probes of one run have produced so far (the assembly reads it, also after a stop)."""
-
-    checks: dict
-    timings: dict[str, float] = field(default_factory=dict)
-    finished: list[str] = field(default_factory=list)  # probes done, in order
-    layer_token: list[pd.DataFrame] = field(default_factory=list)
-    lens_top: pd.DataFrame | None = None
-    skip_matrix: pd.DataFrame | None = None
-    skip_output: pd.DataFrame | None = None
-    splits_used: list[int] = field(default_factory=list)
-    erasure: pd.DataFrame | None = None
-    igrad: pd.DataFrame | None = None
-    notes: list[str] = field(default_factory=list)
-
-
 def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool,
                 answer_len: int | None, notify: Progress, extra_meta: dict | None,
                 on_result: Callable[[RunResult], None] | None = None,
-                reuse: RunResult | None = None) -> RunResult:
+                reuse: RunResult | None = None, measured: list[int] | None = None) -> RunResult:
     """The probes in order; a run stopped after some of them (an exception from ``notify``: the stop
     button, a closed tab) carries the finished ones as ``err.partial_result``, a complete run of a config
     with just those probes, which the caller may keep."""
     clock = time.perf_counter()
     notify("forward pass", None)
     replayer = Replayer(loaded.model, ids[None])
-    parts = _Parts(checks=trust_checks(replayer.trace, replayer.taps, loaded.dtype))
+    parts = stages.Parts(checks=trust_checks(replayer.trace, replayer.taps, loaded.dtype),
+                   measured=None if measured is None or len(measured) == len(ids) else measured)
     parts.timings["forward"] = time.perf_counter() - clock
 
     def so_far() -> RunResult:
@@ -223,18 +212,18 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
         return _assemble(loaded, text, ids, dataclasses.replace(config, probes=kept), chat_template, parts,
                          extra_meta)
 
-    usable = _reusable(reuse, config, loaded, text, chat_template)
+    usable = stages.reusable(reuse, config, loaded, text, chat_template)
     try:
         for probe in (p for p in PROBES if p in config.probes):
             if probe in ANSWER_PROBES and answer_len is None:
                 continue
             clock = time.perf_counter()
             if probe in usable:
-                _take_probe(probe, reuse, parts)
+                stages.take_probe(probe, reuse, parts)
                 parts.timings[probe] = float((reuse.meta.get("timings") or {}).get(probe) or 0.0)
                 parts.notes.append(f"{probe} taken from run {reuse.run_id} (same model, text and options).")
             else:
-                _STAGES[probe](loaded, replayer, config, answer_len, notify, parts)
+                stages.STAGES[probe](loaded, replayer, config, answer_len, notify, parts)
                 parts.timings[probe] = time.perf_counter() - clock
             parts.finished.append(probe)
             if on_result is not None and len(parts.finished) < len(config.probes):
@@ -254,100 +243,7 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
     return _assemble(loaded, text, ids, config, chat_template, parts, extra_meta)
 
 
-#: per probe, the keys of ``ProbeConfig.as_dict()`` its numbers depend on (a reused probe must match them)
-_PROBE_OPTIONS = {"cosine": (), "logit_lens": (), "skip": ("splits", "seed", "skip_variants"),
-                  "erasure": ("answer", "erasure_baseline"),
-                  "igrad": ("answer", "ig_steps", "ig_parts", "ig_baseline")}
-
-
-def _reusable(reuse: RunResult | None, config: ProbeConfig, loaded, text: str, chat_template: bool) -> set[str]:
-    """The probes of ``config`` that ``reuse`` holds for this very model, text, dtype and code, with the same
-    options."""
-    if reuse is None:
-        return set()
-    meta = reuse.meta
-    same_run = (meta.get("model_fingerprint") == loaded.spec.fingerprint and meta.get("dtype") == loaded.dtype
-                and meta.get("prompt_text") == text and bool(meta.get("chat_template")) == bool(chat_template)
-                and meta.get("code_version") == f"{effdepth.__version__}+p{effdepth.PROBE_VERSION}")
-    if not same_run:
-        return set()
-    theirs, ours = meta.get("probe_config") or {}, config.as_dict()
-    return {p for p in config.probes if p in (meta.get("probes") or [])
-            and all(theirs.get(k) == ours.get(k) for k in _PROBE_OPTIONS[p])}
-
-
-def _take_probe(probe: str, reuse: RunResult, parts: _Parts) -> None:
-    """Copy one probe's tables from an earlier run into ``parts``."""
-    tables = reuse.tables
-    if probe in ("cosine", "logit_lens"):
-        metrics = cosine.METRICS if probe == "cosine" else logit_lens.METRICS
-        layer_token = tables["layer_token"]
-        parts.layer_token.append(layer_token[layer_token["metric"].isin(metrics)].reset_index(drop=True))
-        if probe == "logit_lens":
-            parts.lens_top = tables["lens_topk"]
-    elif probe == "skip":
-        parts.skip_matrix, parts.skip_output = tables["skip"], tables["skip_output"]
-        parts.splits_used = list(reuse.meta.get("splits_used") or [])
-        parts.notes += [n for n in reuse.meta.get("notes") or [] if "future-effect skip needs" in n]
-    else:
-        setattr(parts, probe, tables[probe])
-
-
-def _stage_cosine(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
-                  parts: _Parts) -> None:
-    notify("contribution norms and cosines", None)
-    parts.layer_token.append(cosine.contributions(replayer.trace))
-
-
-def _stage_logit_lens(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
-                      parts: _Parts) -> None:
-    notify("logit lens", None)
-    lens_frame, lens_top = logit_lens.logit_lens(replayer.trace, replayer.taps, loaded.tokenizer, progress=notify)
-    parts.layer_token.append(lens_frame)
-    parts.lens_top = lens_top
-
-
-def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
-                parts: _Parts) -> None:
-    notify("layer skipping", 0.0)
-    n_tokens = replayer.trace.n_tokens
-    variants = config.skip_variants
-    if not config.splits and not skip.draw_splits(n_tokens, config.seed):
-        # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
-        variants = tuple(v for v in variants if v.endswith("current"))
-        ran = "only the current-effect variants ran" if variants else "no skip variant ran"
-        parts.notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
-                           f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
-    if variants:
-        try:
-            result = skip.skip_effects(replayer, config.splits, variants, config.seed,
-                                       progress=lambda stage, frac: notify(stage, frac))
-        except ValueError as err:
-            raise PromptError(str(err)) from err
-        parts.skip_matrix, parts.skip_output, parts.splits_used = result.matrix, result.output, result.splits
-
-
-def _stage_erasure(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
-                   parts: _Parts) -> None:
-    notify("residual erasure: baseline", None)
-    baseline = erasure_baseline(loaded)
-    parts.erasure = erasure.residual_erasure(replayer, baseline, answer_len,
-                                             progress=lambda stage, frac: notify(stage, frac))
-
-
-def _stage_igrad(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
-                 parts: _Parts) -> None:
-    notify("integrated gradients", 0.0)
-    parts.igrad = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts, n_steps=config.ig_steps,
-                                             progress=lambda stage, frac: notify(stage, frac))
-
-
-#: probe -> the stage that computes it into the run's parts (in the order of contract.PROBES)
-_STAGES = {"cosine": _stage_cosine, "logit_lens": _stage_logit_lens, "skip": _stage_skip,
-           "erasure": _stage_erasure, "igrad": _stage_igrad}
-
-
-def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool, parts: _Parts,
+def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool, parts: stages.Parts,
               extra_meta: dict | None) -> RunResult:
     """The RunResult of ``config`` from the parts its probes produced."""
     n_tokens = len(ids)
@@ -392,6 +288,8 @@ def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_te
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": None, "item_index": None, "notes": list(parts.notes), "checks": parts.checks,
     }
+    if parts.measured is not None:  # measured positions: the per-position probes read these only
+        meta["measured"] = list(parts.measured)
     meta.update(extra_meta or {})
     return RunResult(meta=meta, tables=tables)
 
@@ -443,41 +341,6 @@ def answer_length(loaded, text: str, answer: str | None, chat_template: bool,
         raise PromptError(f"The answer covers {n_answer} of {len(offsets)} tokens; it must cover at least "
                           "one token and leave at least one before it.")
     return n_answer
-
-
-_BASELINES: dict[tuple[str, str], torch.Tensor] = {}
-
-
-def erasure_baseline(loaded) -> torch.Tensor:
-    """P2's erasure baseline for this model: mean h_k over all positions of the first 10 GSM8K
-    prompts, fp32 [L+1, d]; kept in memory and in ``cache/baselines/`` (safetensors) per weights."""
-    from safetensors.torch import load_file, save_file
-
-    from effdepth import datasets, models
-
-    key = (loaded.spec.fingerprint, loaded.dtype)
-    if key in _BASELINES:
-        return _BASELINES[key]
-    path = models.cache_dir() / "baselines" / f"{key[0]}-{key[1]}.safetensors"
-    expected = (loaded.n_layers + 1, loaded.d_model)
-    if path.exists():
-        try:
-            value = load_file(str(path))["baseline"]
-            if tuple(value.shape) == expected:
-                _BASELINES[key] = value
-                return value
-        except Exception:  # noqa: BLE001 - a broken file is recomputed
-            pass
-    texts = [item.text for item in datasets.items("gsm8k", n=ERASURE_BASELINE_ITEMS)]
-    # Prompts longer than the model's context are cut to it (only tiny test models have such contexts).
-    prompts = [loaded.tokenizer(t, add_special_tokens=True)["input_ids"][: loaded.max_context] for t in texts]
-    value = erasure.erasure_baseline(loaded.model, prompts).contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"baseline": value}, str(tmp))
-    tmp.replace(path)
-    _BASELINES[key] = value
-    return value
 
 
 def _skip_curves(matrix: pd.DataFrame, output: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,7 @@ def cmd_probe(args) -> int:
         raise PromptError("The prompt is empty. Give some text with --text or a non-empty --text-file.")
     config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
                                 skip_variants=args.skip_variants, answer=_answer(args, text),
-                                ig_steps=args.ig_steps, ig_parts=args.ig_parts)
+                                ig_steps=args.ig_steps, ig_parts=args.ig_parts, positions=args.positions)
     extra = None
     if getattr(args, "item", None):
         name, _, index = args.item.partition(":")

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe_opts.add_argument("--device-map", choices=("auto", "cpu"), default=None,
                             help="auto: spread a big model over the GPUs and RAM with accelerate "
                                  "(default: one device)")
+    probe_opts.add_argument("--positions", default="all",
+                            help="the positions the per-position probes read: all, last:N, from:A, stride:K or "
+                                 "answer (the forward pass always covers the whole text; default all)")
     probe_opts.add_argument("--ig-parts", type=_name_list, default=("layer",),
                             help="comma-separated subset of layer,attn,mlp (P1: layer; P2: all three)")
 

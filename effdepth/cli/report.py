@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from effdepth import checks
+from effdepth import checks, positions
 from effdepth.contract import SPLIT_MAX
 
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
@@ -139,6 +139,8 @@ def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one fla
         for part, rows in attributions.groupby("part", sort=False):
             grid = rows.pivot(index="layer", columns="pos", values="value").sort_index().sort_index(axis=1)
             doc["igrad"][str(part)] = [[_clean(v) for v in row] for row in grid.to_numpy()]  # [L, T]
+    if meta.get("measured"):
+        doc["measured_positions"] = list(meta["measured"])
     if meta.get("generation") is not None:  # generate, then probe: what the model wrote, and where it starts
         doc["generation"] = meta["generation"]
         doc["prompt_tokens"] = meta.get("prompt_tokens")
@@ -174,6 +176,9 @@ def summarize(result, from_cache: bool, load_seconds: float | None = None) -> st
         bos = "no BOS added"
     template = ", chat template" if meta.get("chat_template") else ""
     lines.append(f"tokens    {meta.get('n_tokens')} ({bos}{template})")
+    if meta.get("measured"):
+        spec = (meta.get("probe_config") or {}).get("positions", "all")
+        lines.append(f"measured  {positions.describe(spec, meta['measured'], int(meta['n_tokens']))}")
     lines.append(f"run id    {meta.get('run_id')}")
     generation = meta.get("generation")
     if generation:

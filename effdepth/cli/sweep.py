@@ -48,7 +48,7 @@ def cmd_sweep(args) -> int:
                           + (f" {_skipped_summary(bad, [])}." if bad else ""))
     config = engine.ProbeConfig(probes=args.probes, splits=args.splits, seed=args.seed,
                                 skip_variants=args.skip_variants, ig_steps=args.ig_steps,
-                                ig_parts=args.ig_parts)  # sweep gives each item its own answer
+                                ig_parts=args.ig_parts, positions=args.positions)  # each item: its own answer
     store = _store(args)
     items, load = _token_filter(args, items)
     clock = time.perf_counter()

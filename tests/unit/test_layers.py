@@ -19,10 +19,10 @@ PACKAGE = ROOT / "effdepth"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("contract", "errors", "turns", "memo", "tokens"),
     ("arch",),
-    ("capture", "checks", "depth", "datasets"),
+    ("capture", "checks", "depth", "datasets", "positions"),
     ("probes",),
     ("models",),
-    ("engine", "generate"),
+    ("engine", "generate", "stages"),
     ("compute", "records", "store", "verify"),
     ("charts",),
     ("sweeps",),

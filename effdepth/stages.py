@@ -1,0 +1,190 @@
+"""The stages of a run: what each probe computes into the run's parts, taken from an earlier run where one
+matches (``reusable`` / ``take_probe``), at the measured positions (``measured`` / ``at_positions``).
+
+``engine.run_probes`` drives them in the order of ``contract.PROBES``; a new probe is one stage here plus
+its entry in ``STAGES`` and ``PROBE_OPTIONS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+import effdepth
+from effdepth.capture import Replayer
+from effdepth.contract import Progress, RunResult
+from effdepth.errors import PromptError
+from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
+
+if TYPE_CHECKING:  # the config type only (the engine imports this module)
+    from effdepth.engine import ProbeConfig
+
+ERASURE_BASELINE_ITEMS = 10  # P2: the mean residual over all positions of the first 10 GSM8K prompts
+
+
+@dataclass
+class Parts:
+    """What the probes of one run have produced so far (the assembly reads it, also after a stop)."""
+
+    checks: dict
+    timings: dict[str, float] = field(default_factory=dict)
+    finished: list[str] = field(default_factory=list)  # probes done, in order
+    layer_token: list[pd.DataFrame] = field(default_factory=list)
+    lens_top: pd.DataFrame | None = None
+    skip_matrix: pd.DataFrame | None = None
+    skip_output: pd.DataFrame | None = None
+    splits_used: list[int] = field(default_factory=list)
+    erasure: pd.DataFrame | None = None
+    igrad: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    measured: list[int] | None = None  # the measured positions (None: all)
+
+
+#: per probe, the keys of ``ProbeConfig.as_dict()`` its numbers depend on (a reused probe must match them)
+PROBE_OPTIONS = {"cosine": ("positions",), "logit_lens": ("positions",), "skip": ("splits", "seed", "skip_variants"),
+                 "erasure": ("answer", "erasure_baseline", "positions"),
+                 "igrad": ("answer", "ig_steps", "ig_parts", "ig_baseline")}
+
+
+def reusable(reuse: RunResult | None, config: ProbeConfig, loaded, text: str, chat_template: bool) -> set[str]:
+    """The probes of ``config`` that ``reuse`` holds for this very model, text, dtype and code, with the same
+    options."""
+    if reuse is None:
+        return set()
+    meta = reuse.meta
+    same_run = (meta.get("model_fingerprint") == loaded.spec.fingerprint and meta.get("dtype") == loaded.dtype
+                and meta.get("prompt_text") == text and bool(meta.get("chat_template")) == bool(chat_template)
+                and meta.get("code_version") == f"{effdepth.__version__}+p{effdepth.PROBE_VERSION}")
+    if not same_run:
+        return set()
+    theirs, ours = meta.get("probe_config") or {}, config.as_dict()
+    return {p for p in config.probes if p in (meta.get("probes") or [])
+            and all(theirs.get(k) == ours.get(k) for k in PROBE_OPTIONS[p])}
+
+
+def take_probe(probe: str, reuse: RunResult, parts: Parts) -> None:
+    """Copy one probe's tables from an earlier run into ``parts``."""
+    tables = reuse.tables
+    if probe in ("cosine", "logit_lens"):
+        metrics = cosine.METRICS if probe == "cosine" else logit_lens.METRICS
+        layer_token = tables["layer_token"]
+        parts.layer_token.append(layer_token[layer_token["metric"].isin(metrics)].reset_index(drop=True))
+        if probe == "logit_lens":
+            parts.lens_top = tables["lens_topk"]
+    elif probe == "skip":
+        parts.skip_matrix, parts.skip_output = tables["skip"], tables["skip_output"]
+        parts.splits_used = list(reuse.meta.get("splits_used") or [])
+        parts.notes += [n for n in reuse.meta.get("notes") or [] if "future-effect skip needs" in n]
+    else:
+        setattr(parts, probe, tables[probe])
+
+
+def measured(replayer: Replayer, parts: Parts):
+    """The clean trace at the measured positions (the whole trace when every position is measured)."""
+    return replayer.trace if parts.measured is None else replayer.trace.at(parts.measured)
+
+
+def at_positions(frame: pd.DataFrame, measured: list[int] | None) -> pd.DataFrame:
+    """A probe's frame of a trace read at the measured positions, with its ``pos`` back on the text."""
+    if measured is None:
+        return frame
+    frame = frame.copy()
+    frame["pos"] = np.asarray(measured, dtype=np.int64)[frame["pos"].to_numpy()]
+    return frame
+
+
+def _stage_cosine(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                  parts: Parts) -> None:
+    notify("contribution norms and cosines", None)
+    parts.layer_token.append(at_positions(cosine.contributions(measured(replayer, parts)), parts.measured))
+
+
+def _stage_logit_lens(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                      parts: Parts) -> None:
+    notify("logit lens", None)
+    lens_frame, lens_top = logit_lens.logit_lens(measured(replayer, parts), replayer.taps, loaded.tokenizer,
+                                                 progress=notify)
+    parts.layer_token.append(at_positions(lens_frame, parts.measured))
+    parts.lens_top = at_positions(lens_top, parts.measured)
+
+
+def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                parts: Parts) -> None:
+    notify("layer skipping", 0.0)
+    n_tokens = replayer.trace.n_tokens
+    if parts.measured is not None:
+        parts.notes.append("Layer skipping measures every position: the measured positions apply to the "
+                           "contributions, the logit lens and erasure.")
+    variants = config.skip_variants
+    if not config.splits and not skip.draw_splits(n_tokens, config.seed):
+        # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
+        variants = tuple(v for v in variants if v.endswith("current"))
+        ran = "only the current-effect variants ran" if variants else "no skip variant ran"
+        parts.notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
+                           f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
+    if variants:
+        try:
+            result = skip.skip_effects(replayer, config.splits, variants, config.seed,
+                                       progress=lambda stage, frac: notify(stage, frac))
+        except ValueError as err:
+            raise PromptError(str(err)) from err
+        parts.skip_matrix, parts.skip_output, parts.splits_used = result.matrix, result.output, result.splits
+
+
+def _stage_erasure(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                   parts: Parts) -> None:
+    notify("residual erasure: baseline", None)
+    baseline = erasure_baseline(loaded)
+    parts.erasure = erasure.residual_erasure(replayer, baseline, answer_len, positions=parts.measured,
+                                             progress=lambda stage, frac: notify(stage, frac))
+
+
+def _stage_igrad(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                 parts: Parts) -> None:
+    notify("integrated gradients", 0.0)
+    parts.igrad = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts, n_steps=config.ig_steps,
+                                             progress=lambda stage, frac: notify(stage, frac))
+
+
+#: probe -> the stage that computes it into the run's parts (in the order of contract.PROBES)
+STAGES = {"cosine": _stage_cosine, "logit_lens": _stage_logit_lens, "skip": _stage_skip,
+           "erasure": _stage_erasure, "igrad": _stage_igrad}
+
+
+_BASELINES: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def erasure_baseline(loaded) -> torch.Tensor:
+    """P2's erasure baseline for this model: mean h_k over all positions of the first 10 GSM8K
+    prompts, fp32 [L+1, d]; kept in memory and in ``cache/baselines/`` (safetensors) per weights."""
+    from safetensors.torch import load_file, save_file
+
+    from effdepth import datasets, models
+
+    key = (loaded.spec.fingerprint, loaded.dtype)
+    if key in _BASELINES:
+        return _BASELINES[key]
+    path = models.cache_dir() / "baselines" / f"{key[0]}-{key[1]}.safetensors"
+    expected = (loaded.n_layers + 1, loaded.d_model)
+    if path.exists():
+        try:
+            value = load_file(str(path))["baseline"]
+            if tuple(value.shape) == expected:
+                _BASELINES[key] = value
+                return value
+        except Exception:  # noqa: BLE001 - a broken file is recomputed
+            pass
+    texts = [item.text for item in datasets.items("gsm8k", n=ERASURE_BASELINE_ITEMS)]
+    # Prompts longer than the model's context are cut to it (only tiny test models have such contexts).
+    prompts = [loaded.tokenizer(t, add_special_tokens=True)["input_ids"][: loaded.max_context] for t in texts]
+    value = erasure.erasure_baseline(loaded.model, prompts).contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"baseline": value}, str(tmp))
+    tmp.replace(path)
+    _BASELINES[key] = value
+    return value
