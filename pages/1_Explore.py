@@ -43,9 +43,10 @@ def _offer_run(view, run_store, computed):
         notice.empty()
         if view.generate:
             result = ui.continue_and_compute(run_store, view.model, view.prompt, view.dtype, view.chat,
-                                             view.generate, preview=_preview)
+                                             view.generate, preview=_preview, positions=view.positions)
         else:
-            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, preview=_preview)
+            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, preview=_preview,
+                                config=app.config_for(positions=view.positions))
         computed[result.run_id] = result.meta.get("total_seconds")
         return result
     return None
@@ -92,7 +93,7 @@ def _cached_run(view, run_store):
         if generation is None:
             return None
         text, chat = generation.full_text, False
-    return app.find_cached(run_store, view.model, text, view.dtype, chat)[1]
+    return app.find_cached(run_store, view.model, text, view.dtype, chat, positions=view.positions)[1]
 
 
 def _remaining_probes(view, run_store, result, computed) -> None:
@@ -104,7 +105,8 @@ def _remaining_probes(view, run_store, result, computed) -> None:
             st.info(f"This run holds only the probes that finished before it was stopped; {missing} did not run.",
                     icon=":material/pending:")
             if st.button("Run the remaining probes", icon=":material/play_arrow:", key="run_rest"):
-                result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, config=app.config_for(),
+                result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat,
+                                    config=app.config_for(positions=view.positions),
                                     preview=_preview, reuse=result)  # the finished probes are taken, not redone
                 computed[result.run_id] = result.meta.get("total_seconds")
                 view.run = result.run_id

@@ -27,7 +27,7 @@ def cached_generation(store, name: str, text: str, dtype: str, chat: bool, n_new
 
 def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_new: int, holder: ModelHolder,
                          progress: Progress | None = None, on_text: Callable[[str], None] | None = None,
-                         on_result: Callable | None = None):
+                         on_result: Callable | None = None, positions: str = "all"):
     """(Generation, RunResult): the model continues ``text`` by ``n_new`` tokens (greedy; cached), then the
     probes read text + continuation as raw text (a chat template is already rendered into it)."""
     text = check_prompt(text)
@@ -50,6 +50,6 @@ def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_
             key = generate.cache_key(loaded.spec.fingerprint, loaded.dtype, text, settings)
             generate.save(generations_dir(store), key, generation)
     extra = {"generation": generation.as_meta(), "prompt_tokens": generation.prompt_tokens}
-    result = compute_run(store, name, generation.full_text, dtype, False, holder, progress, config=config_for(),
-                         on_result=on_result, extra_meta=extra)
+    result = compute_run(store, name, generation.full_text, dtype, False, holder, progress,
+                         config=config_for(positions=positions), on_result=on_result, extra_meta=extra)
     return generation, result

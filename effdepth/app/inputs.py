@@ -19,16 +19,16 @@ def check_prompt(text: str | None) -> str:
     return engine.check_text(str(text))
 
 
-def config_for(n_tokens: int | None = None) -> engine.ProbeConfig:
-    """The app's probe configuration. Prompts under 13 tokens need nothing special: the engine then
-    runs the current-effect skip variants only and records a note in the run's meta."""
-    return engine.ProbeConfig()
+def config_for(n_tokens: int | None = None, positions: str = "all") -> engine.ProbeConfig:
+    """The app's probe configuration at the view's measured positions. Prompts under 13 tokens need
+    nothing special: the engine then runs the current-effect skip variants only and notes it."""
+    return engine.ProbeConfig(positions=positions)
 
 
-def candidate_configs() -> list[engine.ProbeConfig]:
+def candidate_configs(positions: str = "all") -> list[engine.ProbeConfig]:
     """The configs a prompt's run may be stored under, best first: the app's, then what a stopped run of
     it keeps (the probes that had finished, in order)."""
-    full = config_for()
+    full = config_for(positions=positions)
     kept = [dataclasses.replace(full, probes=full.probes[:n]) for n in range(len(full.probes) - 1, 0, -1)]
     return [full, *kept]
 
@@ -107,7 +107,7 @@ def preflight(name: str):
     return spec
 
 
-def run_keys(name: str, text: str, dtype: str, chat: bool) -> list[str]:
+def run_keys(name: str, text: str, dtype: str, chat: bool, positions: str = "all") -> list[str]:
     """The run ids this input may be stored under (default config first) — no model is loaded."""
     spec = resolve(name)
-    return [engine.run_key(spec.fingerprint, text, dtype, config, chat) for config in candidate_configs()]
+    return [engine.run_key(spec.fingerprint, text, dtype, config, chat) for config in candidate_configs(positions)]

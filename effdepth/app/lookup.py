@@ -19,15 +19,16 @@ def open_store(path: str | Path | None = None):
 
 
 def find_cached(store, name: str, text: str, dtype: str, chat: bool,
-                config: engine.ProbeConfig | None = None) -> tuple[str, object | None]:
+                config: engine.ProbeConfig | None = None, positions: str = "all") -> tuple[str, object | None]:
     """(run id, RunResult or None) for an input, looked up without loading the model.
 
-    ``config``: look for a run of that probe config (e.g. an erasure / IG run) instead of the app's."""
+    ``config``: look for a run of that probe config (e.g. an erasure / IG run) instead of the app's;
+    ``positions``: the app's config at those measured positions."""
     check_prompt(text)
     if config is not None:
         keys = [engine.run_key(resolve(name).fingerprint, text, dtype, config, chat)]
     else:
-        keys = run_keys(name, text, dtype, chat)
+        keys = run_keys(name, text, dtype, chat, positions)
     for key in keys:
         result = store.get(key)
         if result is not None:

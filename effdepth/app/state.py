@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
-from effdepth import charts, engine
+from effdepth import charts, engine, positions
 from effdepth.app.options import (
     CONTRIB_FAMILIES,
     DEFAULT_PROMPT,
@@ -18,6 +18,7 @@ from effdepth.app.options import (
     SUBLAYERS,
     default_model,
 )
+from effdepth.errors import PromptError
 
 
 @dataclass
@@ -50,6 +51,7 @@ class ViewState:
     ed_rule: str = "p1"  # the ED rule a view headlines (Explore's summary, Difficulty's per-item ED)
     item: str | None = None  # "dataset:index": the benchmark item the prompt is (Explore) / selected (Difficulty)
     generate: int = 0  # Explore: let the model continue the prompt by this many tokens first (0: no)
+    positions: str = "all"  # Explore: the measured positions (effdepth.positions)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -91,25 +93,36 @@ def state_from_query(query: Mapping[str, object]) -> ViewState:
     values: dict[str, object] = {}
     for f in fields(ViewState):
         raw = _first(query.get(f.name))
-        if raw is None:
-            continue
-        if f.name in _BOOLS:
-            values[f.name] = raw.strip().lower() in _TRUE
-        elif f.name in _NUMBERS:
-            try:
-                values[f.name] = _NUMBERS[f.name](int(raw))
-            except (ValueError, OverflowError):
-                pass
-        elif f.name in _CHOICES:
-            if raw in _CHOICES[f.name]:
-                values[f.name] = raw
-        elif f.name in ("run", "run_b", "item", "answer"):
-            values[f.name] = raw.strip() or None
-        else:
-            values[f.name] = raw
+        value = _SKIP if raw is None else _parse(f.name, raw)
+        if value is not _SKIP:
+            values[f.name] = value
     if "model" in values and "model_b" not in values:
         values["model_b"] = values["model"]
     return ViewState(**values)
+
+
+_SKIP = object()  # a URL value that is not valid for its field: the default stays
+
+
+def _parse(name: str, raw: str) -> object:
+    """One URL value for the field ``name``, bounded to what the widgets offer (``_SKIP`` when invalid)."""
+    if name in _BOOLS:
+        return raw.strip().lower() in _TRUE
+    if name in _NUMBERS:
+        try:
+            return _NUMBERS[name](int(raw))
+        except (ValueError, OverflowError):
+            return _SKIP
+    if name in _CHOICES:
+        return raw if raw in _CHOICES[name] else _SKIP
+    if name in ("run", "run_b", "item", "answer"):
+        return raw.strip() or None
+    if name == "positions":
+        try:
+            return positions.check(raw)
+        except PromptError:
+            return _SKIP
+    return raw
 
 
 def state_to_query(state: ViewState) -> dict[str, str]:

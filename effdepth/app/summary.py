@@ -74,6 +74,11 @@ def summary_items(meta: Mapping, ed_table: pd.DataFrame, from_cache: bool,
         ("T (tokens)", str(meta.get("n_tokens")), None,
          "tokens fed to the model (prompt and answer together, teacher-forced)"),
     ]
+    if meta.get("measured"):
+        spec = (meta.get("probe_config") or {}).get("positions", "all")
+        items.append(("measured", f"{len(meta['measured'])} of {meta.get('n_tokens')}", spec,
+                      f"positions {spec}: the contributions, the logit lens and their layer means read these "
+                      "only (the forward pass covers the whole text); layer skipping reads every position"))
     ran = set(meta.get("probes") or engine.DEFAULT_PROBES)
     for probe in ED_PROBES:
         label = f"ED {charts.PROBE_TITLES.get(probe, probe)}"

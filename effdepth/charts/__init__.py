@@ -33,6 +33,7 @@ from effdepth.charts.run import (
     probe_curve_frame,
     skip_chart,
     skip_matrix_frame,
+    unmeasured_band,
 )
 from effdepth.charts.style import (
     COS_SCHEME,
@@ -87,6 +88,7 @@ from effdepth.charts.sweep import (
 )
 
 __all__ = [
+    "unmeasured_band",
     "continuation_rule",
     "selected_value",
     "token_axis",

@@ -82,6 +82,9 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
         rect = rect.add_params(alt.selection_point(name="cell", fields=["pos"], on="click",
                                                    clear="dblclick", empty=False))
     layers: list[alt.Chart] = [rect]
+    shade = unmeasured_band(tokens, frame, labels)
+    if shade is not None:  # measured positions: the others are read by no per-position probe
+        layers.insert(0, shade)
     if selected_pos is not None and selected_pos in set(frame["pos"]):
         sel = frame[frame["pos"] == selected_pos].head(1)
         layers.append(alt.Chart(sel).mark_rect(fill=None, stroke="#111", strokeWidth=1.5).encode(
@@ -98,6 +101,20 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
         title=alt.Title(title or name, anchor="start", fontSize=13),
     )
     return chart
+
+
+def unmeasured_band(tokens: pd.DataFrame, frame: pd.DataFrame, labels: list[str]) -> alt.Chart | None:
+    """Grey columns over the positions a windowed run did not measure (None when every position has values)."""
+    if not len(frame):
+        return None
+    missing = sorted(set(tokens["pos"].astype(int)) - set(frame["pos"].astype(int)))
+    if not missing:
+        return None
+    band = pd.DataFrame({"label": [labels[p] for p in missing], "pos": missing,
+                         "what": ["not measured (outside the measured positions)"] * len(missing)})
+    return alt.Chart(band).mark_rect(color="#e8e8e8").encode(
+        x=alt.X("label:O", sort=labels), y=alt.value(0), y2=alt.value("height"),
+        tooltip=[alt.Tooltip("pos:O", title="position"), alt.Tooltip("what:N", title="")])
 
 
 def continuation_rule(labels: list[str], boundary: int) -> alt.Chart:

@@ -83,6 +83,11 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110, continu
              format_func=lambda n: "no" if n == 0 else str(n),
              help="The model writes this many tokens after the prompt (greedy), then the probes read prompt + "
                   "continuation; the boundary is marked on every layer × token chart.")
+        bind(st.text_input, "positions", "Measured positions", container=target, clears_run=True,
+             transform=lambda v: (v or "all").strip() or "all",
+             help="all, last:N, from:A, stride:K or answer. The forward pass covers the whole text; the "
+                  "contributions, the logit lens and their layer means read these positions only (their cost "
+                  "follows), and the heatmaps shade the others. Layer skipping measures every position.")
 
 
 def item_picker(view: app.ViewState, container=None) -> None:

@@ -58,7 +58,7 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
 
 
 def continue_and_compute(run_store, name: str, text: str, dtype: str, chat: bool, n_new: int,
-                         preview: Callable | None = None):
+                         preview: Callable | None = None, positions: str = "all"):
     """Like :func:`compute`, after the model has continued ``text`` by ``n_new`` tokens (shown as they come);
     returns the run of text + continuation."""
     def work(tracker, on_result, slot):
@@ -66,7 +66,8 @@ def continue_and_compute(run_store, name: str, text: str, dtype: str, chat: bool
             slot.code(text + so_far, language=None, wrap_lines=True)  # the model's own text, shown as text
 
         return app.continue_and_compute(run_store, name, text, dtype, chat, n_new, model_holder(), tracker,
-                                        on_text=heard, on_result=on_result if preview else None)[1]
+                                        on_text=heard, on_result=on_result if preview else None,
+                                        positions=positions)[1]
 
     return _in_status_box(f"{name} continues the text by {n_new} tokens, then the probes run ({dtype})…",
                           (name, text, dtype, chat), work, preview)

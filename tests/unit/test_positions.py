@@ -60,6 +60,18 @@ def test_windowed_values_are_the_full_runs_at_those_positions(word_model):
     assert engine.ProbeConfig().as_dict() == engine.ProbeConfig(positions="all").as_dict()  # old keys stay
 
 
+def test_the_heatmap_shades_the_unmeasured_columns(word_model):
+    from effdepth import charts
+
+    window = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine",), positions="last:6"))
+    spec = charts.layer_token_heatmap(window.tables["layer_token"], window.tables["tokens"], "cos_layer").to_dict()
+    bands = [v for v in charts.iter_views(spec) if v.get("mark", {}).get("color") == "#e8e8e8"]
+    assert len(bands) == 1 and [r["pos"] for r in spec["datasets"][bands[0]["data"]["name"]]] == list(range(15))
+    full = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine",)))
+    plain = charts.layer_token_heatmap(full.tables["layer_token"], full.tables["tokens"], "cos_layer").to_dict()
+    assert not [v for v in charts.iter_views(plain) if v.get("mark", {}).get("color") == "#e8e8e8"]
+
+
 def test_answer_positions_are_the_answer_span(word_model):
     run = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine",), positions="answer",
                                                                  answer="w18 w19"))
