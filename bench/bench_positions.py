@@ -1,0 +1,91 @@
+"""Benchmark: measured positions on long texts — seconds per probe and peak RSS, all positions vs a window.
+
+For each model and length T, a text of T tokens (GSM8K items joined) is probed with contributions and
+the logit lens twice in one process, back to back: ``--positions all`` and ``last:256``. The forward
+pass covers the whole text either way; with the window the lens decodes 256 positions instead of T.
+(Layer skipping is not windowed yet; it is left out here.) Peak RSS is VmHWM, reset before each run.
+
+    .venv/bin/python bench/bench_positions.py --models smollm2-135m --tokens 256 1024 4096
+    .venv/bin/python bench/bench_positions.py --models qwen2.5-coder-0.5b --dtype bfloat16 --tokens 256 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from effdepth import datasets, engine
+from effdepth.models import load_model
+
+ROOT = Path(__file__).resolve().parent
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def text_of(tokenizer, n_tokens: int) -> str:
+    """GSM8K items joined until the text has at least ``n_tokens`` tokens, cut back to exactly that many."""
+    items = datasets.items("gsm8k", n=400)
+    text, ids = "", []
+    for item in items:
+        text += item.text + "\n\n"
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+        if len(ids) >= n_tokens:
+            break
+    start = 1 if tokenizer.bos_token_id is not None and ids and ids[0] == tokenizer.bos_token_id else 0
+    return tokenizer.decode(ids[start:n_tokens], skip_special_tokens=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m"])
+    parser.add_argument("--tokens", nargs="+", type=int, default=[256, 1024, 4096])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--window", default="last:256")
+    parser.add_argument("--out", default=str(ROOT / "results-positions.jsonl"))
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}")
+    print("| model | T | positions | forward s | cosine s | logit lens s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        loaded = load_model(name, args.dtype)
+        for n_tokens in args.tokens:
+            text = text_of(loaded.tokenizer, n_tokens)
+            for spec in ("all", args.window):
+                gc.collect()
+                reset_peak_rss()
+                clock = time.perf_counter()
+                run = engine.run_probes(loaded, text, engine.ProbeConfig(probes=("cosine", "logit_lens"),
+                                                                         positions=spec),
+                                        max_tokens=max(n_tokens + 8, engine.DEFAULT_MAX_TOKENS))
+                wall = time.perf_counter() - clock
+                rss = peak_rss_mb()
+                t = run.meta["timings"]
+                row = {"model": name, "dtype": args.dtype, "T": run.meta["n_tokens"], "positions": spec,
+                       "forward_s": round(t["forward"], 2), "cosine_s": round(t["cosine"], 2),
+                       "logit_lens_s": round(t["logit_lens"], 2), "wall_s": round(wall, 2),
+                       "peak_rss_mb": round(rss), "date": time.strftime("%Y-%m-%d")}
+                print(f"| {name} | {row['T']} | {spec} | {row['forward_s']} | {row['cosine_s']} | "
+                      f"{row['logit_lens_s']} | {row['peak_rss_mb']} |", flush=True)
+                with open(args.out, "a") as out:
+                    out.write(json.dumps(row) + "\n")
+                del run
+        del loaded
+        gc.collect()
+
+
+if __name__ == "__main__":
+    main()
