@@ -18,22 +18,12 @@ import time
 from pathlib import Path
 
 import torch
+from bench_skip import peak_rss_mb, reset_peak_rss  # the same VmHWM reading as the skip benchmark
 
 from effdepth import datasets, engine
 from effdepth.models import load_model
 
 ROOT = Path(__file__).resolve().parent
-
-
-def reset_peak_rss() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def text_of(tokenizer, n_tokens: int) -> str:
