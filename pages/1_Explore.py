@@ -276,7 +276,7 @@ def _layer_skipping(view, result) -> None:
                "change ‖Δp‖₂. The rule marks the skip ED (effdepth's proposed rule).")
 
 
-def _offer_attribution(view, run_store, prompt_text: str, answer: str, attr_config):
+def _offer_attribution(view, run_store, prompt_text: str, answer: str, attr_config, meta):
     """Draws what erasure and IG measure, the answer-span and step inputs and the Run button; returns its run."""
     st.caption("Both measure the **answer span** at the end of the prompt: erasure replaces one residual "
                "h_k[t] by P2's baseline (mean over the first 10 GSM8K prompts) and measures the largest change "
@@ -292,6 +292,7 @@ def _offer_attribution(view, run_store, prompt_text: str, answer: str, attr_conf
     ui.bind(st.selectbox, "ig_steps", "IG steps", container=a2, options=list(app.IG_STEP_CHOICES),
             to_widget=lambda v: min(app.IG_STEP_CHOICES, key=lambda c: abs(c - v)),
             help="P2 uses 256 (a left Riemann sum); fewer steps are faster and less exact.")
+    st.caption("Estimated cost on this text: " + app.attribution_estimate(meta, view.ig_steps))
     if view.demo:
         st.info("Not cached for this answer span and step count; demo mode loads no model.",
                 icon=":material/block:")
@@ -301,14 +302,14 @@ def _offer_attribution(view, run_store, prompt_text: str, answer: str, attr_conf
     return None
 
 
-def _find_attribution(view, run_store, prompt_text: str, answer: str):
+def _find_attribution(view, run_store, meta, answer: str):
     """Looks up the erasure / IG run of this answer span and step count, else draws the offer to compute it."""
-    attr = None  # an error in the look-up (shown by the guard) leaves no run
+    attr, prompt_text = None, meta["prompt_text"]  # an error in the look-up (shown by the guard) leaves no run
     with ui.guard():
         attr_config = app.attribution_config(answer, view.ig_steps)
         _, attr = app.find_cached(run_store, view.model, prompt_text, view.dtype, view.chat, attr_config)
         if attr is None:
-            attr = _offer_attribution(view, run_store, prompt_text, answer, attr_config)
+            attr = _offer_attribution(view, run_store, prompt_text, answer, attr_config, meta)
     return attr
 
 
@@ -336,7 +337,7 @@ def _attribution(view, run_store, result) -> None:
     """Draws the residual erasure and integrated gradients section (probes E, F)."""
     st.subheader("Residual erasure and integrated gradients (probes E, F)")
     answer = app.answer_for(view)
-    attr = _find_attribution(view, run_store, result.meta["prompt_text"], answer)
+    attr = _find_attribution(view, run_store, result.meta, answer)
     if attr is not None:
         _attribution_heatmap(view, attr, answer, result.tables["ed"])
 

@@ -74,6 +74,7 @@ from effdepth.app.state import (
 )
 from effdepth.app.summary import (
     attribution_domain,
+    attribution_estimate,
     attribution_layer_token,
     available_variants,
     compare_ed_table,
@@ -98,6 +99,7 @@ from effdepth.app.text import md, safe_name
 from effdepth.models.holder import WAITING_STAGE, ModelHolder
 
 __all__ = [
+    "attribution_estimate",
     "cached_generation",
     "continue_and_compute",
     "generations_dir",

@@ -280,3 +280,12 @@ def error_kind(err: BaseException) -> str:
     if "lock" in text or "in use" in text or "busy" in text:
         return "locked"
     return "other"
+
+
+def attribution_estimate(meta: Mapping, ig_steps: int) -> str:
+    """The weight-FLOP estimate of erasure + IG on a run's shape (effdepth.estimate), before they start."""
+    from effdepth import estimate
+
+    shape = estimate.Shape(int(meta["n_layers"]), int(meta["d_model"]), int(meta.get("vocab_size") or 0),
+                           int(meta["n_tokens"]))
+    return estimate.describe(shape, ("erasure", "igrad"), ig_steps) + " on this project's CPU in float32"

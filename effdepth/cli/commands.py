@@ -52,6 +52,7 @@ def cmd_probe(args) -> int:
                 return
             loaded = models.load_model(spec, args.dtype, progress=notify, device_map=args.device_map)
             load_seconds.append(time.perf_counter() - clock)
+            _say_estimate(args, progress, loaded, request)
             yield loaded
         finally:
             progress.close()
@@ -82,6 +83,27 @@ def _report(args, result, from_cache: bool, load_seconds: float | None) -> int:
             raise EffdepthError(f"Cannot write the JSON file {path} ({exc.strerror or exc}).") from exc
         print(f"json      {path}")
     return 0
+
+
+#: beyond this many tokens, or with erasure / IG, the CLI says what the run will cost before it starts
+ESTIMATE_FROM_TOKENS = 512
+
+
+def _say_estimate(args, progress, loaded, request) -> None:
+    """One line with the weight-FLOP estimate of the slow probes (effdepth.estimate), before they start."""
+    from effdepth import engine, estimate, positions
+
+    config = request.config
+    slow = [p for p in config.probes if p in engine.ANSWER_PROBES]
+    n_tokens = len(engine.tokenize(loaded, request.text, request.chat_template))
+    if args.quiet or not (slow or n_tokens > ESTIMATE_FROM_TOKENS):
+        return
+    try:
+        measured = len(positions.select(config.positions, n_tokens, 1))
+    except Exception:  # noqa: BLE001 - an estimate never stops a run (the run says what is wrong)
+        measured = n_tokens
+    shape = estimate.Shape(loaded.n_layers, loaded.d_model, loaded.vocab_size, n_tokens, measured)
+    progress.write(f"estimate  {estimate.describe(shape, config.probes, config.ig_steps)}")
 
 
 def _generated(args, spec, request, store, progress):

@@ -166,3 +166,13 @@ def test_compare_opens_on_two_different_models(cache):
     no_problems(at)
     assert (url(at)["model"], url(at)["model_b"]) == app.DEMO_PAIR
     assert {b.label for b in at.button} >= {"Compute A", "Compute B"}  # nothing computed by opening
+
+
+def test_explore_says_what_erasure_and_ig_will_cost(cache, tiny_run):
+    _, run = tiny_run
+    app_support.fill_store(cache, [run])
+    at = page(EXPLORE, run=run.run_id)
+    no_problems(at)
+    captions = app_support.unescape(" ".join(c.value for c in at.caption))
+    assert "Estimated cost on this text: erasure ~" in captions and "igrad ~" in captions
+    assert "GFLOP/s on this project's CPU in float32" in captions
