@@ -9,6 +9,7 @@ the probes that finished (the app asks for it).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str 
         store.check_writable()  # a result that cannot be stored is not computed
     with take_model(notify) as loaded:
         if request.dtype != loaded.dtype:  # the loader's canonical name (bf16 -> bfloat16)
-            request = Request(request.text, loaded.dtype, request.chat_template, request.config, request.extra_meta)
+            request = dataclasses.replace(request, dtype=loaded.dtype)
         key = request.key(loaded.spec.fingerprint)
 
         def run():

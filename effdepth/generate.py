@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from effdepth import turns
+from effdepth.contract import Progress
 from effdepth.errors import PromptError
 
 MAX_NEW_TOKENS = 4096  # a bound on the work one request can start
@@ -52,6 +53,10 @@ class Generation:
         return {"text": self.text, "token_ids": list(self.token_ids), "n_new_tokens": self.n_new_tokens,
                 "settings": dict(self.settings), "exact": self.exact}
 
+    def run_meta(self) -> dict:
+        """What a run of ``full_text`` carries besides its own meta: the continuation and where it starts."""
+        return {"generation": self.as_meta(), "prompt_tokens": self.prompt_tokens}
+
 
 def settings_for(max_new_tokens: int, seed: int | None = None, temperature: float = 1.0,
                  chat_template: bool = False) -> dict:
@@ -69,6 +74,22 @@ def cache_key(fingerprint: str, dtype: str, text: str, settings: dict) -> str:
     payload = json.dumps({"fingerprint": fingerprint, "dtype": dtype, "text": text, "settings": settings},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def directory_for(store) -> Path:
+    """Continuations live beside the result cache they were probed for."""
+    return Path(store.path).parent / "generations"
+
+
+def cached_or_written(directory: Path | None, key: str, write: Callable[[], Generation]) -> Generation:
+    """The continuation cached under ``key``, else ``write()``, saved there (``directory`` None: no cache)."""
+    found = cached(directory, key) if directory is not None else None
+    if found is not None:
+        return found
+    generation = write()
+    if directory is not None:
+        save(directory, key, generation)
+    return generation
 
 
 def cached(directory: Path, key: str) -> Generation | None:
@@ -90,8 +111,10 @@ def save(directory: Path, key: str, generation: Generation) -> None:
     tmp.replace(directory / f"{key}.json")
 
 
-def continue_text(loaded, text: str, settings: dict, on_text: Callable[[str], None] | None = None) -> Generation:
-    """Let the model continue ``text`` (see the module docstring); ``settings`` from :func:`settings_for`."""
+def continue_text(loaded, text: str, settings: dict, on_text: Callable[[str], None] | None = None,
+                  progress: Progress | None = None) -> Generation:
+    """Let the model continue ``text`` (see the module docstring); ``settings`` from :func:`settings_for`.
+    ``progress`` hears "the model writes N tokens" with the share written after every token."""
     import torch
 
     from effdepth import engine
@@ -101,7 +124,8 @@ def continue_text(loaded, text: str, settings: dict, on_text: Callable[[str], No
     prompt = loaded.tokenizer.decode(ids.tolist(), skip_special_tokens=False) if settings["chat_template"] else text
     if settings["chat_template"] and loaded.add_bos and prompt.startswith(loaded.bos_token or "\0"):
         prompt = prompt[len(loaded.bos_token):]  # the tokenizer adds it again when the probes read the text
-    streamer = _Streamer(loaded.tokenizer, on_text) if on_text else None
+    streamer = _Streamer(loaded.tokenizer, on_text, progress, settings["max_new_tokens"]) \
+        if on_text or progress else None
     eos = loaded.tokenizer.eos_token_id
     kwargs = {"max_new_tokens": settings["max_new_tokens"], "do_sample": settings["sample"],
               "pad_token_id": eos if eos is not None else 0, "streamer": streamer}
@@ -131,15 +155,19 @@ def _continuation(tokenizer, prompt_ids: list[int], new_ids: list[int]) -> str:
 class _Streamer:
     """The transformers streamer protocol (put / end): the continuation so far after every new token."""
 
-    def __init__(self, tokenizer, on_text: Callable[[str], None]):
-        self.tokenizer, self.on_text, self.ids, self.prompt_seen = tokenizer, on_text, [], False
+    def __init__(self, tokenizer, on_text: Callable[[str], None] | None, progress: Progress | None, n_new: int):
+        self.tokenizer, self.on_text, self.progress, self.n_new = tokenizer, on_text, progress, n_new
+        self.ids, self.prompt_seen = [], False
 
     def put(self, value) -> None:
         if not self.prompt_seen:  # generate() first puts the prompt itself
             self.prompt_seen = True
             return
         self.ids += value.reshape(-1).tolist()
-        self.on_text(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+        if self.progress:
+            self.progress(f"the model writes {self.n_new} tokens", len(self.ids) / self.n_new)
+        if self.on_text:
+            self.on_text(self.tokenizer.decode(self.ids, skip_special_tokens=True))
 
     def end(self) -> None:
         return None

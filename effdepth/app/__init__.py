@@ -20,7 +20,7 @@ from effdepth.app.difficulty import (
     sweep_command,
 )
 from effdepth.app.export import charts_zip, export_zip, run_charts
-from effdepth.app.generating import cached_generation, continue_and_compute, generations_dir
+from effdepth.app.generating import cached_generation, continue_and_compute
 from effdepth.app.inputs import (
     answer_for,
     attribution_config,
@@ -102,7 +102,6 @@ __all__ = [
     "attribution_estimate",
     "cached_generation",
     "continue_and_compute",
-    "generations_dir",
     "GENERATE_CHOICES",
     "sweep_command",
     "skip_command",

@@ -4,7 +4,6 @@ tokens handed to the page as they come), then the probes run on text + continuat
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from effdepth import generate
 from effdepth.app.inputs import check_prompt, config_for, resolve
@@ -13,16 +12,11 @@ from effdepth.contract import Progress
 from effdepth.models.holder import ModelHolder
 
 
-def generations_dir(store) -> Path:
-    """Continuations live beside the result cache they were probed for."""
-    return Path(store.path).parent / "generations"
-
-
 def cached_generation(store, name: str, text: str, dtype: str, chat: bool, n_new: int) -> generate.Generation | None:
     """The stored continuation of this text by this model (greedy, ``n_new`` tokens), without loading it."""
     settings = generate.settings_for(n_new, chat_template=chat)
     key = generate.cache_key(resolve(name).fingerprint, dtype, check_prompt(text), settings)
-    return generate.cached(generations_dir(store), key)
+    return generate.cached(generate.directory_for(store), key)
 
 
 def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_new: int, holder: ModelHolder,
@@ -33,23 +27,14 @@ def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_
     text = check_prompt(text)
     store.check_writable()  # neither the continuation nor the run is computed for a cache that cannot keep them
     settings = generate.settings_for(n_new, chat_template=chat)
-    generation = cached_generation(store, name, text, dtype, chat, n_new)
-    if generation is None:
-        notify = progress or (lambda stage, frac=None: None)
-        with holder.lease(name, dtype, notify) as loaded:
-            notify(f"the model writes {n_new} tokens", 0.0)
-            written = {"n": 0}
+    key = generate.cache_key(resolve(name).fingerprint, dtype, text, settings)
 
-            def heard(so_far: str) -> None:
-                written["n"] += 1
-                notify(f"the model writes {n_new} tokens", written["n"] / n_new)
-                if on_text:
-                    on_text(so_far)
+    def write():
+        with holder.lease(name, dtype, progress) as loaded:
+            return generate.continue_text(loaded, text, settings, on_text=on_text, progress=progress)
 
-            generation = generate.continue_text(loaded, text, settings, on_text=heard)
-            key = generate.cache_key(loaded.spec.fingerprint, loaded.dtype, text, settings)
-            generate.save(generations_dir(store), key, generation)
-    extra = {"generation": generation.as_meta(), "prompt_tokens": generation.prompt_tokens}
+    generation = generate.cached_or_written(generate.directory_for(store), key, write)
+    extra = generation.run_meta()
     result = compute_run(store, name, generation.full_text, dtype, False, holder, progress,
                          config=config_for(positions=positions), on_result=on_result, extra_meta=extra)
     return generation, result

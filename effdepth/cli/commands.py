@@ -111,24 +111,17 @@ def _generated(args, spec, request, store, progress):
     from effdepth import generate, models
 
     settings = generate.settings_for(args.generate, args.sample_seed, args.temperature, request.chat_template)
-    directory = None if store is None else Path(store.path).parent / "generations"
     key = generate.cache_key(spec.fingerprint, args.dtype, request.text, settings)
-    found = generate.cached(directory, key) if directory is not None else None
-    if found is not None:
-        return found, None
-    loaded = models.load_model(spec, args.dtype, progress=progress, device_map=args.device_map)
-    written = {"n": 0}
+    writer: dict = {}
 
-    def on_text(so_far: str) -> None:
-        written["n"] += 1
-        progress(f"generating {args.generate} tokens", written["n"] / args.generate)
+    def write():
+        writer["model"] = models.load_model(spec, args.dtype, progress=progress, device_map=args.device_map)
+        generation = generate.continue_text(writer["model"], request.text, settings, progress=progress)
+        progress.close()
+        return generation
 
-    generation = generate.continue_text(loaded, request.text, settings, on_text=on_text)
-    progress.close()
-    if directory is not None:
-        generation_dir = directory
-        generate.save(generation_dir, key, generation)
-    return generation, loaded
+    directory = None if store is None else generate.directory_for(store)
+    return generate.cached_or_written(directory, key, write), writer.get("model")
 
 
 def _with_continuation(args, request, generation):
@@ -137,8 +130,7 @@ def _with_continuation(args, request, generation):
 
     from effdepth.compute import Request
 
-    extra = {**(request.extra_meta or {}), "generation": generation.as_meta(),
-             "prompt_tokens": generation.prompt_tokens}
+    extra = {**(request.extra_meta or {}), **generation.run_meta()}
     config = request.config
     if config.answer is not None and args.answer is None:  # the default answer: the continuation's last word
         config = dataclasses.replace(config, answer=_answer(args, generation.full_text))

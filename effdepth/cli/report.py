@@ -56,12 +56,8 @@ def _vector(output, variant: str) -> list[float | None] | None:
 
 def noise_floor(result) -> dict[str, float | None]:
     """Max value over the ``noise_*`` variants in the skip matrix and in the output change."""
-    out = {}
-    for key, name in (("matrix", "skip"), ("output", "skip_output")):
-        frame = result.tables[name]
-        rows = frame[frame["variant"].astype(str).str.startswith("noise_")] if len(frame) else frame
-        out[key] = _clean(float(rows["value"].max())) if len(rows) else None
-    return out
+    return {key: _clean(checks.noise_floor(result.tables[name]))
+            for key, name in (("matrix", "skip"), ("output", "skip_output"))}
 
 
 def ed_rows(result) -> dict[str, dict[str, Any]]:
