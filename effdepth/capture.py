@@ -163,13 +163,14 @@ def _named_call(layer: nn.Module, call: _LayerCall) -> dict | None:
     return {**{p.name: a for p, a in zip(params, call.args)}, **call.kwargs}
 
 
-def _packed_call(named: dict, positions: torch.Tensor, visible: torch.Tensor, n_tokens: int,
-                 bool_mask_ok: bool) -> _LayerCall | None:
-    """Rewrite one clean layer call for a packed sequence (None if an argument is not understood).
+def _rewritten_call(named: dict, rows: torch.Tensor, cols: torch.Tensor, visible: torch.Tensor, n_tokens: int,
+                    bool_mask_ok: bool) -> _LayerCall | None:
+    """Rewrite one clean layer call for queries at clean positions ``rows`` [Nq] attending to keys at
+    ``cols`` [Nk] (None if an argument is not understood).
 
-    positions [N]: the clean position of each packed slot; visible [N, N]: which slots each slot may
-    see on top of the clean mask (causality and sliding windows come from the clean call). Without a
-    clean mask the layer was causal, and the packed mask is boolean: only where ``bool_mask_ok`` (sdpa).
+    visible [Nq, Nk]: which keys each query may see on top of the clean mask (causality and sliding
+    windows come from the clean call). Without a clean mask the layer was causal, and the new mask is
+    boolean: only where ``bool_mask_ok`` (sdpa). Position arguments (rotary, ids) are gathered at ``rows``.
     """
     out: dict = {}
     clean_mask = named.get("attention_mask")
@@ -183,23 +184,52 @@ def _packed_call(named: dict, positions: torch.Tensor, visible: torch.Tensor, n_
         allowed = allowed if allowed.dtype == torch.bool else allowed == 0  # additive float mask
     else:
         return None
-    mask = allowed[positions][:, positions] & visible  # [N, N]
+    mask = allowed[rows][:, cols] & visible  # [Nq, Nk]
     if isinstance(clean_mask, torch.Tensor) and clean_mask.dtype != torch.bool:
         floor = torch.finfo(clean_mask.dtype).min
         mask = torch.zeros(mask.shape, dtype=clean_mask.dtype).masked_fill(~mask, floor)
-    device = clean_mask.device if isinstance(clean_mask, torch.Tensor) else positions.device
+    device = clean_mask.device if isinstance(clean_mask, torch.Tensor) else rows.device
     for name, value in named.items():
         if name == "attention_mask":
             out[name] = mask[None, None].to(device)
         elif name == "position_embeddings" and isinstance(value, (tuple, list)):
-            out[name] = tuple(v.index_select(-2, positions.to(v.device)) for v in value)
+            out[name] = tuple(v.index_select(-2, rows.to(v.device)) for v in value)
         elif name in _POSITIONAL_KWARGS and isinstance(value, torch.Tensor):
-            out[name] = value.index_select(-1, positions.to(value.device))
+            out[name] = value.index_select(-1, rows.to(value.device))
         elif isinstance(value, torch.Tensor) and n_tokens in value.shape:
-            return None  # a per-token argument we do not know how to pack
+            return None  # a per-token argument we do not know how to rewrite
         else:
             out[name] = value
     return _LayerCall((), out)
+
+
+class _KeyValueRecorder:
+    """Stands in for a KV cache in one clean layer call and keeps the keys / values it is given.
+
+    ``update`` is the one cache call decoder attention makes (transformers' ``Cache.update``)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def update(self, key_states, value_states, layer_idx, *_args, **_kwargs):
+        self.keys[layer_idx], self.values[layer_idx] = key_states, value_states
+        return key_states, value_states
+
+
+class _CleanPrefix:
+    """Stands in for a KV cache holding the clean keys / values of positions < ``start`` of every layer:
+    a suffix's queries attend to them, then to the suffix's own (batch-broadcast to the suffix's rows)."""
+
+    def __init__(self, keys: dict[int, torch.Tensor], values: dict[int, torch.Tensor], start: int) -> None:
+        self.keys = {i: k[:, :, :start] for i, k in keys.items()}  # [1, H_kv, start, hd]
+        self.values = {i: v[:, :, :start] for i, v in values.items()}
+
+    def update(self, key_states, value_states, layer_idx, *_args, **_kwargs):
+        batch = key_states.shape[0]
+        keys = torch.cat([self.keys[layer_idx].expand(batch, -1, -1, -1), key_states], dim=-2)
+        values = torch.cat([self.values[layer_idx].expand(batch, -1, -1, -1), value_states], dim=-2)
+        return keys, values
 
 
 #: on_layer(layer, rows, layer_input, layer_output) receives fp32 [B_active, T, d] tensors; rows are
@@ -233,14 +263,68 @@ class Replayer:
         calls = []
         for layer, call in zip(self.taps.layers, self._calls):
             named = _named_call(layer, call)
-            packed = None if named is None else _packed_call(named, positions, visible.cpu(),
-                                                             self.trace.n_tokens, implementation == "sdpa")
+            packed = None if named is None else _rewritten_call(named, positions, positions, visible.cpu(),
+                                                                self.trace.n_tokens, implementation == "sdpa")
             if packed is None:
                 return None
             calls.append(packed)
         view = copy.copy(self)
         view._calls = calls
         return view
+
+    def suffix(self, start: int, stop: int | None = None) -> Replayer | None:
+        """A Replayer over clean positions ``start .. stop-1`` only; their queries attend to the clean
+        keys / values of positions < ``start`` (recorded once per Replayer) and to the suffix itself.
+
+        Exact by causality for any edit at positions >= ``start``: positions before it are untouched at
+        every layer, so their keys and values are the clean ones. Inputs are then [B, stop-start, d].
+        None where the attention or a layer argument cannot be rewritten (the caller replays in full).
+        """
+        n_tokens = self.trace.n_tokens
+        stop = n_tokens if stop is None else stop
+        if not 0 <= start < stop <= n_tokens:
+            raise ValueError(f"suffix {start}..{stop} is outside 0..{n_tokens}")
+        implementation = getattr(self.model.config, "_attn_implementation", None)
+        if implementation not in _MASKABLE_ATTENTION or not self._record_keys_values():
+            return None
+        rows, cols = torch.arange(start, stop), torch.arange(stop)
+        prefix = _CleanPrefix(self._clean_keys, self._clean_values, start)
+        calls = []
+        for layer, call in zip(self.taps.layers, self._calls):
+            named = _named_call(layer, call)
+            rewritten = None if named is None else _rewritten_call(
+                named, rows, cols, torch.ones(len(rows), len(cols), dtype=torch.bool), n_tokens,
+                implementation == "sdpa")
+            if rewritten is None or "past_key_values" not in rewritten.kwargs:
+                return None
+            rewritten.kwargs["past_key_values"] = prefix
+            calls.append(rewritten)
+        view = copy.copy(self)
+        view._calls = calls
+        return view
+
+    @torch.no_grad()
+    def _record_keys_values(self) -> bool:
+        """Run each layer once on its clean input with a recorder as its cache (one forward's cost).
+
+        False when a layer's attention does not hand its keys / values to the cache, or the recording
+        call does not reproduce the clean layer output (then no suffix is built)."""
+        if getattr(self, "_clean_keys", None) is not None:
+            return bool(self._clean_keys)
+        self._clean_keys, self._clean_values = {}, {}
+        recorder = _KeyValueRecorder()
+        for layer, call in enumerate(self._calls):
+            named = _named_call(self.taps.layers[layer], call)
+            if named is None or "past_key_values" not in named:
+                return False
+            out = self.taps.layers[layer](self.trace.resid[layer][None].to(self.device, self.dtype),
+                                          **{**named, "past_key_values": recorder})
+            clean = self.trace.resid[layer + 1]
+            gap = float((first_tensor(out)[0].float().cpu() - clean).abs().max())
+            if len(recorder.keys) != layer + 1 or gap > 1e-3 * float(clean.abs().max()):
+                return False
+        self._clean_keys, self._clean_values = recorder.keys, recorder.values
+        return True
 
     @torch.no_grad()
     def run_layer(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:

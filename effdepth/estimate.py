@@ -26,6 +26,7 @@ class Shape:
     measured: int | None = None  # None: every position
     answer_len: int = 1
     layer_weights: int | None = None  # weights of one layer (None: 12 d²)
+    first_measured: int = 0  # the first measured position (erasure replays from each one to the end)
 
     @property
     def per_layer(self) -> float:
@@ -40,7 +41,7 @@ def flops(shape: Shape, probe: str, ig_steps: int = 256, n_splits: int = 4) -> f
     """Weight FLOPs of one probe (``forward`` for the clean pass) on ``shape``."""
     L, T = shape.n_layers, shape.n_tokens
     M = shape.measured or T
-    A = min(shape.answer_len + 1, T)  # positions decoded for the answer span
+    A = min(shape.answer_len, T - 1)  # answer-predicting positions, decoded per erasure variant
     if probe == "forward":
         return T * (L * shape.per_layer + shape.unembed)
     if probe == "cosine":
@@ -51,8 +52,9 @@ def flops(shape: Shape, probe: str, ig_steps: int = 256, n_splits: int = 4) -> f
         suffix = n_splits * T / 2
         slots = T / 2 + suffix
         return (L * (L + 1) / 2) * slots * shape.per_layer + (L + 1) * suffix * shape.unembed
-    if probe == "erasure":  # (k, t): layers k.. on T tokens, for every measured t up to the answer
-        return (L * (L + 1) / 2) * M * T * shape.per_layer + (L + 1) * M * A * shape.unembed
+    if probe == "erasure":  # (k, t): layers k.. on positions t.. (the clean prefix is reused), every measured t
+        mean_suffix = (T - shape.first_measured) / 2
+        return (L * (L + 1) / 2) * M * mean_suffix * shape.per_layer + (L + 1) * M * A * shape.unembed
     if probe == "igrad":  # per layer l: steps x (forward + backward ~ 3x) of layers l..L-1
         return 3 * ig_steps * (L * (L + 1) / 2) * T * shape.per_layer
     raise ValueError(f"no estimate for {probe!r}")

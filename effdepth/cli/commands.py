@@ -99,10 +99,11 @@ def _say_estimate(args, progress, loaded, request) -> None:
     if args.quiet or not (slow or n_tokens > ESTIMATE_FROM_TOKENS):
         return
     try:
-        measured = len(positions.select(config.positions, n_tokens, 1))
+        selected = positions.select(config.positions, n_tokens, 1)
     except Exception:  # noqa: BLE001 - an estimate never stops a run (the run says what is wrong)
-        measured = n_tokens
-    shape = estimate.Shape(loaded.n_layers, loaded.d_model, loaded.vocab_size, n_tokens, measured)
+        selected = range(n_tokens)
+    shape = estimate.Shape(loaded.n_layers, loaded.d_model, loaded.vocab_size, n_tokens, len(selected),
+                           first_measured=min(selected, default=0))
     progress.write(f"estimate  {estimate.describe(shape, config.probes, config.ig_steps)}")
 
 

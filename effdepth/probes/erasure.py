@@ -89,12 +89,13 @@ def answer_positions(n_tokens: int, answer_len: int) -> torch.Tensor:
 @torch.no_grad()
 def residual_erasure(replayer: Replayer, baseline: torch.Tensor, answer_len: int,
                      positions: Sequence[int] | None = None, max_batch_tokens: int = 8192,
-                     budget_bytes: int = 256 * 2**20,
+                     budget_bytes: int = 256 * 2**20, reuse_prefix: bool = True,
                      progress: Callable[[str, float], None] | None = None) -> pd.DataFrame:
     """E[k, t] for k = 0..L and t in ``positions`` (default all) -> DataFrame[depth, pos, value].
 
     ``baseline``: [L+1, d] (see ``erasure_baseline``); ``answer_len``: number of answer tokens at the
-    end of the prompt. See the module docstring for the definition.
+    end of the prompt. See the module docstring for the definition. ``reuse_prefix=False`` replays every
+    variant over the whole text (the path used where a suffix replay is not available).
     """
     trace = replayer.trace
     n_layers, n_tokens, d_model = trace.n_layers, trace.n_tokens, trace.resid.shape[-1]
@@ -102,19 +103,51 @@ def residual_erasure(replayer: Replayer, baseline: torch.Tensor, answer_len: int
     if baseline.shape != (n_layers + 1, d_model):
         raise ValueError(f"baseline has shape {tuple(baseline.shape)}, expected {(n_layers + 1, d_model)}")
     answer = answer_positions(n_tokens, answer_len)
-    last_measured = int(answer[-1])
     positions = list(range(n_tokens)) if positions is None else [int(t) for t in positions]
     bad = [t for t in positions if not 0 <= t < n_tokens]
     if bad:
         raise ValueError(f"positions {bad} are outside 0..{n_tokens - 1}")
-
-    variants = [(k, t) for k in range(n_layers + 1) for t in positions if t <= last_measured]
     effect = torch.zeros(n_layers + 1, n_tokens)
-    clean_probs = torch.softmax(trace.logits[answer], dim=-1)  # [A, V]
-    taps = replayer.taps
-    device = next(taps.unembed.parameters()).device
-    vocab = clean_probs.shape[-1]
-    per_chunk = max(1, budget_bytes // (3 * vocab * 4 * len(answer)))  # variants decoded at once
+    decode = _Decoder(replayer, answer, budget_bytes)
+    erased = sorted({t for t in positions if t <= int(answer[-1])})
+    by_suffix = reuse_prefix and replayer.suffix(0, int(answer[-1]) + 1) is not None
+    run = _erase_by_suffix if by_suffix else _erase_in_full
+    run(replayer, baseline, erased, decode, effect, max_batch_tokens, progress)
+    depth_col = [k for k in range(n_layers + 1) for _ in positions]
+    pos_col = positions * (n_layers + 1)
+    return pd.DataFrame({"depth": depth_col, "pos": pos_col,
+                         "value": effect[depth_col, pos_col].double().numpy()})
+
+
+class _Decoder:
+    """max over the answer-predicting positions of ||softmax(z') - softmax(z)||_2, in vocabulary-sized
+    chunks of variants (a 150k vocabulary makes [B, A, V] the largest tensor of the probe)."""
+
+    def __init__(self, replayer: Replayer, answer: torch.Tensor, budget_bytes: int) -> None:
+        self.taps = replayer.taps
+        self.answer = answer
+        self.clean_probs = torch.softmax(replayer.trace.logits[answer], dim=-1)  # [A, V]
+        self.device = next(self.taps.unembed.parameters()).device
+        vocab = self.clean_probs.shape[-1]
+        self.per_chunk = max(1, budget_bytes // (3 * vocab * 4 * len(answer)))
+
+    def distance(self, at_answer: torch.Tensor, answer_rows: torch.Tensor) -> torch.Tensor:
+        """at_answer [B, A', d]: final residuals at the answer positions ``answer_rows`` (indices into
+        A; the others are unchanged, distance 0) -> [B]."""
+        clean = self.clean_probs[answer_rows]
+        out = []
+        for start in range(0, at_answer.shape[0], self.per_chunk):
+            z = self.taps.to_logits(at_answer[start:start + self.per_chunk].to(self.device)).cpu()
+            out.append((torch.softmax(z, dim=-1) - clean).norm(dim=-1).amax(dim=-1))
+        return torch.cat(out)
+
+
+def _erase_in_full(replayer, baseline, erased, decode, effect, max_batch_tokens, progress) -> None:
+    """Every variant (k, t) replays layers k.. over the whole text, in staggered batches."""
+    trace = replayer.trace
+    n_layers, n_tokens = trace.n_layers, trace.n_tokens
+    variants = [(k, t) for k in range(n_layers + 1) for t in erased]
+    every = torch.arange(len(decode.answer))
     batch = max(1, max_batch_tokens // n_tokens)
     for first in range(0, len(variants), batch):
         chunk = variants[first:first + batch]
@@ -122,21 +155,31 @@ def residual_erasure(replayer: Replayer, baseline: torch.Tensor, answer_len: int
         for row, (k, t) in enumerate(chunk):
             inputs[row, t] = baseline[k]
         final = replayer.run_staggered([k for k, _ in chunk], inputs)  # [B, T, d]
-        at_answer = final[:, answer]  # [B, A, d]
-        for start in range(0, len(chunk), per_chunk):
-            stop = min(start + per_chunk, len(chunk))
-            probs = torch.softmax(taps.to_logits(at_answer[start:stop].to(device)).cpu(), dim=-1)
-            dist = (probs - clean_probs).norm(dim=-1).amax(dim=-1)  # [b]
-            for row in range(start, stop):
-                k, t = chunk[row]
-                effect[k, t] = dist[row - start]
+        dist = decode.distance(final[:, decode.answer], every)
+        for row, (k, t) in enumerate(chunk):
+            effect[k, t] = dist[row]
         if progress:
             done = min(first + batch, len(variants))
             progress(f"erasure {done}/{len(variants)} variants", done / max(len(variants), 1))
-    depth_col = [k for k in range(n_layers + 1) for _ in positions]
-    pos_col = positions * (n_layers + 1)
-    return pd.DataFrame({"depth": depth_col, "pos": pos_col,
-                         "value": effect[depth_col, pos_col].double().numpy()})
+
+
+def _erase_by_suffix(replayer, baseline, erased, decode, effect, _max_batch_tokens, progress) -> None:
+    """The variants of one position t share the clean prefix < t: they replay only positions
+    t .. last answer-predicting one, attending to the prefix's clean keys / values, all depths k in one
+    staggered batch (depth k joins at layer k)."""
+    trace = replayer.trace
+    n_layers = trace.n_layers
+    stop = int(decode.answer[-1]) + 1  # later positions cannot reach the answer-predicting ones
+    depths = list(range(n_layers + 1))
+    for done, t in enumerate(erased, start=1):
+        view = replayer.suffix(t, stop)
+        inputs = trace.resid[:, t:stop].clone()  # [L+1, S, d]: row k starts at layer k
+        inputs[:, 0] = baseline
+        final = view.run_staggered(depths, inputs)  # [L+1, S, d]
+        answer_rows = (decode.answer >= t).nonzero()[:, 0]
+        effect[:, t] = decode.distance(final[:, decode.answer[answer_rows] - t], answer_rows)
+        if progress:
+            progress(f"erasure {done}/{len(erased)} positions", done / max(len(erased), 1))
 
 
 def erasure_matrix(frame: pd.DataFrame) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 from effdepth.arch import first_tensor, taps
 from effdepth.capture import Replayer, capture
 from effdepth.probes import erasure, igrad
-from tests.tiny import random_ids, tiny_model
+from tests.tiny import FAMILIES, random_ids, tiny_model
 
 T = 12
 ALEN = 3
@@ -111,6 +111,60 @@ def test_erasing_with_own_value_changes_nothing(setup):
     assert len(own) == replayer.trace.n_layers + 1 and own.max() < 1e-5
     other = frame[frame.pos == 2]["value"]
     assert other.max() > 1e-3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_suffix_replay_equals_the_full_replay(family):
+    """An edit at position t, replayed over positions t..stop-1 only (the clean prefix's keys / values
+    reused), gives what the replay over the whole text gives there; the clean suffix is the clean run."""
+    model = tiny_model(family)
+    replayer = Replayer(model, random_ids(T, seed=1))
+    start, stop, layer = 5, T - 1, 1
+    view = replayer.suffix(start, stop)
+    assert view is not None, family
+    edited = replayer.trace.resid[layer].clone()[None]
+    edited[0, start] += 1.0
+    full = replayer.run_staggered([layer], edited)[:, start:stop]
+    part = view.run_staggered([layer], edited[:, start:stop])
+    torch.testing.assert_close(part, full, atol=1e-5, rtol=0)
+    assert float((full[0] - replayer.trace.resid[-1, start:stop]).abs().max()) > 1e-2  # the edit matters
+    clean = view.run_staggered([0], replayer.trace.resid[0, start:stop][None])[0]
+    torch.testing.assert_close(clean, replayer.trace.resid[-1, start:stop], atol=1e-5, rtol=0)
+
+
+def test_erasure_by_suffix_equals_the_whole_text_replay(setup):
+    family, model, _, replayer = setup
+    base = erasure.erasure_baseline(model, [random_ids(20, seed=7)])
+    calls = []
+    original = Replayer.run_layer
+    def counting(self, layer, hidden):  # noqa: E306
+        calls.append(hidden.shape[0] * hidden.shape[1])  # token-layers replayed
+        return original(self, layer, hidden)
+    Replayer.run_layer = counting
+    try:
+        by_suffix = erasure.erasure_matrix(erasure.residual_erasure(replayer, base, ALEN)).numpy()
+        suffix_tokens = sum(calls)
+        calls.clear()
+        in_full = erasure.erasure_matrix(erasure.residual_erasure(replayer, base, ALEN, reuse_prefix=False)).numpy()
+    finally:
+        Replayer.run_layer = original
+    np.testing.assert_allclose(by_suffix, in_full, atol=1e-6, err_msg=family)
+    assert suffix_tokens < 0.75 * sum(calls)  # the suffixes replay fewer positions
+
+
+def test_erasure_without_a_suffix_replay_runs_in_full():
+    """Where keys / values cannot be reused (an unknown per-token layer argument), erasure replays the
+    whole text and still gives the reference's numbers."""
+    model = tiny_model("llama")
+    ids = random_ids(T, seed=3)
+    replayer = Replayer(model, ids)
+    replayer._calls = [type(c)(c.args, {**c.kwargs, "mystery": torch.zeros(1, T)}) for c in replayer._calls]
+    assert replayer.suffix(2) is None
+    replayer._calls = Replayer(model, ids)._calls  # back to the real calls, but no suffix for this one:
+    replayer.suffix = lambda *_a, **_k: None
+    base = erasure.erasure_baseline(model, [random_ids(20, seed=7)])
+    got = erasure.erasure_matrix(erasure.residual_erasure(replayer, base, ALEN)).numpy()
+    np.testing.assert_allclose(got, _reference_erasure(model, ids, base, ALEN), atol=1e-5)
 
 
 def test_erasure_validates_inputs(setup):

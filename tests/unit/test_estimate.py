@@ -14,7 +14,9 @@ def test_the_counts_by_hand():
     assert estimate.flops(shape, "forward") == 8 * (2 * 200 + 80)
     assert estimate.flops(shape, "logit_lens") == 2 * 8 * 80
     assert estimate.flops(shape, "cosine") == 0
-    assert estimate.flops(shape, "erasure") == 3 * 8 * 8 * 200 + 3 * 8 * 2 * 80  # L(L+1)/2 = 3, A = 2
+    # L(L+1)/2 = 3 start layers, 8 erased positions, each replayed to the end (4 positions on average),
+    # 3 depths x 8 positions x 1 answer position decoded
+    assert estimate.flops(shape, "erasure") == 3 * 8 * 4 * 200 + 3 * 8 * 1 * 80
     assert estimate.flops(shape, "igrad", ig_steps=4) == 3 * 4 * 3 * 8 * 200
     with pytest.raises(ValueError):
         estimate.flops(shape, "unknown")
