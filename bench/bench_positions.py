@@ -48,10 +48,12 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "results-positions.jsonl"))
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}")
-    print("| model | T | positions | forward s | cosine s | logit lens s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | T | positions | forward s | cosine s | logit lens s | peak RSS MB | target MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         loaded = load_model(name, args.dtype)
+        weights_mb = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
+        target_mb = 2 * weights_mb + 1536  # the bound: 2x the weights + 1.5 GB
         for n_tokens in args.tokens:
             text = text_of(loaded.tokenizer, n_tokens)
             for spec in ("all", args.window):
@@ -67,9 +69,10 @@ def main() -> None:
                 row = {"model": name, "dtype": args.dtype, "T": run.meta["n_tokens"], "positions": spec,
                        "forward_s": round(t["forward"], 2), "cosine_s": round(t["cosine"], 2),
                        "logit_lens_s": round(t["logit_lens"], 2), "wall_s": round(wall, 2),
-                       "peak_rss_mb": round(rss), "date": time.strftime("%Y-%m-%d")}
+                       "peak_rss_mb": round(rss), "weights_mb": round(weights_mb), "target_mb": round(target_mb),
+                       "date": time.strftime("%Y-%m-%d")}
                 print(f"| {name} | {row['T']} | {spec} | {row['forward_s']} | {row['cosine_s']} | "
-                      f"{row['logit_lens_s']} | {row['peak_rss_mb']} |", flush=True)
+                      f"{row['logit_lens_s']} | {row['peak_rss_mb']} | {row['target_mb']} |", flush=True)
                 with open(args.out, "a") as out:
                     out.write(json.dumps(row) + "\n")
                 del run

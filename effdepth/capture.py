@@ -28,14 +28,17 @@ class Trace:
 
     resid[l] is h_l, the residual entering layer l (resid[0] = embeddings); resid[L] is the output of
     the last layer, *before* the final norm. attn[l] / mlp[l] are the contributions a_l / m_l added to
-    the residual. logits are the model's own output logits.
+    the residual. logits are the model's own output logits: at every position, or, on a long text, only
+    at ``logit_positions`` (the measured ones and what the probes decode: [T, V] logits of a 150k
+    vocabulary are 2.5 GB at 4,096 tokens).
     """
 
     input_ids: torch.Tensor  # [T] int64
     resid: torch.Tensor  # [L+1, T, d]
     attn: torch.Tensor  # [L, T, d]
     mlp: torch.Tensor  # [L, T, d]
-    logits: torch.Tensor  # [T, V]
+    logits: torch.Tensor  # [T, V], or [P, V] at logit_positions
+    logit_positions: torch.Tensor | None = None  # [P] ascending; None: every position
 
     def __post_init__(self) -> None:
         n_tokens = self.input_ids.shape[0]
@@ -48,19 +51,40 @@ class Trace:
             if getattr(self, name).shape != (n_layers, n_tokens, d_model):
                 raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected "
                                  f"{(n_layers, n_tokens, d_model)}")
-        if self.logits.dim() != 2 or self.logits.shape[0] != n_tokens:
-            raise ValueError(f"logits has shape {tuple(self.logits.shape)}, expected [T={n_tokens}, V]")
+        rows = n_tokens if self.logit_positions is None else len(self.logit_positions)
+        if self.logits.dim() != 2 or self.logits.shape[0] != rows:
+            raise ValueError(f"logits has shape {tuple(self.logits.shape)}, expected [{rows}, V]")
 
     @property
     def n_layers(self) -> int:
         return self.attn.shape[0]
+
+    @property
+    def full_logits(self) -> torch.Tensor:
+        """The logits of every position [T, V] (a trace that kept only some says so)."""
+        if self.logit_positions is not None:
+            raise ValueError(f"this trace kept the logits of {len(self.logit_positions)} of its "
+                             f"{self.n_tokens} positions only")
+        return self.logits
+
+    def logits_at(self, positions) -> torch.Tensor:
+        """The model's logits at clean ``positions`` -> [P, V] (each must be one the trace kept)."""
+        index = torch.as_tensor(positions, dtype=torch.long)
+        if self.logit_positions is None:
+            return self.logits[index]
+        rows = torch.searchsorted(self.logit_positions, index)
+        kept = (rows < len(self.logit_positions)) & (self.logit_positions[rows.clamp_max(len(self.logit_positions) - 1)]
+                                                     == index)
+        if not bool(kept.all()):
+            raise ValueError(f"the trace kept no logits at positions {index[~kept].tolist()[:5]}")
+        return self.logits[rows]
 
     def at(self, positions: list[int]) -> Trace:
         """The same pass read at some positions only (their activations and logits; each still saw its
         whole context): what the per-position probes of a run with measured positions read."""
         index = torch.as_tensor(positions, dtype=torch.long)
         return Trace(input_ids=self.input_ids[index], resid=self.resid[:, index], attn=self.attn[:, index],
-                     mlp=self.mlp[:, index], logits=self.logits[index])
+                     mlp=self.mlp[:, index], logits=self.logits_at(index))
 
     @property
     def n_tokens(self) -> int:
@@ -95,55 +119,93 @@ def _hidden_from_call(args: tuple, kwargs: dict) -> tuple[torch.Tensor, tuple, d
     return rest.pop("hidden_states"), (), rest
 
 
+class _TapWriter:
+    """Hooks on every tap point that write into [L+1, T, d] / [L, T, d] fp32 buffers as the layers run
+    (allocated at the first tap, when d is known), so the trace is never held twice."""
+
+    def __init__(self, model_taps: Taps, n_tokens: int, keep_calls: bool) -> None:
+        self.taps, self.n_tokens, self.keep_calls = model_taps, n_tokens, keep_calls
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.seen: dict[str, set[int]] = {"resid": set(), "attn": set(), "mlp": set()}
+        self.calls: list[_LayerCall | None] = [None] * model_taps.n_layers
+
+    def write(self, name: str, row: int, value: torch.Tensor) -> None:
+        if not self.buffers:
+            n_layers, d_model = self.taps.n_layers, value.shape[-1]
+            self.buffers.update(resid=torch.empty(n_layers + 1, self.n_tokens, d_model),
+                                attn=torch.empty(n_layers, self.n_tokens, d_model),
+                                mlp=torch.empty(n_layers, self.n_tokens, d_model))
+        self.buffers[name][row].copy_(value[0])
+        self.seen[name].add(row)
+
+    def _pre_hook(self, index: int):
+        def hook(_module, args, kwargs):
+            hidden, rest_args, rest_kwargs = _hidden_from_call(args, kwargs)
+            self.write("resid", index, hidden)
+            if self.keep_calls:
+                self.calls[index] = _LayerCall(rest_args, rest_kwargs)
+        return hook
+
+    def _post_hook(self, name: str, row: int):
+        def hook(_module, _args, output):
+            self.write(name, row, first_tensor(output))
+        return hook
+
+    def register(self) -> list:
+        handles = []
+        for index, layer in enumerate(self.taps.layers):
+            handles.append(layer.register_forward_pre_hook(self._pre_hook(index), with_kwargs=True))
+            handles.append(self.taps.attn_modules[index].register_forward_hook(self._post_hook("attn", index)))
+            handles.append(self.taps.mlp_modules[index].register_forward_hook(self._post_hook("mlp", index)))
+        handles.append(self.taps.layers[-1].register_forward_hook(self._post_hook("resid", self.taps.n_layers)))
+        return handles
+
+    def check_complete(self) -> None:
+        n_layers = self.taps.n_layers
+        missing = [i for i in range(n_layers + 1) if i not in self.seen["resid"]
+                   or (i < n_layers and (i not in self.seen["attn"] or i not in self.seen["mlp"]))]
+        if missing:
+            raise RuntimeError(f"tap points did not fire for layers {missing[:5]}")
+
+
 @torch.no_grad()
 def capture(model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None,
-            keep_calls: bool = False) -> Trace | tuple[Trace, list[_LayerCall]]:
-    """Run one clean forward pass of ``input_ids`` ([1, T] or [T]) and record every tap point."""
+            keep_calls: bool = False,
+            logit_positions: Sequence[int] | None = None) -> Trace | tuple[Trace, list[_LayerCall]]:
+    """Run one clean forward pass of ``input_ids`` ([1, T] or [T]) and record every tap point.
+
+    ``logit_positions``: keep the model's logits only there (None: every position)."""
     model_taps = model_taps or resolve_taps(model)
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if input_ids.shape[0] != 1:
         raise ValueError("capture runs one prompt at a time (batch size 1, no padding; docs/SPEC.md §1)")
-    n_layers = model_taps.n_layers
-    resid_pre: list[torch.Tensor | None] = [None] * n_layers
-    resid_post: list[torch.Tensor | None] = [None] * n_layers
-    attn: list[torch.Tensor | None] = [None] * n_layers
-    mlp: list[torch.Tensor | None] = [None] * n_layers
-    calls: list[_LayerCall | None] = [None] * n_layers
+    n_tokens = input_ids.shape[1]
+    writer = _TapWriter(model_taps, n_tokens, keep_calls)
+    kept = None if logit_positions is None else torch.as_tensor(sorted(set(logit_positions)), dtype=torch.long)
+    if kept is not None and len(kept) == n_tokens:
+        kept = None
+    with _hooks(writer.register()):
+        output = _forward(model, input_ids, kept)
+    writer.check_complete()
+    logits = output.logits[0]
+    if kept is not None and logits.shape[0] == n_tokens and len(kept) < n_tokens:
+        logits = logits[kept]  # a model without logits_to_keep computed them all
+    buffers = writer.buffers
+    trace = Trace(input_ids=input_ids[0].cpu(), resid=buffers["resid"], attn=buffers["attn"], mlp=buffers["mlp"],
+                  logits=logits.float().cpu(), logit_positions=kept)
+    return (trace, writer.calls) if keep_calls else trace
 
-    def pre_hook(index: int):
-        def hook(_module, args, kwargs):
-            hidden, rest_args, rest_kwargs = _hidden_from_call(args, kwargs)
-            resid_pre[index] = hidden[0].float()
-            if keep_calls:
-                calls[index] = _LayerCall(rest_args, rest_kwargs)
-        return hook
 
-    def store(target: list, index: int):
-        def hook(_module, _args, output):
-            target[index] = first_tensor(output)[0].float()
-        return hook
-
-    handles = []
-    for index, layer in enumerate(model_taps.layers):
-        handles.append(layer.register_forward_pre_hook(pre_hook(index), with_kwargs=True))
-        handles.append(layer.register_forward_hook(store(resid_post, index)))
-        handles.append(model_taps.attn_modules[index].register_forward_hook(store(attn, index)))
-        handles.append(model_taps.mlp_modules[index].register_forward_hook(store(mlp, index)))
+def _forward(model: nn.Module, input_ids: torch.Tensor, kept: torch.Tensor | None):
+    """The model's forward, decoding only the ``kept`` positions where the model offers that."""
     device = next(model.parameters()).device
-    with _hooks(handles):
-        output = model(input_ids=input_ids.to(device), use_cache=False)
-    missing = [i for i in range(n_layers) if resid_pre[i] is None or attn[i] is None or mlp[i] is None]
-    if missing:
-        raise RuntimeError(f"tap points did not fire for layers {missing[:5]}")
-    trace = Trace(
-        input_ids=input_ids[0].cpu(),
-        resid=torch.stack([*resid_pre, resid_post[-1]]).cpu(),
-        attn=torch.stack(attn).cpu(),
-        mlp=torch.stack(mlp).cpu(),
-        logits=output.logits[0].float().cpu(),
-    )
-    return (trace, calls) if keep_calls else trace
+    if kept is None:
+        return model(input_ids=input_ids.to(device), use_cache=False)
+    try:
+        return model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=kept.to(device))
+    except TypeError:  # no logits_to_keep in this family's forward
+        return model(input_ids=input_ids.to(device), use_cache=False)
 
 
 #: Attention implementations whose masks may be an arbitrary [.., N, N] tensor (packing needs one).
@@ -240,10 +302,12 @@ LayerCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 class Replayer:
     """Re-run decoder layers on batches of edited residual streams, reusing the clean call arguments."""
 
-    def __init__(self, model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None):
+    def __init__(self, model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None,
+                 logit_positions: Sequence[int] | None = None):
         self.model = model
         self.taps = model_taps or resolve_taps(model)
-        self.trace, self._calls = capture(model, input_ids, self.taps, keep_calls=True)
+        self.trace, self._calls = capture(model, input_ids, self.taps, keep_calls=True,
+                                          logit_positions=logit_positions)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
 
@@ -400,7 +464,8 @@ def trust_checks(trace, model_taps, dtype: str, chunk: int = 256) -> dict:
     """The run's own invariants, measured on this model and text (stored with the run).
 
     ``residual_closure``: max over (l, t) of ‖h_{l+1} − (h_l + a_l + m_l)‖ / ‖h_{l+1}‖;
-    ``lens_last_max_abs``: max |lens(h_L) − model logits| and ``logit_scale`` max |logits|. Both are
+    ``lens_last_max_abs``: max |lens(h_L) − model logits| (at the positions whose logits the trace kept)
+    and ``logit_scale`` max |logits|. Both are
     float rounding for a clean capture; a capture that mixed two runs breaks them (effdepth.checks).
     """
     closure = 0.0
@@ -410,9 +475,11 @@ def trust_checks(trace, model_taps, dtype: str, chunk: int = 256) -> dict:
         closure = max(closure, float((gap / target.norm(dim=-1).clamp_min(1e-30)).max()))
     device = next(model_taps.unembed.parameters()).device
     lens_gap = 0.0
+    kept = torch.arange(trace.n_tokens) if trace.logit_positions is None else trace.logit_positions
     with torch.no_grad():
-        for start in range(0, trace.n_tokens, chunk):  # [chunk, V] at a time (150k vocabularies)
-            z = model_taps.to_logits(trace.resid[-1, start:start + chunk].to(device)).cpu()
+        for start in range(0, len(kept), chunk):  # [chunk, V] at a time (150k vocabularies)
+            rows = kept[start:start + chunk]
+            z = model_taps.to_logits(trace.resid[-1, rows].to(device)).cpu()
             lens_gap = max(lens_gap, float((z - trace.logits[start:start + chunk]).abs().max()))
     return {"residual_closure": closure, "lens_last_max_abs": lens_gap,
             "logit_scale": float(trace.logits.abs().max()), "dtype": dtype,

@@ -202,9 +202,10 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
     with just those probes, which the caller may keep."""
     clock = time.perf_counter()
     notify("forward pass", None)
-    replayer = Replayer(loaded.model, ids[None])
-    parts = stages.Parts(checks=trust_checks(replayer.trace, replayer.taps, loaded.dtype),
-                   measured=None if measured is None or len(measured) == len(ids) else measured)
+    measured = None if measured is None or len(measured) == len(ids) else measured
+    replayer = Replayer(loaded.model, ids[None], logit_positions=_decoded_positions(config, measured, answer_len,
+                                                                                   len(ids)))
+    parts = stages.Parts(checks=trust_checks(replayer.trace, replayer.taps, loaded.dtype), measured=measured)
     parts.timings["forward"] = time.perf_counter() - clock
 
     def so_far() -> RunResult:
@@ -212,20 +213,22 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
         return _assemble(loaded, text, ids, dataclasses.replace(config, probes=kept), chat_template, parts,
                          extra_meta)
 
+    def running(probe: str, partial) -> None:
+        """The finished probes plus the running one's tables so far (``meta["running"]``: no ED yet)."""
+        result = so_far()
+        result.tables["skip"], result.tables["skip_output"] = partial.matrix, partial.output
+        result.meta["running"] = probe
+        on_result(result)
+
+    if on_result is not None:
+        parts.on_partial = running
+
     usable = stages.reusable(reuse, config, loaded, text, chat_template)
     try:
         for probe in (p for p in PROBES if p in config.probes):
             if probe in ANSWER_PROBES and answer_len is None:
                 continue
-            clock = time.perf_counter()
-            if probe in usable:
-                stages.take_probe(probe, reuse, parts)
-                parts.timings[probe] = float((reuse.meta.get("timings") or {}).get(probe) or 0.0)
-                parts.notes.append(f"{probe} taken from run {reuse.run_id} (same model, text and options).")
-            else:
-                stages.STAGES[probe](loaded, replayer, config, answer_len, notify, parts)
-                parts.timings[probe] = time.perf_counter() - clock
-            parts.finished.append(probe)
+            _one_probe(probe, loaded, replayer, config, answer_len, notify, parts, reuse if probe in usable else None)
             if on_result is not None and len(parts.finished) < len(config.probes):
                 on_result(so_far())
     except BaseException as err:
@@ -235,12 +238,41 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
             except Exception:  # noqa: BLE001
                 pass
         raise
+    _note_answer_span(parts, answer_len, len(ids))
+    return _assemble(loaded, text, ids, config, chat_template, parts, extra_meta)
+
+
+def _note_answer_span(parts: stages.Parts, answer_len: int | None, n_tokens: int) -> None:
     if answer_len is not None:
-        n_tokens = len(ids)
         parts.notes.append(f"Erasure / IG answer span: the last {answer_len} tokens "
                            f"(positions {n_tokens - answer_len}–{n_tokens - 1}), measured at the positions "
                            f"{n_tokens - answer_len - 1}–{n_tokens - 2} that predict them.")
-    return _assemble(loaded, text, ids, config, chat_template, parts, extra_meta)
+
+
+def _one_probe(probe: str, loaded, replayer: Replayer, config: ProbeConfig, answer_len: int | None,
+               notify: Progress, parts: stages.Parts, reuse: RunResult | None) -> None:
+    """Compute one probe into ``parts``, or take it from ``reuse`` (same model, text and options)."""
+    clock = time.perf_counter()
+    if reuse is not None:
+        stages.take_probe(probe, reuse, parts)
+        parts.timings[probe] = float((reuse.meta.get("timings") or {}).get(probe) or 0.0)
+        parts.notes.append(f"{probe} taken from run {reuse.run_id} (same model, text and options).")
+    else:
+        stages.STAGES[probe](loaded, replayer, config, answer_len, notify, parts)
+        parts.timings[probe] = time.perf_counter() - clock
+    parts.finished.append(probe)
+
+
+def _decoded_positions(config: ProbeConfig, measured: list[int] | None, answer_len: int | None,
+                       n_tokens: int) -> list[int] | None:
+    """Where the clean pass keeps the model's logits: the measured positions, the answer-predicting ones
+    and the last (None: every position, which the skip probe reads and an unwindowed run needs)."""
+    if measured is None or "skip" in config.probes:
+        return None
+    kept = {*measured, n_tokens - 1}
+    if answer_len is not None and any(p in config.probes for p in ANSWER_PROBES):
+        kept.update(range(n_tokens - answer_len - 1, n_tokens - 1))
+    return sorted(kept)
 
 
 def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool, parts: stages.Parts,

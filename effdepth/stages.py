@@ -7,6 +7,7 @@ its entry in ``STAGES`` and ``PROBE_OPTIONS``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,8 @@ class Parts:
     igrad: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     measured: list[int] | None = None  # the measured positions (None: all)
+    #: hears a probe's results so far while it runs (the skip matrix as its layers fill); set by the engine
+    on_partial: Callable[[str, object], None] | None = None
 
 
 #: per probe, the keys of ``ProbeConfig.as_dict()`` its numbers depend on (a reused probe must match them)
@@ -129,7 +132,8 @@ def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, not
     if variants:
         try:
             result = skip.skip_effects(replayer, config.splits, variants, config.seed,
-                                       progress=lambda stage, frac: notify(stage, frac))
+                                       progress=lambda stage, frac: notify(stage, frac),
+                                       on_partial=parts.on_partial and (lambda part: parts.on_partial("skip", part)))
         except ValueError as err:
             raise PromptError(str(err)) from err
         parts.skip_matrix, parts.skip_output, parts.splits_used = result.matrix, result.output, result.splits

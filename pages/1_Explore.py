@@ -36,6 +36,11 @@ def _offer_run(view, run_store, computed):
     what = f"This prompt continued by {view.generate} tokens" if view.generate else "This prompt"
     notice.info(f"{what} on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
                 icon=":material/hourglass_top:")
+    proposal = app.window_proposal(view.prompt, view.positions, app.model_shape(view.model))
+    if proposal is not None:
+        st.info(proposal.message, icon=":material/crop:")
+        st.button(f"Measure the last {app.WINDOW} positions", key="use_window", icon=":material/crop:",
+                  on_click=ui.set_view, args=("positions", proposal.positions))
     button = st.empty()
     label = "Continue, then run probes" if view.generate else "Run probes"
     if button.button(label, type="primary", icon=":material/play_arrow:", key="run_probes"):
@@ -66,6 +71,11 @@ def _preview(run) -> None:
                 ui.preview(charts.probe_curve(t["layer"], curve, ed))
             with right:
                 ui.preview(charts.layer_token_heatmap(t["layer_token"], t["tokens"], metric, ed))
+    if run.meta.get("running") == "skip" and len(t["skip"]):
+        st.subheader("Layer skipping (probe C)")
+        variant = "future" if (t["skip"]["variant"] == "future").any() else "current"
+        st.caption(app.skip_progress_caption(t["skip"], variant))
+        ui.preview(charts.skip_chart(t["skip"], t["skip_output"], variant))
 
 
 def _find_or_compute(view, run_store, result, computed):

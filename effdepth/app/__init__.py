@@ -93,13 +93,21 @@ from effdepth.app.summary import (
     same_grid,
     selected_position,
     short_model_name,
+    skip_progress_caption,
     summary_items,
 )
 from effdepth.app.text import md, safe_name
+from effdepth.app.window import WINDOW, WINDOW_FROM_TOKENS, WindowProposal, model_shape, window_proposal
 from effdepth.models.holder import WAITING_STAGE, ModelHolder
 
 __all__ = [
+    "WINDOW",
+    "WINDOW_FROM_TOKENS",
+    "WindowProposal",
+    "model_shape",
+    "window_proposal",
     "attribution_estimate",
+    "skip_progress_caption",
     "cached_generation",
     "continue_and_compute",
     "GENERATE_CHOICES",

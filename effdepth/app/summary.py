@@ -235,6 +235,16 @@ def noise_caption(skip: pd.DataFrame, variant: str) -> tuple[str, str]:
             "(same batched replay path, identity edit). Effects at or below it are numerical noise.")
 
 
+def skip_progress_caption(skip: pd.DataFrame, variant: str) -> str:
+    """What a skip matrix still filling in shows: the affected layers measured so far, out of L."""
+    rows = skip[(skip["variant"] == variant) & (skip["skipped"] >= 0) & (skip["affected"] > skip["skipped"])]
+    n_layers = int(skip["affected"].max()) + 1 if len(skip) else 0
+    reached = int(rows["affected"].max()) + 1 if len(rows) else 1
+    return (f"Filling in as the replay moves up the layers: affected layers 0–{reached - 1} of {n_layers} so "
+            "far. The values are final; the output change, the noise floor and the skip ED come when the "
+            "probe ends.")
+
+
 def available_variants(skip: pd.DataFrame) -> list[str]:
     present = set(skip["variant"]) if len(skip) else set()
     return [v for v in SKIP_VARIANTS if v in present]

@@ -126,7 +126,7 @@ class _Decoder:
     def __init__(self, replayer: Replayer, answer: torch.Tensor, budget_bytes: int) -> None:
         self.taps = replayer.taps
         self.answer = answer
-        self.clean_probs = torch.softmax(replayer.trace.logits[answer], dim=-1)  # [A, V]
+        self.clean_probs = torch.softmax(replayer.trace.logits_at(answer), dim=-1)  # [A, V]
         self.device = next(self.taps.unembed.parameters()).device
         vocab = self.clean_probs.shape[-1]
         self.per_chunk = max(1, budget_bytes // (3 * vocab * 4 * len(answer)))

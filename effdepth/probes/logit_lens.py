@@ -32,11 +32,12 @@ def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: i
 
     ``progress("logit lens", fraction)`` after every chunk of rows (an exception from it stops the lens)."""
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
-    vocab = trace.logits.shape[-1]
+    logits = trace.full_logits  # [T, V]
+    vocab = logits.shape[-1]
     device = next(model_taps.unembed.parameters()).device
-    final_logp = torch.log_softmax(trace.logits, dim=-1)  # [T, V]
-    final_top = trace.logits.topk(top_k, dim=-1).indices  # [T, K]
-    final_best = trace.logits.argmax(dim=-1)  # [T]
+    final_logp = torch.log_softmax(logits, dim=-1)  # [T, V]
+    final_top = logits.topk(top_k, dim=-1).indices  # [T, K]
+    final_best = logits.argmax(dim=-1)  # [T]
 
     rows = trace.resid[:-1].reshape(n_layers * n_tokens, -1)  # (layer, pos) flattened, [L*T, d]
     out = {name: torch.empty(n_layers * n_tokens) for name in METRICS}

@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from effdepth import contract
 from effdepth.capture import Replayer
+from effdepth.probes.skip_tables import Partial, SkipResult, frames, reduce_splits
 
 EPS = 1e-6
 SEED_FUTURE = 123  # P2's random.seed for split positions
 MAX_SPLITS = 4
+PARTIAL_EVERY_S = 1.0  # the shortest gap between two partial results handed to on_partial
 VARIANTS = contract.SKIP_VARIANTS
 
 
@@ -71,20 +73,6 @@ class _Variant:
     measure: torch.Tensor  # [T] bool
 
 
-@dataclass
-class SkipResult:
-    """Long tables of the skip probe; see the module docstring."""
-
-    matrix: pd.DataFrame  # variant, split, skipped, affected, value
-    output: pd.DataFrame  # variant, split, skipped, value
-    splits: list[int] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name, cols in (("matrix", contract.columns("skip")), ("output", contract.columns("skip_output"))):
-            if list(getattr(self, name).columns) != cols:
-                raise ValueError(f"{name} columns {list(getattr(self, name).columns)} != {cols}")
-
-
 def _windows(n_tokens: int, split: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(edited positions, measured positions) as [T] bool masks; split None = current effect."""
     pos = torch.arange(n_tokens)
@@ -106,12 +94,30 @@ class _Accumulator:
         self.measure = torch.stack([v.measure for v in variants]).to(device)  # [K, T]
         self.effect = torch.zeros(len(variants), trace.n_layers)  # R [K, L], on the CPU
         self.output = torch.zeros(len(variants))  # O [K]
+        # which cells are known so far: layers below a skipped one are untouched (0 from the start), and
+        # so is the skipped layer itself on the direct path
+        below = torch.tensor([max(v.skipped + v.kind.startswith("local_"), 0) for v in variants])[:, None]
+        self.filled = torch.arange(trace.n_layers)[None, :] < below  # [K, L]
+        self.output_done = torch.zeros(len(variants), dtype=torch.bool)  # [K]
+        self.on_change: Callable[[], None] | None = None  # hears every recorded layer (partial results)
 
     def record(self, layer: int, rows: torch.Tensor, contrib: torch.Tensor) -> None:
         """contrib: the variants' layer-``layer`` contributions, [B, T, d]."""
         rel = (contrib - self.clean_contrib[layer]).norm(dim=-1) / self.clean_norm[layer]  # [B, T]
         rel = rel.masked_fill(~self.measure[rows.to(rel.device)], 0.0)
-        self.effect[rows, layer] = rel.amax(dim=-1).cpu()
+        self.set_effect(rows, layer, rel.amax(dim=-1).cpu())
+
+    def set_effect(self, rows: torch.Tensor, layer: int, values: torch.Tensor) -> None:
+        self.effect[rows, layer] = values
+        self.filled[rows, layer] = True
+
+    def set_output(self, rows: torch.Tensor, values: torch.Tensor) -> None:
+        self.output[rows] = values
+        self.output_done[rows] = True
+
+    def changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def on_layer(self, layer: int, rows: torch.Tensor, inp: torch.Tensor, out: torch.Tensor) -> None:
         self.record(layer, rows, out - inp)
@@ -124,7 +130,7 @@ class _Accumulator:
         which, pos = measure.nonzero(as_tuple=True)
         dist = _output_distances(self.replayer, final_resid.cpu()[which, pos], clean_probs, pos)
         best = torch.zeros(len(rows)).scatter_reduce(0, which, dist, reduce="amax", include_self=True)
-        self.output[rows] = best
+        self.set_output(rows, best)
 
 
 @torch.no_grad()
@@ -164,12 +170,13 @@ def _localise(variants: list[_Variant]) -> list[_Variant]:
 
 @torch.no_grad()
 def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_tokens: int,
-               progress: Callable[[str, float], None] | None) -> _Accumulator:
+               progress: Callable[[str, float], None] | None,
+               watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc) -> _Accumulator:
     trace = replayer.trace
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
     variants = _skip_variants(n_layers, n_tokens, splits)
-    acc = _Accumulator(replayer, variants)
-    clean_probs = torch.softmax(trace.logits, dim=-1)  # [T, V]
+    acc = watch(_Accumulator(replayer, variants))
+    clean_probs = torch.softmax(trace.full_logits, dim=-1)  # [T, V]
     inputs = torch.empty(len(variants), n_tokens, trace.resid.shape[-1])
     for k, v in enumerate(variants):
         edited, _ = _windows(n_tokens, v.split or None)
@@ -189,6 +196,7 @@ def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_token
         def on_layer(layer, local, inp, out, row_index=row_index, index=index):
             acc.on_layer(layer, row_index[local], inp, out)
             _layer_progress(progress, "skip", layer, n_layers, index, n_batches)
+            acc.changed()
 
         final = replayer.run_staggered([variants[k].start for k in rows], inputs[rows], on_layer)
         acc.record_output(row_index, final, clean_probs)
@@ -198,13 +206,14 @@ def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_token
 
 @torch.no_grad()
 def _run_local(replayer: Replayer, splits: Sequence[int | None], max_batch_tokens: int,
-               progress: Callable[[str, float], None] | None) -> _Accumulator:
+               progress: Callable[[str, float], None] | None,
+               watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc) -> _Accumulator:
     """§6.3: layer i >= s runs on h_i - c_s (in the window) with no cascade between layers."""
     trace = replayer.trace
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
     variants = _localise(_skip_variants(n_layers, n_tokens, splits))
-    acc = _Accumulator(replayer, variants)
-    clean_probs = torch.softmax(trace.logits, dim=-1)
+    acc = watch(_Accumulator(replayer, variants))
+    clean_probs = torch.softmax(trace.full_logits, dim=-1)
     edits = torch.stack([  # what is removed from every later residual, [K, T, d]
         torch.zeros_like(trace.resid[0]) if v.skipped < 0 else
         trace.contrib[v.skipped] * _windows(n_tokens, v.split or None)[0][:, None].float()
@@ -218,6 +227,7 @@ def _run_local(replayer: Replayer, splits: Sequence[int | None], max_batch_token
             acc.on_layer(layer, chunk, inp, replayer.run_layer(layer, inp))
         if progress:
             progress(f"direct-path replay, layer {layer + 1}/{n_layers}", (layer + 1) / n_layers)
+        acc.changed()
     for first in range(0, len(variants), batch):
         chunk = torch.arange(first, min(first + batch, len(variants)))
         acc.record_output(chunk, trace.resid[-1][None] - edits[chunk], clean_probs)
@@ -266,7 +276,7 @@ class _Packing:
         """contrib: the packed rows' layer-``layer`` contributions, [B, N, d]."""
         rel = ((contrib - self.clean_contrib[layer]).norm(dim=-1) / self.clean_norm[layer]).cpu()  # [B, N]
         for g, batch, variant in self._targets(rows):
-            self.acc.effect[variant, layer] = rel[batch][:, self.slots[g]].amax(dim=-1)
+            self.acc.set_effect(variant, layer, rel[batch][:, self.slots[g]].amax(dim=-1))
 
     def record_output(self, rows: Sequence[int], final: torch.Tensor, clean_probs: torch.Tensor) -> None:
         """O of each measured group of the packed rows from their final residuals [B, N, d], decoded at once."""
@@ -283,7 +293,7 @@ class _Packing:
         dist = _output_distances(self.acc.replayer, torch.cat(resid), clean_probs, torch.cat(pos))
         best = torch.zeros(len(self.acc.variants)).scatter_reduce(0, owner, dist, reduce="amax", include_self=True)
         touched = owner.unique()
-        self.acc.output[touched] = best[touched]
+        self.acc.set_output(touched, best[touched])
 
 
 def _packed_layout(n_tokens: int, splits: Sequence[int], with_current: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,7 +335,7 @@ def _run_skips_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
     trace = acc.replayer.trace
     pos, in_window = pack.pos, pack.in_window
     device = acc.replayer.device
-    clean_probs = torch.softmax(trace.logits, dim=-1)  # [T, V]
+    clean_probs = torch.softmax(trace.full_logits, dim=-1)  # [T, V]
     inputs = torch.empty(len(pack.rows), pack.n_slots, trace.resid.shape[-1])
     for i, s in enumerate(pack.rows):
         if s < 0:
@@ -341,6 +351,7 @@ def _run_skips_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
         def on_layer(layer, local, inp, out, rows=rows, index=index):
             pack.record(layer, [rows[i] for i in local.tolist()], out - inp)
             _layer_progress(progress, "skip", layer, trace.n_layers, index, n_batches)
+            acc.changed()
 
         final = pack.view.run_staggered([max(s + 1, 0) for s in rows], inputs[first:first + batch], on_layer)
         pack.record_output(rows, final, clean_probs)
@@ -374,37 +385,26 @@ def _run_local_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
             pack.record(layer, [pack.rows[i] for i in chunk], pack.view.run_layer(layer, inp) - inp)
         if progress:
             progress(f"direct-path replay, layer {layer + 1}/{trace.n_layers}", (layer + 1) / trace.n_layers)
-    clean_probs = torch.softmax(trace.logits, dim=-1)
+        acc.changed()
+    clean_probs = torch.softmax(trace.full_logits, dim=-1)
     for first in range(0, len(pack.rows), batch):
         chunk = list(range(first, min(first + batch, len(pack.rows))))
         pack.record_output([pack.rows[i] for i in chunk], trace.resid[-1][pos][None] - edits[chunk], clean_probs)
     return acc
 
 
-def _frames(acc: _Accumulator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    n_layers = acc.effect.shape[1]
-    meta = pd.DataFrame([{"variant": v.kind, "split": v.split, "skipped": v.skipped}
-                         for v in acc.variants])
-    matrix = meta.loc[meta.index.repeat(n_layers)].reset_index(drop=True)
-    matrix["affected"] = list(range(n_layers)) * len(acc.variants)
-    matrix["value"] = acc.effect.double().reshape(-1).numpy()
-    output = meta.assign(value=acc.output.double().numpy())
-    return matrix, output
-
-
-def _reduce_splits(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Append the max over splits as split = -1."""
-    reduced = frame.groupby(keys, as_index=False, sort=False)["value"].max().assign(split=-1)
-    return pd.concat([frame, reduced[frame.columns]], ignore_index=True)
-
-
 def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
                  variants: Sequence[str] = VARIANTS, seed: int = SEED_FUTURE,
                  max_batch_tokens: int = 8192, pack: bool = True,
-                 progress: Callable[[str, float], None] | None = None) -> SkipResult:
+                 progress: Callable[[str, float], None] | None = None,
+                 on_partial: Callable[[SkipResult], None] | None = None,
+                 partial_every_s: float | None = None) -> SkipResult:
     """Run the requested skip variants on the replayer's prompt; see the module docstring.
 
     ``pack=False`` runs every split as its own full-length sequence (the unpacked path).
+    ``on_partial(result)`` hears the cells measured so far while the replay advances layer by layer
+    (every affected layer fills for all skipped layers at once), at most every ``partial_every_s``
+    (default ``PARTIAL_EVERY_S``).
     """
     n_tokens = replayer.trace.n_tokens
     unknown = set(variants) - set(VARIANTS)
@@ -420,7 +420,9 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
         split_list += list(splits)
     if any(v.endswith("current") for v in variants):
         split_list.append(None)
-    frames = []
+    every_s = PARTIAL_EVERY_S if partial_every_s is None else partial_every_s
+    partial = Partial(on_partial, list(splits) if wants_future else [], every_s)
+    done = partial.done
     for future, current, packed_run, plain_run in (
             ("future", "current", _run_skips_packed, _run_skips),
             ("local_future", "local_current", _run_local_packed, _run_local)):
@@ -433,12 +435,13 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
         if pack and future_splits:
             packing = _packed_variants(replayer, future_splits, current in variants, local=future != "future")
         if packing is not None:
+            partial.watch(packing[0])
             acc = packed_run(*packing, max_batch_tokens, progress)
         else:
-            acc = plain_run(replayer, chosen, max_batch_tokens, progress)
-        frames.append(_frames(acc))
-    matrix = pd.concat([f[0] for f in frames], ignore_index=True)
-    output = pd.concat([f[1] for f in frames], ignore_index=True)
-    matrix = _reduce_splits(matrix, ["variant", "skipped", "affected"])
-    output = _reduce_splits(output, ["variant", "skipped"])
+            acc = plain_run(replayer, chosen, max_batch_tokens, progress, partial.watch)
+        done.append(frames(acc))
+    matrix = pd.concat([f[0] for f in done], ignore_index=True)
+    output = pd.concat([f[1] for f in done], ignore_index=True)
+    matrix = reduce_splits(matrix, ["variant", "skipped", "affected"])
+    output = reduce_splits(output, ["variant", "skipped"])
     return SkipResult(matrix=matrix, output=output, splits=list(splits) if wants_future else [])

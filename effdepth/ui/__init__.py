@@ -23,6 +23,7 @@ from effdepth.ui.state import (
     compare_defaults,
     nav,
     page_setup,
+    set_view,
     state,
     sync_url,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "state",
     "sync_url",
     "bind",
+    "set_view",
     "nav",
     "model_input",
     "prompt_input",

@@ -90,6 +90,13 @@ def _set(field: str, widget_key: str, transform: Callable | None = None, clears_
     return callback
 
 
+def set_view(field: str, value) -> None:
+    """A button's callback: set one input of the view (the run it names is cleared: the input changed)."""
+    view = st.session_state[STATE]
+    setattr(view, field, value)
+    view.run = None
+
+
 def bind(widget: Callable, field: str, label: str, *, container=None, key: str | None = None,
          transform: Callable | None = None, to_widget: Callable | None = None, clears_run: bool = False,
          clears_run_b: bool = False, **kwargs):

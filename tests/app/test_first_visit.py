@@ -176,3 +176,37 @@ def test_explore_says_what_erasure_and_ig_will_cost(cache, tiny_run):
     captions = app_support.unescape(" ".join(c.value for c in at.caption))
     assert "Estimated cost on this text: erasure ~" in captions and "igrad ~" in captions
     assert "GFLOP/s on this project's CPU in float32" in captions
+
+
+# ------------------------------------------------------------------------------ a window for long texts
+
+
+def test_a_long_text_gets_a_window_with_both_costs():
+    shape = (30, 576, 49152)
+    assert app.window_proposal("short text", "all", shape) is None
+    long_text = "word " * 800  # 4,000 characters: about 1,000 tokens
+    assert app.window_proposal(long_text, "last:64", shape) is None  # a window is set already
+    proposal = app.window_proposal(long_text, "all", shape)
+    assert proposal.n_tokens == 1000 and not proposal.exact and proposal.positions == f"last:{app.WINDOW}"
+    assert "about 1,000 tokens" in proposal.message and "logit_lens ~" in proposal.full_cost
+    from effdepth import estimate
+    full = estimate.flops(estimate.Shape(30, 576, 49152, 1000), "logit_lens")
+    window = estimate.flops(estimate.Shape(30, 576, 49152, 1000, measured=256, first_measured=744), "logit_lens")
+    assert window < full / 3 and proposal.full_cost != proposal.window_cost
+    exact = app.window_proposal(long_text, "all", None, n_tokens=600)
+    assert exact.exact and "600 tokens" in exact.message and exact.full_cost is None  # no shape: no cost
+    assert app.window_proposal(long_text, "all", shape, n_tokens=400) is None
+
+
+def test_explore_proposes_the_window_and_switches_to_it(cache, tiny_run):
+    path, _ = tiny_run
+    assert app.model_shape(path)[0] == 6 and app.model_shape("smollm2-135m") == (30, 576, 49152)
+    assert app.model_shape("/no/such/model") is None
+    at = page(EXPLORE, model=path, prompt="one two three " * 200)  # 2,800 characters, not cached
+    no_problems(at)
+    infos = app_support.unescape(" ".join(i.value for i in at.info))
+    assert "about 700 tokens" in infos and "last 256 positions" in infos and "logit_lens ~" in infos
+    at.button(key="use_window").click().run()
+    no_problems(at)
+    assert url(at).get("positions") == "last:256"
+    assert not any("about 700 tokens" in i.value for i in at.info)  # the window is set: no proposal

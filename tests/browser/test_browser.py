@@ -134,7 +134,8 @@ def test_probe_a_typed_prompt_cold(server, page):
 
 
 def test_results_appear_probe_by_probe(server, page):
-    """With the model loaded, the first probes' charts are drawn while the layer-skip probe still runs."""
+    """With the model loaded, the first probes' charts are drawn while the layer-skip probe still runs, and
+    the skip matrix is drawn as its layers fill, before the run ends."""
     prompt = PROMPT_64 + " Then 12 + 5 = 17, and 17 - 4 = 13."
     page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=prompt))
     run = page.get_by_role("button", name="Run probes")
@@ -148,10 +149,16 @@ def test_results_appear_probe_by_probe(server, page):
     lens = (time.perf_counter() - start) * 1000
     assert "Done in" not in page.inner_text("body"), "the lens section only came with the whole run"
     shoot(page, "explore-in-progress")
+    page.get_by_text("Filling in as the replay moves up the layers").first.wait_for(timeout=300_000)
+    filling = (time.perf_counter() - start) * 1000
+    assert "Done in" not in page.inner_text("body"), "the skip matrix only came with the whole run"
+    page.wait_for_timeout(300)
+    shoot(page, "explore-skip-filling")
     page.get_by_text("Done in").first.wait_for(timeout=600_000)
     total = (time.perf_counter() - start) * 1000
     TIMINGS["probe by probe (model loaded): click → first chart"] = first
     TIMINGS["probe by probe: click → lens section"] = lens
+    TIMINGS["probe by probe: click → skip matrix filling in"] = filling
     TIMINGS["probe by probe: click → whole run done"] = total
     print(f"\nprobe by probe, {models.DEFAULT_MODEL} loaded: first chart {first:.0f} ms, lens section {lens:.0f} ms, "
           f"whole run {total:.0f} ms (first chart at {first / total:.0%} of the run)")

@@ -72,6 +72,43 @@ def test_the_heatmap_shades_the_unmeasured_columns(word_model):
     assert not [v for v in charts.iter_views(plain) if v.get("mark", {}).get("color") == "#e8e8e8"]
 
 
+def test_a_windowed_pass_decodes_only_what_the_probes_read(word_model):
+    """The clean pass of a windowed run computes the model's logits at the measured positions and the
+    last only ([T, V] logits of a 150k vocabulary are gigabytes on a long text); with skip, at all."""
+    from effdepth.arch import taps
+
+    rows: list[int] = []
+    handle = taps(word_model.model).unembed.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[-2]))
+    try:
+        run = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=WINDOWED, positions="stride:5"))
+        first_window = rows[0]
+        rows.clear()
+        engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine", "skip"), positions="stride:5"))
+    finally:
+        handle.remove()
+    assert run.meta["measured"] == [0, 5, 10, 15, 20]
+    assert first_window == 5  # the model's own forward: positions 0, 5, 10, 15, 20 (20 is the last)
+    assert rows[0] == 21  # the skip probe reads the clean logits everywhere
+    assert run.meta["checks"]["lens_last_max_abs"] < 1e-4  # the trust check reads the kept positions
+
+
+def test_a_trace_with_some_logits_says_which_it_kept(word_model):
+    from effdepth.capture import capture
+
+    ids = engine.tokenize(word_model, TEXT, False)
+    full = capture(word_model.model, ids)
+    some = capture(word_model.model, ids, logit_positions=[7, 3, 20])
+    assert some.logits.shape[0] == 3 and some.logit_positions.tolist() == [3, 7, 20]
+    assert (some.logits_at([20, 3]) - full.logits[[20, 3]]).abs().max() < 1e-5
+    assert (some.at([3, 20]).logits - full.logits[[3, 20]]).abs().max() < 1e-5
+    assert (some.resid - full.resid).abs().max() == 0
+    with pytest.raises(ValueError, match="kept no logits at positions \\[4\\]"):
+        some.logits_at([4])
+    with pytest.raises(ValueError, match="kept the logits of 3 of its 21 positions"):
+        some.full_logits  # noqa: B018
+    assert capture(word_model.model, ids, logit_positions=range(len(ids))).logit_positions is None
+
+
 def test_answer_positions_are_the_answer_span(word_model):
     run = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine",), positions="answer",
                                                                  answer="w18 w19"))

@@ -22,6 +22,32 @@ def _layer_calls(word_model):
     return calls, layer.register_forward_hook(hook, with_kwargs=True)
 
 
+def test_the_skip_matrix_fills_layer_by_layer(word_model, monkeypatch):
+    """While the skip probe runs, the page hears its cells so far: each one the final value, more of them
+    each time, the affected layers in order; the finished run has them all and an ED."""
+    monkeypatch.setattr(skip, "PARTIAL_EVERY_S", 0.0)
+    heard = []
+    final = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine", "skip")),
+                              on_result=heard.append)
+    running = [r for r in heard if r.meta.get("running") == "skip"]
+    n_layers = word_model.n_layers
+    assert len(running) >= n_layers  # at least once per replayed layer
+    keys = ["variant", "split", "skipped", "affected"]
+    want = final.tables["skip"].set_index(keys)["value"]
+    sizes = []
+    for result in running:
+        assert result.meta["probes"] == ["cosine"]  # skip is not finished: no skip ED in these
+        assert "skip" not in set(result.tables["ed"]["probe"])
+        got = result.tables["skip"].set_index(keys)["value"]
+        pd.testing.assert_series_equal(got, want.loc[got.index], check_exact=False, atol=1e-7)
+        sizes.append(len(got))
+    assert sizes == sorted(sizes) and sizes[0] < len(want) and sizes[-1] <= len(want)
+    first = running[0].tables["skip"]
+    replayed = first[(first["variant"] == "future") & (first["affected"] > first["skipped"])]
+    assert replayed.empty or replayed["affected"].max() < n_layers - 1  # the last layer is still to come
+    assert "skip" in set(final.tables["ed"]["probe"])
+
+
 def _frames_equal(got: engine.RunResult, want: engine.RunResult, names=("layer_token", "layer", "skip",
                                                                          "skip_output", "lens_topk", "ed")):
     for name in names:
@@ -31,8 +57,9 @@ def _frames_equal(got: engine.RunResult, want: engine.RunResult, names=("layer_t
 
 
 def test_each_probe_is_handed_over_when_it_is_done(word_model):
-    seen = []
-    final = engine.run_probes(word_model, TEXT, on_result=seen.append)
+    heard = []
+    final = engine.run_probes(word_model, TEXT, on_result=heard.append)
+    seen = [r for r in heard if "running" not in r.meta]  # the skip matrix so far, on a slow day
     assert [r.meta["probes"] for r in seen] == [["cosine"], ["cosine", "logit_lens"]]
     assert set(seen[0].tables["layer_token"]["metric"]) == set(cosine.METRICS)
     assert set(seen[1].tables["layer_token"]["metric"]) == set(cosine.METRICS) | set(logit_lens.METRICS)
