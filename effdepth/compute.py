@@ -69,6 +69,8 @@ def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str 
         if request.dtype != loaded.dtype:  # the loader's canonical name (bf16 -> bfloat16)
             request = dataclasses.replace(request, dtype=loaded.dtype)
         key = request.key(loaded.spec.fingerprint)
+        if reuse is None and store is not None:
+            reuse = stored_probes(store, request, loaded)
 
         def run():
             return engine.run_probes(loaded, request.text, request.config, request.chat_template, progress=notify,
@@ -83,6 +85,35 @@ def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str 
             if keep_partial:
                 _keep_partial(store, err)
             raise
+
+
+def stored_probes(store, request: Request, loaded):
+    """The stored run of this model, dtype and text that holds the most of the requested probes with the
+    same options (``stages.reusable``), or None: its probes are taken, the others computed."""
+    from effdepth import stages
+
+    best, best_count = None, 0
+    try:
+        candidates = store.same_input(loaded.spec.fingerprint, loaded.dtype, engine.prompt_hash(request.text),
+                                      request.chat_template)
+        for run_id in candidates[:20]:  # newest first; a text is rarely run in more configurations
+            meta = store.meta(run_id)
+            if meta is None:
+                continue
+            count = len(stages.reusable(_MetaOnly(meta), request.config, loaded, request.text,
+                                        request.chat_template))
+            if count > best_count:
+                best, best_count = run_id, count
+        return store.get(best) if best is not None else None
+    except Exception:  # noqa: BLE001 - a cache that cannot say is no reason not to compute
+        return None
+
+
+@dataclass(frozen=True)
+class _MetaOnly:
+    """A stored run's meta, enough for ``stages.reusable`` to judge it before its tables are read."""
+
+    meta: dict
 
 
 def _quiet(stage: str, frac: float | None = None) -> None:

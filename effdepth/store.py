@@ -384,6 +384,15 @@ class Store:
             row = con.execute("SELECT meta_json FROM runs WHERE run_id = ?", [str(run_id)]).fetchone()
         return None if row is None else json.loads(row[0])
 
+    def same_input(self, fingerprint: str, dtype: str, text_hash: str, chat_template: bool) -> list[str]:
+        """Run ids of one model (fingerprint), dtype and text (``engine.prompt_hash``), newest first: the
+        runs whose probes a new run on that input may take instead of computing them."""
+        with self.transaction() as con:
+            rows = con.execute("SELECT run_id FROM runs WHERE model_fingerprint = ? AND dtype = ? AND prompt_hash = ? "
+                               "AND coalesce(chat_template, false) = ? ORDER BY created DESC NULLS LAST, run_id",
+                               [fingerprint, dtype, text_hash, bool(chat_template)]).fetchall()
+        return [row[0] for row in rows]
+
     def runs(self) -> pd.DataFrame:
         """All runs, newest first: run_id, model_name, n_layers, dtype, n_tokens, prompt_text, probes (list),
         ed_summary (dict), total_seconds, created (UTC), dataset, item_index, and a few more."""

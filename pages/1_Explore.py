@@ -210,11 +210,6 @@ def _generation_note(meta) -> None:
                   "at the boundary; the probes read the text."))
 
 
-def _boundary(meta) -> int | None:
-    """Where the model's own continuation starts (None for a text the user gave whole)."""
-    return int(meta["prompt_tokens"]) if meta.get("generation") and meta.get("prompt_tokens") else None
-
-
 def _contributions(view, result) -> None:
     """Draws the contributions heatmap (probe A) with its quantity and sublayer pickers."""
     t, ed = result.tables, result.tables["ed"]
@@ -226,7 +221,7 @@ def _contributions(view, result) -> None:
             format_func=app.SUBLAYERS.get, horizontal=True)
     metric = app.contrib_metric(view.contrib, view.part)
     heat = app.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
-        t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos, boundary=_boundary(result.meta)))
+        t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos, boundary=app.continuation_start(result.meta)))
     ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
     st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
                "amplifies/refines. Relative contribution = ‖sublayer output‖ / ‖residual it is added to‖ (log "
@@ -242,7 +237,8 @@ def _logit_lens(view, result) -> None:
     ui.bind(st.radio, "lens", "Quantity", options=list(app.LENS_METRICS), format_func=app.LENS_METRICS.get,
             horizontal=True, key="w_lens")
     lens_heat = app.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
-        t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos, boundary=_boundary(result.meta)))
+        t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos,
+        boundary=app.continuation_start(result.meta)))
     ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
     st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
                "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "

@@ -26,6 +26,11 @@ def _sidebar(view) -> None:
         if view.cmp_mode == "prompt":
             st.markdown("#### Prompt (shared)")
             ui.prompt_input(view, st.sidebar)
+            ui.bind(st.select_slider, "generate", "Model A continues the prompt first (new tokens)",
+                    options=list(app.GENERATE_CHOICES), clears_run=True, clears_run_b=True,
+                    format_func=lambda n: "no" if n == 0 else str(n),
+                    help="A thinks, both read: model A writes this many tokens after the prompt (greedy), then "
+                         "both models are probed on the prompt followed by A's continuation.")
             st.divider()
         ui.demo_toggle(view)
 
@@ -46,11 +51,14 @@ def _model_inputs(view) -> tuple:
     return col_a, col_b
 
 
-def _model_run(view, run_store, which: str, name: str, dtype: str, results: dict, computed: dict) -> None:
-    """Looks one model's run up (into ``results``) and draws its caption, or the offer to compute it."""
-    if results[which] is None:
-        app.check_prompt(view.prompt)
-        _, results[which] = app.find_cached(run_store, name, view.prompt, dtype, view.chat)
+def _model_run(view, run_store, which: str, name: str, dtype: str, results: dict, computed: dict,
+               generation) -> None:
+    """Looks one model's run up (into ``results``) and draws its caption, or the offer to compute it.
+    With a continuation asked for, both read the prompt + model A's continuation (``generation``)."""
+    text, chat = (generation.full_text, False) if generation is not None else (view.prompt, view.chat)
+    if results[which] is None and not (view.generate and generation is None):
+        app.check_prompt(text)
+        _, results[which] = app.find_cached(run_store, name, text, dtype, chat)
     if results[which] is not None:
         meta = results[which].meta
         st.caption(f"run `{meta['run_id']}` · L = {meta['n_layers']} · T = {meta['n_tokens']} · "
@@ -58,16 +66,37 @@ def _model_run(view, run_store, which: str, name: str, dtype: str, results: dict
     elif view.demo:
         st.warning(f"**Not cached**: {app.md(name)} ({dtype}) on this prompt. Demo mode loads no model.",
                    icon=":material/block:")
+    elif view.generate and generation is None and which == "b":
+        st.info("Model B reads model A's continuation: continue with model A first.", icon=":material/hourglass_top:")
     else:
-        app.preflight(name)
-        ui.stopped_notice(name, view.prompt, dtype, view.chat)
-        st.info(f"{app.md(name)} ({dtype}) on this prompt is not in the cache yet.",
-                icon=":material/hourglass_top:")
-        if st.button(f"Compute {which.upper()}", key=f"compute_{which}", type="primary",
-                     icon=":material/play_arrow:"):
-            results[which] = ui.compute(run_store, name, view.prompt, dtype, view.chat,
-                                        label=f"Model {which.upper()}")
-            computed[results[which].run_id] = True
+        _offer_compute(view, run_store, which, name, dtype, results, computed, generation)
+
+
+def _offer_compute(view, run_store, which: str, name: str, dtype: str, results: dict, computed: dict,
+                   generation) -> None:
+    """Draws the not-cached notice and the button that computes this model's run (model A writing first)."""
+    app.preflight(name)
+    ui.stopped_notice(name, view.prompt, dtype, view.chat)
+    writes = view.generate and generation is None  # only model A gets here without the continuation
+    notice, button = st.empty(), st.empty()
+    notice.info(f"{app.md(name)} ({dtype}) on this " + ("prompt + continuation" if view.generate else "prompt")
+                + " is not in the cache yet.", icon=":material/hourglass_top:")
+    label = f"Continue with {which.upper()}, then compute it" if writes else f"Compute {which.upper()}"
+    if not button.button(label, key=f"compute_{which}", type="primary", icon=":material/play_arrow:"):
+        return
+    notice.empty()
+    button.empty()
+    if writes:
+        results[which] = ui.continue_and_compute(run_store, name, view.prompt, dtype, view.chat, view.generate)
+        computed[results[which].run_id] = True
+        st.rerun()  # model B's offer now reads the continuation
+    elif generation is not None:
+        extra = generation.run_meta() if which == "a" else app.reader_meta(generation, view.model, name)
+        results[which] = ui.compute(run_store, name, generation.full_text, dtype, False,
+                                    label=f"Model {which.upper()}", extra_meta=extra)
+    else:
+        results[which] = ui.compute(run_store, name, view.prompt, dtype, view.chat, label=f"Model {which.upper()}")
+    computed[results[which].run_id] = True
 
 
 def _find_or_compute(view, run_store, results: dict, columns: tuple) -> tuple:
@@ -75,15 +104,30 @@ def _find_or_compute(view, run_store, results: dict, columns: tuple) -> tuple:
     computed = st.session_state.setdefault("_computed", {})
     col_a, col_b = columns
     specs = {"a": (view.model, view.dtype, col_a), "b": (view.model_b, view.dtype_b, col_b)}
+    generation = _continuation(view, run_store)
     for which, (name, dtype, column) in specs.items():
         with column, ui.guard():
-            _model_run(view, run_store, which, name, dtype, results, computed)
+            _model_run(view, run_store, which, name, dtype, results, computed, generation)
     a, b = results["a"], results["b"]
     if a is not None:
         view.run = a.run_id
     if b is not None:
         view.run_b = b.run_id
     return a, b
+
+
+def _continuation(view, run_store):
+    """Model A's stored continuation of the prompt, when one is asked for (drawn as text above the runs)."""
+    if not view.generate or run_store is None:
+        return None
+    with ui.guard():
+        generation = app.cached_generation(run_store, view.model, view.prompt, view.dtype, view.chat, view.generate)
+        if generation is not None:
+            st.caption(f"Both models read the prompt followed by what **{app.md(view.model)}** wrote "
+                       f"({generation.n_new_tokens} tokens, greedy):")
+            st.code(generation.text, language=None, wrap_lines=True)  # the model's own text, shown as text
+        return generation
+    return None
 
 
 def _pair_labels(a, b) -> tuple[str, str]:
@@ -136,11 +180,13 @@ def _heatmaps(view, a, b, label_a: str, label_b: str) -> str:
     with heat_a:
         ui.chart(charts.layer_token_heatmap(a.tables["layer_token"], a.tables["tokens"], metric, a.tables["ed"],
                                             domain=domain, title=f"{label_a}: {charts.METRICS[metric][0]}",
-                                            select=False, max_labels=24), f"{label_a}_{metric}", "cmp_heat_a")
+                                            select=False, max_labels=24, boundary=app.continuation_start(a.meta)),
+                 f"{label_a}_{metric}", "cmp_heat_a")
     with heat_b:
         ui.chart(charts.layer_token_heatmap(b.tables["layer_token"], b.tables["tokens"], metric, b.tables["ed"],
                                             domain=domain, title=f"{label_b}: {charts.METRICS[metric][0]}",
-                                            select=False, max_labels=24), f"{label_b}_{metric}", "cmp_heat_b")
+                                            select=False, max_labels=24, boundary=app.continuation_start(b.meta)),
+                 f"{label_b}_{metric}", "cmp_heat_b")
     st.caption(f"Both heatmaps use one colour domain: {app.domain_text(metric, domain)}.")
     return metric
 

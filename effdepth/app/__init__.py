@@ -20,7 +20,7 @@ from effdepth.app.difficulty import (
     sweep_command,
 )
 from effdepth.app.export import charts_zip, export_zip, run_charts
-from effdepth.app.generating import cached_generation, continue_and_compute
+from effdepth.app.generating import cached_generation, continuation_start, continue_and_compute, reader_meta
 from effdepth.app.inputs import (
     answer_for,
     attribution_config,
@@ -109,6 +109,8 @@ __all__ = [
     "attribution_estimate",
     "skip_progress_caption",
     "cached_generation",
+    "reader_meta",
+    "continuation_start",
     "continue_and_compute",
     "GENERATE_CHOICES",
     "sweep_command",

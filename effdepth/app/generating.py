@@ -38,3 +38,19 @@ def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_
     result = compute_run(store, name, generation.full_text, dtype, False, holder, progress,
                          config=config_for(positions=positions), on_result=on_result, extra_meta=extra)
     return generation, result
+
+
+def continuation_start(meta) -> int | None:
+    """Where a run's model-written continuation starts, in its tokens (None for a text the user gave whole,
+    or one another model wrote with another tokenizer)."""
+    return int(meta["prompt_tokens"]) if meta.get("generation") and meta.get("prompt_tokens") else None
+
+
+def reader_meta(generation: generate.Generation, writer: str, reader: str) -> dict:
+    """The meta of a run in which ``reader`` reads what ``writer`` wrote ("A thinks, both read" in Compare):
+    the continuation and its writer; where it starts only when both tokenise alike (else its token index
+    would be the writer's, not the reader's)."""
+    meta = {"generation": {**generation.as_meta(), "written_by": writer}}
+    if writer == reader or resolve(writer).tokenizer_id == resolve(reader).tokenizer_id:
+        meta["prompt_tokens"] = generation.prompt_tokens
+    return meta

@@ -167,10 +167,25 @@ def adopt_meta(state: ViewState, meta: Mapping, which: str = "a") -> None:
         state.run = str(meta.get("run_id"))
         state.prompt = str(meta.get("prompt_text") if meta.get("prompt_text") is not None else state.prompt)
         state.chat = bool(meta.get("chat_template"))
+        _adopt_continuation(state, meta)
     else:
         state.model_b = str(meta.get("model_name") or state.model_b)
         state.dtype_b = str(meta.get("dtype") or state.dtype_b)
         state.run_b = str(meta.get("run_id"))
+
+
+def _adopt_continuation(state: ViewState, meta: Mapping) -> None:
+    """A run of prompt + the model's own continuation opens as that prompt with "let it continue" set, where
+    the page can ask for it again (greedy, no chat template, a length the control offers)."""
+    from effdepth.app.options import GENERATE_CHOICES
+
+    generation = meta.get("generation") or {}
+    settings = generation.get("settings") or {}
+    text, prompt = generation.get("text"), state.prompt
+    if (not generation or settings.get("sample") or settings.get("chat_template") or generation.get("written_by")
+            or settings.get("max_new_tokens") not in GENERATE_CHOICES or not text or not prompt.endswith(text)):
+        return
+    state.prompt, state.generate = prompt[: -len(text)], int(settings["max_new_tokens"])
 
 
 def clamp_position(pos: int | None, n_tokens: int) -> int:

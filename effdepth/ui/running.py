@@ -42,17 +42,18 @@ def stopped_notice(name: str, text: str, dtype: str, chat: bool) -> None:
 
 
 def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str = "Running the probes",
-            config=None, preview: Callable | None = None, reuse=None):
+            config=None, preview: Callable | None = None, reuse=None, extra_meta: dict | None = None):
     """Compute (or fetch) a run with a status box, a progress bar that moves within each stage, and a
     stop button. Runs of other sessions on the shared model go first (the box says which place this one
     has); a closed tab or the stop button ends the run at the next progress step, keeping the probes that
     had finished (app.compute_run) and noting what was stopped (app.record_stopped).
 
     ``preview(run)`` draws the run so far below the status box after each probe (read-only: no widgets);
-    the box's slot is cleared when the run is done, for the page to draw the whole run."""
+    the box's slot is cleared when the run is done, for the page to draw the whole run. ``extra_meta``: what
+    the run carries besides its own meta (a continuation it reads)."""
     def work(tracker, on_result, slot):
         return app.compute_run(run_store, name, text, dtype, chat, model_holder(), tracker, config=config,
-                               on_result=on_result if preview else None, reuse=reuse)
+                               on_result=on_result if preview else None, reuse=reuse, extra_meta=extra_meta)
 
     return _in_status_box(f"{label} on {name} ({dtype})…", (name, text, dtype, chat), work, preview)
 

@@ -25,6 +25,10 @@ def test_explore_continues_then_probes(cache, word_model_dir):
     no_problems(again)
     assert {m.label: m.value for m in again.metric}["compute"] == "cached"
     assert {m.label: m.value for m in again.metric}["T (tokens)"] == "37"
+    by_id = page(EXPLORE, run=query["run"])  # the run's link alone: the inputs say prompt + "continue by 16"
+    no_problems(by_id)
+    assert by_id.select_slider(key="w_generate").value == 16
+    assert [t.value for t in by_id.text_area] == [TEXT]
 
 
 def test_the_url_bounds_the_continuation():
@@ -36,3 +40,33 @@ def app_text(markdown: str) -> str:
     from tests.app_support import unescape
 
     return unescape(markdown)
+
+
+def test_compare_a_thinks_both_read(cache, word_model_dir, tmp_path):
+    """Compare with a continuation: model A writes, then A and B are both probed on prompt + A's text (B's run
+    says who wrote it, and where it starts: the two share a tokenizer)."""
+    from tests.app.test_app import COMPARE
+    from tests.unit.test_store import tiny_model_dir
+
+    other = str(tiny_model_dir(tmp_path / "other", seed=5))
+    at = page(COMPARE, model=str(word_model_dir), model_b=other, prompt=TEXT, generate=16)
+    no_problems(at)
+    infos = app_text(" ".join(i.value for i in at.info))
+    assert "Model B reads model A's continuation: continue with model A first." in infos
+    assert [b.label for b in at.button if b.key == "compute_a"] == ["Continue with A, then compute it"]
+    at.button(key="compute_a").click().run()
+    no_problems(at)
+    assert "Both models read the prompt followed by what" in app_text(" ".join(c.value for c in at.caption))
+    written = [c.value for c in at.code]
+    assert len(written) == 1 and written[0] and TEXT not in written[0]  # the continuation alone, as text
+    at.button(key="compute_b").click().run()
+    no_problems(at)
+    query = url(at)
+    from effdepth.store import Store
+
+    store = Store(cache)
+    run_a, run_b = store.get(query["run"]), store.get(query["run_b"])
+    assert run_a.meta["prompt_text"] == run_b.meta["prompt_text"] == TEXT + written[0]
+    assert run_b.meta["generation"]["written_by"] == str(word_model_dir)
+    assert run_a.meta["prompt_tokens"] == run_b.meta["prompt_tokens"] == 21
+    assert run_a.meta["model_name"] != run_b.meta["model_name"]

@@ -137,6 +137,9 @@ def test_results_appear_probe_by_probe(server, page):
     """With the model loaded, the first probes' charts are drawn while the layer-skip probe still runs, and
     the skip matrix is drawn as its layers fill, before the run ends."""
     prompt = PROMPT_64 + " Then 12 + 5 = 17, and 17 - 4 = 13."
+    page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt="A short warm-up, so the model is held."))
+    page.get_by_role("button", name="Run probes").click(timeout=120_000)
+    page.get_by_text("Done in").first.wait_for(timeout=300_000)  # the model is loaded now, whatever ran before
     page.goto(_url(server, "Explore", model=models.DEFAULT_MODEL, prompt=prompt))
     run = page.get_by_role("button", name="Run probes")
     run.wait_for(timeout=120_000)
@@ -164,6 +167,22 @@ def test_results_appear_probe_by_probe(server, page):
           f"whole run {total:.0f} ms (first chart at {first / total:.0%} of the run)")
     _wait_charts(page, 8)
     shoot(page, "explore-probe-by-probe")
+
+
+def test_compare_a_thinks_both_read(server, page):
+    """Model A continues the prompt, then A and B are probed on prompt + A's text; the continuation is shown
+    as text and its boundary is marked on both (here B is the same model in bfloat16: one tokenizer)."""
+    page.goto(_url(server, "Compare", model=models.DEFAULT_MODEL, model_b=models.DEFAULT_MODEL, dtype_b="bfloat16",
+                   prompt="The capital of France is", generate=16))
+    page.get_by_text("Model B reads model A's continuation").first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="Continue with A, then compute it").click(timeout=60_000)
+    page.get_by_text("Both models read the prompt followed by what").first.wait_for(timeout=300_000)
+    page.get_by_role("button", name="Compute B").click(timeout=120_000)
+    _wait_charts(page, 4, timeout=300_000)
+    _wait_idle(page)
+    body = page.inner_text("body")
+    assert "Both models read the prompt followed by what" in body and "relative depth" in body
+    shoot(page, "compare-a-thinks-both-read")
 
 
 def test_compare_two_cached_runs(server, page, runs):

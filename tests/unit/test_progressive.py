@@ -137,3 +137,33 @@ def test_the_cli_says_each_probe_when_it_is_ready(word_model_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert "ready     cosine" in err and "ready     logit_lens: " not in err and "ready     logit_lens [" in err
     assert err.index("ready     cosine") < err.index("ready     logit_lens")
+
+
+def test_a_later_run_takes_the_stored_probes_and_computes_only_the_new_one(word_model, tmp_path, monkeypatch):
+    """Per-probe caching: a run asking for one more probe on a stored input computes only that probe (the
+    probe functions are counted), and its numbers are a fresh run's."""
+    import contextlib
+
+    from effdepth import compute, stages
+    from effdepth.store import Store
+
+    store = Store(tmp_path / "cache.duckdb")
+    take = lambda _notify: contextlib.nullcontext(word_model)  # noqa: E731
+    short = compute.Request(TEXT, config=engine.ProbeConfig(probes=("cosine", "logit_lens")))
+    first, cached = compute.compute(store, short, take)
+    assert not cached
+    called = []
+    for name in ("cosine", "logit_lens", "skip"):
+        monkeypatch.setitem(stages.STAGES, name,
+                            lambda *args, _stage=stages.STAGES[name], _name=name: (called.append(_name), _stage(*args)))
+    longer = compute.Request(TEXT, config=engine.ProbeConfig(probes=("cosine", "logit_lens", "skip")))
+    later, cached = compute.compute(store, longer, take)
+    assert not cached and called == ["skip"]
+    assert later.run_id != first.run_id and store.has(later.run_id) and store.has(first.run_id)
+    assert any(f"cosine taken from run {first.run_id}" in note for note in later.meta["notes"])
+    _frames_equal(later, engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine", "logit_lens",
+                                                                                       "skip"))))
+    called.clear()
+    other_text = compute.Request(TEXT + " w0", config=longer.config)
+    compute.compute(store, other_text, take)
+    assert called == ["cosine", "logit_lens", "skip"]  # another text takes nothing
