@@ -3,7 +3,8 @@
 For each model and length T, a text of T tokens (GSM8K items joined) is probed with contributions and
 the logit lens twice in one process, back to back: ``--positions all`` and ``last:256``. The forward
 pass covers the whole text either way; with the window the lens decodes 256 positions instead of T.
-(Layer skipping is not windowed yet; it is left out here.) Peak RSS is VmHWM, reset before each run.
+``--skip`` adds layer skipping (windowed: R and O at the measured positions, splits inside the window;
+its replay still runs the whole text). Peak RSS is VmHWM, reset before each run.
 
     .venv/bin/python bench/bench_positions.py --models smollm2-135m --tokens 256 1024 4096
     .venv/bin/python bench/bench_positions.py --models qwen2.5-coder-0.5b --dtype bfloat16 --tokens 256 1024
@@ -45,11 +46,13 @@ def main() -> None:
     parser.add_argument("--tokens", nargs="+", type=int, default=[256, 1024, 4096])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--window", default="last:256")
+    parser.add_argument("--skip", action="store_true", help="add layer skipping to the probes")
     parser.add_argument("--out", default=str(ROOT / "results-positions.jsonl"))
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}")
-    print("| model | T | positions | forward s | cosine s | logit lens s | peak RSS MB | target MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    probes = ("cosine", "logit_lens", "skip") if args.skip else ("cosine", "logit_lens")
+    print("| model | T | positions | forward s | cosine s | logit lens s | skip s | peak RSS MB | target MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         loaded = load_model(name, args.dtype)
         weights_mb = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**20
@@ -60,19 +63,20 @@ def main() -> None:
                 gc.collect()
                 reset_peak_rss()
                 clock = time.perf_counter()
-                run = engine.run_probes(loaded, text, engine.ProbeConfig(probes=("cosine", "logit_lens"),
-                                                                         positions=spec),
+                run = engine.run_probes(loaded, text, engine.ProbeConfig(probes=probes, positions=spec),
                                         max_tokens=max(n_tokens + 8, engine.DEFAULT_MAX_TOKENS))
                 wall = time.perf_counter() - clock
                 rss = peak_rss_mb()
                 t = run.meta["timings"]
                 row = {"model": name, "dtype": args.dtype, "T": run.meta["n_tokens"], "positions": spec,
                        "forward_s": round(t["forward"], 2), "cosine_s": round(t["cosine"], 2),
-                       "logit_lens_s": round(t["logit_lens"], 2), "wall_s": round(wall, 2),
+                       "logit_lens_s": round(t["logit_lens"], 2), "skip_s": round(t["skip"], 2) if args.skip else None,
+                       "wall_s": round(wall, 2),
                        "peak_rss_mb": round(rss), "weights_mb": round(weights_mb), "target_mb": round(target_mb),
                        "date": time.strftime("%Y-%m-%d")}
                 print(f"| {name} | {row['T']} | {spec} | {row['forward_s']} | {row['cosine_s']} | "
-                      f"{row['logit_lens_s']} | {row['peak_rss_mb']} | {row['target_mb']} |", flush=True)
+                      f"{row['logit_lens_s']} | {row['skip_s'] if args.skip else '—'} | {row['peak_rss_mb']} | "
+                      f"{row['target_mb']} |", flush=True)
                 with open(args.out, "a") as out:
                     out.write(json.dumps(row) + "\n")
                 del run

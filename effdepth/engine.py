@@ -91,6 +91,8 @@ class ProbeConfig:
             out.update(ig_steps=self.ig_steps, ig_parts=list(self.ig_parts), ig_baseline="p2")
         if self.positions != positions.ALL:
             out["positions"] = self.positions
+            if "skip" in self.probes:  # skips of windowed runs stored before they read the window measured all
+                out["skip_positions"] = "measured"
         return out
 
 
@@ -266,8 +268,8 @@ def _one_probe(probe: str, loaded, replayer: Replayer, config: ProbeConfig, answ
 def _decoded_positions(config: ProbeConfig, measured: list[int] | None, answer_len: int | None,
                        n_tokens: int) -> list[int] | None:
     """Where the clean pass keeps the model's logits: the measured positions, the answer-predicting ones
-    and the last (None: every position, which the skip probe reads and an unwindowed run needs)."""
-    if measured is None or "skip" in config.probes:
+    and the last (None: every position, which an unwindowed run needs)."""
+    if measured is None:
         return None
     kept = {*measured, n_tokens - 1}
     if answer_len is not None and any(p in config.probes for p in ANSWER_PROBES):

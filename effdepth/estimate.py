@@ -49,9 +49,11 @@ def flops(shape: Shape, probe: str, ig_steps: int = 256, n_splits: int = 4) -> f
     if probe == "logit_lens":
         return L * M * shape.unembed
     if probe == "skip":  # each skipped layer's later layers on the split suffixes (packed), plus their outputs
-        suffix = n_splits * T / 2
+        span = T - shape.first_measured  # the splits fall inside the measured window
+        suffix = n_splits * span / 2
         slots = T / 2 + suffix
-        return (L * (L + 1) / 2) * slots * shape.per_layer + (L + 1) * suffix * shape.unembed
+        decoded = n_splits * M / 2  # the outputs are decoded at the measured positions only
+        return (L * (L + 1) / 2) * slots * shape.per_layer + (L + 1) * decoded * shape.unembed
     if probe == "erasure":  # (k, t): layers k.. on positions t.. (the clean prefix is reused), every measured t
         mean_suffix = (T - shape.first_measured) / 2
         return (L * (L + 1) / 2) * M * mean_suffix * shape.per_layer + (L + 1) * M * A * shape.unembed

@@ -48,7 +48,8 @@ class Parts:
 
 
 #: per probe, the keys of ``ProbeConfig.as_dict()`` its numbers depend on (a reused probe must match them)
-PROBE_OPTIONS = {"cosine": ("positions",), "logit_lens": ("positions",), "skip": ("splits", "seed", "skip_variants"),
+PROBE_OPTIONS = {"cosine": ("positions",), "logit_lens": ("positions",),
+                 "skip": ("splits", "seed", "skip_variants", "positions", "skip_positions"),
                  "erasure": ("answer", "erasure_baseline", "positions"),
                  "igrad": ("answer", "ig_steps", "ig_parts", "ig_baseline")}
 
@@ -120,19 +121,21 @@ def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, not
     notify("layer skipping", 0.0)
     n_tokens = replayer.trace.n_tokens
     if parts.measured is not None:
-        parts.notes.append("Layer skipping measures every position: the measured positions apply to the "
-                           "contributions, the logit lens and erasure.")
+        parts.notes.append("Layer skipping reads the measured positions: R and the output change are maxima over "
+                           "them, and the drawn split points fall between the first and the last of them. The "
+                           "replay still runs every earlier position (the skipped layer changes those too).")
     variants = config.skip_variants
-    if not config.splits and not skip.draw_splits(n_tokens, config.seed):
-        # Too short for a split 8 <= t < T-4: run the variants that need none, and say so.
+    if not config.splits and not skip.draw_splits(n_tokens, config.seed, measured=parts.measured):
+        # Too short for a split 8 <= t < T-4 (in the window): run the variants that need none, and say so.
         variants = tuple(v for v in variants if v.endswith("current"))
         ran = "only the current-effect variants ran" if variants else "no skip variant ran"
+        where = "" if parts.measured is None else " among the measured positions"
         parts.notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
-                           f"8 ≤ t < T−4 (at least 13 tokens), so {ran}.")
+                           f"8 ≤ t < T−4{where} (at least 13 tokens), so {ran}.")
     if variants:
         try:
             result = skip.skip_effects(replayer, config.splits, variants, config.seed,
-                                       progress=lambda stage, frac: notify(stage, frac),
+                                       progress=lambda stage, frac: notify(stage, frac), measured=parts.measured,
                                        on_partial=parts.on_partial and (lambda part: parts.on_partial("skip", part)))
         except ValueError as err:
             raise PromptError(str(err)) from err

@@ -33,7 +33,7 @@ class WindowProposal:
                 "the whole text and decodes only those.")
         if self.full_cost and self.window_cost:
             text += f" Estimated: all positions {self.full_cost}; last {WINDOW}: {self.window_cost}."
-        return text + " Layer skipping measures every position either way."
+        return text + " Layer skipping then measures the window too, but its replay still runs the whole text."
 
 
 def window_proposal(text: str, positions: str, shape: tuple[int, int, int] | None,

@@ -48,19 +48,26 @@ VARIANTS = contract.SKIP_VARIANTS
 
 
 def draw_splits(n_tokens: int, seed: int = SEED_FUTURE, max_splits: int = MAX_SPLITS,
-                rng: random.Random | None = None) -> list[int]:
-    """Split points as in P2: candidates 8, 16, ... below T-4, shuffled with ``seed``, first 4 kept."""
+                rng: random.Random | None = None, measured: Sequence[int] | None = None) -> list[int]:
+    """Split points as in P2: candidates 8, 16, ... below T-4, shuffled with ``seed``, first 4 kept.
+    With measured positions, only candidates between the first and the last measured position."""
     rng = rng or random.Random(seed)
     candidates = list(range(8, n_tokens - 4, 8))
+    if measured is not None and len(measured):
+        candidates = [t for t in candidates if min(measured) <= t <= max(measured)]
     rng.shuffle(candidates)
     return candidates[:max_splits]
 
 
-def check_splits(splits: Sequence[int], n_tokens: int) -> list[int]:
-    """Validate explicit split points: 2 <= t <= T-1 (a window 1..t-1 and at least one measured token)."""
+def check_splits(splits: Sequence[int], n_tokens: int, measured: Sequence[int] | None = None) -> list[int]:
+    """Validate explicit split points: 2 <= t <= T-1 (a window 1..t-1 and at least one measured token,
+    which with measured positions must be one of them)."""
     bad = [t for t in splits if not 2 <= int(t) <= n_tokens - 1]
     if bad:
         raise ValueError(f"split points {bad} are outside 2..{n_tokens - 1} for a {n_tokens}-token prompt")
+    unmeasured = [t for t in splits if measured is not None and not any(p >= int(t) for p in measured)]
+    if unmeasured:
+        raise ValueError(f"split points {unmeasured} have no measured position at or after them")
     return list(dict.fromkeys(int(t) for t in splits))  # a repeated split point is one split
 
 
@@ -73,12 +80,34 @@ class _Variant:
     measure: torch.Tensor  # [T] bool
 
 
-def _windows(n_tokens: int, split: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(edited positions, measured positions) as [T] bool masks; split None = current effect."""
+def _windows(n_tokens: int, split: int | None,
+             keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edited positions, measured positions) as [T] bool masks; split None = current effect. ``keep``
+    [T] bool: the run's measured positions (None: all), which the measured positions stay within."""
     pos = torch.arange(n_tokens)
     if split is None:
-        return pos >= 1, torch.ones(n_tokens, dtype=torch.bool)
-    return (pos >= 1) & (pos < split), pos >= split
+        edited, measured = pos >= 1, torch.ones(n_tokens, dtype=torch.bool)
+    else:
+        edited, measured = (pos >= 1) & (pos < split), pos >= split
+    return edited, measured if keep is None else measured & keep
+
+
+class _CleanProbs:
+    """softmax of the model's own logits at the positions the trace kept ([P, V]), and the row of each
+    position (a windowed run keeps only the measured ones)."""
+
+    def __init__(self, trace) -> None:
+        kept = torch.arange(trace.n_tokens) if trace.logit_positions is None else trace.logit_positions
+        self.probs = torch.softmax(trace.logits, dim=-1)  # [P, V]
+        self.row_of = torch.full((trace.n_tokens,), -1, dtype=torch.long)
+        self.row_of[kept] = torch.arange(len(kept))
+        self.vocab = self.probs.shape[-1]
+
+    def rows(self, pos: torch.Tensor) -> torch.Tensor:
+        rows = self.row_of[pos]
+        if bool((rows < 0).any()):
+            raise ValueError(f"the trace kept no logits at positions {pos[rows < 0].tolist()[:5]}")
+        return rows
 
 
 class _Accumulator:
@@ -124,7 +153,7 @@ class _Accumulator:
 
     @torch.no_grad()
     def record_output(self, rows: torch.Tensor, final_resid: torch.Tensor,
-                      clean_probs: torch.Tensor) -> None:
+                      clean_probs: _CleanProbs) -> None:
         """O for each variant row from its final residual [B, T, d] (decoded only where measured)."""
         measure = self.measure[rows.to(self.measure.device)].cpu()  # [B, T]
         which, pos = measure.nonzero(as_tuple=True)
@@ -134,26 +163,28 @@ class _Accumulator:
 
 
 @torch.no_grad()
-def _output_distances(replayer: Replayer, resid: torch.Tensor, clean_probs: torch.Tensor,
+def _output_distances(replayer: Replayer, resid: torch.Tensor, clean_probs: _CleanProbs,
                       pos: torch.Tensor, budget_bytes: int = 256 * 2**20) -> torch.Tensor:
     """||softmax(z'[n]) - softmax(z[pos[n]])||_2 for final residuals resid [N, d]; decoded in chunks."""
     taps = replayer.taps
     device = next(taps.unembed.parameters()).device
-    chunk = max(1, budget_bytes // (3 * clean_probs.shape[-1] * 4))
+    chunk = max(1, budget_bytes // (3 * clean_probs.vocab * 4))
     dist = torch.empty(resid.shape[0])
-    work_buf = torch.empty(min(chunk, resid.shape[0]), clean_probs.shape[-1])  # reused: no page faults
+    work_buf = torch.empty(min(chunk, resid.shape[0]), clean_probs.vocab)  # reused: no page faults
+    rows = clean_probs.rows(pos)
     for start in range(0, resid.shape[0], chunk):
         stop = min(start + chunk, resid.shape[0])
         probs = torch.softmax(taps.to_logits(resid[start:stop].to(device)).cpu(), dim=-1)
-        work = torch.index_select(clean_probs, 0, pos[start:stop], out=work_buf[:stop - start])
+        work = torch.index_select(clean_probs.probs, 0, rows[start:stop], out=work_buf[:stop - start])
         dist[start:stop] = torch.linalg.vector_norm(work.neg_().add_(probs), dim=-1)
     return dist
 
 
-def _skip_variants(n_layers: int, n_tokens: int, splits: Sequence[int | None]) -> list[_Variant]:
+def _skip_variants(n_layers: int, n_tokens: int, splits: Sequence[int | None],
+                   keep: torch.Tensor | None = None) -> list[_Variant]:
     variants = []
     for split in splits:
-        _, measure = _windows(n_tokens, split)
+        _, measure = _windows(n_tokens, split, keep)
         kind = "future" if split is not None else "current"
         variants.append(_Variant("noise_" + kind, split or 0, -1, 0, measure))
         for s in range(n_layers):
@@ -171,12 +202,13 @@ def _localise(variants: list[_Variant]) -> list[_Variant]:
 @torch.no_grad()
 def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_tokens: int,
                progress: Callable[[str, float], None] | None,
-               watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc) -> _Accumulator:
+               watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc,
+               keep: torch.Tensor | None = None) -> _Accumulator:
     trace = replayer.trace
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
-    variants = _skip_variants(n_layers, n_tokens, splits)
+    variants = _skip_variants(n_layers, n_tokens, splits, keep)
     acc = watch(_Accumulator(replayer, variants))
-    clean_probs = torch.softmax(trace.full_logits, dim=-1)  # [T, V]
+    clean_probs = _CleanProbs(trace)
     inputs = torch.empty(len(variants), n_tokens, trace.resid.shape[-1])
     for k, v in enumerate(variants):
         edited, _ = _windows(n_tokens, v.split or None)
@@ -207,13 +239,14 @@ def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_token
 @torch.no_grad()
 def _run_local(replayer: Replayer, splits: Sequence[int | None], max_batch_tokens: int,
                progress: Callable[[str, float], None] | None,
-               watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc) -> _Accumulator:
+               watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc,
+               keep: torch.Tensor | None = None) -> _Accumulator:
     """§6.3: layer i >= s runs on h_i - c_s (in the window) with no cascade between layers."""
     trace = replayer.trace
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
-    variants = _localise(_skip_variants(n_layers, n_tokens, splits))
+    variants = _localise(_skip_variants(n_layers, n_tokens, splits, keep))
     acc = watch(_Accumulator(replayer, variants))
-    clean_probs = torch.softmax(trace.full_logits, dim=-1)
+    clean_probs = _CleanProbs(trace)
     edits = torch.stack([  # what is removed from every later residual, [K, T, d]
         torch.zeros_like(trace.resid[0]) if v.skipped < 0 else
         trace.contrib[v.skipped] * _windows(n_tokens, v.split or None)[0][:, None].float()
@@ -244,7 +277,7 @@ class _Packing:
     """
 
     def __init__(self, acc: _Accumulator, splits: Sequence[int], with_current: bool, view: Replayer,
-                 pos: torch.Tensor, group: torch.Tensor):
+                 pos: torch.Tensor, group: torch.Tensor, keep: torch.Tensor | None = None):
         trace = acc.replayer.trace
         self.acc, self.view, self.splits = acc, view, list(splits)
         self.pos, self.group = pos, group  # [N], [N]: see _packed_layout
@@ -254,7 +287,8 @@ class _Packing:
         self.clean_norm = acc.clean_norm[:, self.pos.to(device)]  # [L, N]
         index = {(v.split, v.skipped): k for k, v in enumerate(acc.variants)}
         groups = [0 if with_current else None] + self.splits  # the split value of each group
-        self.slots = [(self.group == g).nonzero()[:, 0] for g in range(len(groups))]
+        measured = torch.ones_like(self.pos, dtype=torch.bool) if keep is None else keep[self.pos]
+        self.slots = [((self.group == g) & measured).nonzero()[:, 0] for g in range(len(groups))]  # measured slots
         #: variant row of (packed row r, group g); rows: -1 (noise), 0..L-1
         self.rows = list(range(-1, trace.n_layers))
         self.variant = [[None if t is None else index[(t, r)] for t in groups] for r in self.rows]
@@ -313,19 +347,19 @@ def _packed_view(replayer: Replayer, splits: Sequence[int], pos: torch.Tensor,
     return replayer.packed(pos, visible)
 
 
-def _packed_variants(replayer: Replayer, splits: Sequence[int], with_current: bool,
-                     local: bool) -> tuple[_Accumulator, _Packing] | None:
+def _packed_variants(replayer: Replayer, splits: Sequence[int], with_current: bool, local: bool,
+                     keep: torch.Tensor | None = None) -> tuple[_Accumulator, _Packing] | None:
     """The accumulator (variant rows as unpacked) and the packing, or None if the model cannot be packed."""
     pos, group = _packed_layout(replayer.trace.n_tokens, splits, with_current)
     view = _packed_view(replayer, splits, pos, group)
     if view is None:
         return None
     trace = replayer.trace
-    variants = _skip_variants(trace.n_layers, trace.n_tokens, [*splits, *([None] if with_current else [])])
+    variants = _skip_variants(trace.n_layers, trace.n_tokens, [*splits, *([None] if with_current else [])], keep)
     if local:
         _localise(variants)
     acc = _Accumulator(replayer, variants)
-    return acc, _Packing(acc, splits, with_current, view, pos, group)
+    return acc, _Packing(acc, splits, with_current, view, pos, group, keep)
 
 
 @torch.no_grad()
@@ -335,7 +369,7 @@ def _run_skips_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
     trace = acc.replayer.trace
     pos, in_window = pack.pos, pack.in_window
     device = acc.replayer.device
-    clean_probs = torch.softmax(trace.full_logits, dim=-1)  # [T, V]
+    clean_probs = _CleanProbs(trace)
     inputs = torch.empty(len(pack.rows), pack.n_slots, trace.resid.shape[-1])
     for i, s in enumerate(pack.rows):
         if s < 0:
@@ -386,7 +420,7 @@ def _run_local_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
         if progress:
             progress(f"direct-path replay, layer {layer + 1}/{trace.n_layers}", (layer + 1) / trace.n_layers)
         acc.changed()
-    clean_probs = torch.softmax(trace.full_logits, dim=-1)
+    clean_probs = _CleanProbs(trace)
     for first in range(0, len(pack.rows), batch):
         chunk = list(range(first, min(first + batch, len(pack.rows))))
         pack.record_output([pack.rows[i] for i in chunk], trace.resid[-1][pos][None] - edits[chunk], clean_probs)
@@ -398,8 +432,13 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
                  max_batch_tokens: int = 8192, pack: bool = True,
                  progress: Callable[[str, float], None] | None = None,
                  on_partial: Callable[[SkipResult], None] | None = None,
-                 partial_every_s: float | None = None) -> SkipResult:
+                 partial_every_s: float | None = None, measured: Sequence[int] | None = None) -> SkipResult:
     """Run the requested skip variants on the replayer's prompt; see the module docstring.
+
+    ``measured``: the run's measured positions (None: all). R and O are then maxima over the measured
+    positions only (the output is decoded only there), and the drawn splits fall inside the window, so
+    the split suffixes and the decode cost in proportion; the replay still runs every position before
+    them, which the skipped layer changes too.
 
     ``pack=False`` runs every split as its own full-length sequence (the unpacked path).
     ``on_partial(result)`` hears the cells measured so far while the replay advances layer by layer
@@ -410,7 +449,12 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown skip variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    splits = check_splits(splits, n_tokens) if splits else draw_splits(n_tokens, seed)
+    keep = None
+    if measured is not None and len(measured) < n_tokens:
+        keep = torch.zeros(n_tokens, dtype=torch.bool)
+        keep[torch.as_tensor(list(measured), dtype=torch.long)] = True
+    splits = check_splits(splits, n_tokens, measured if keep is not None else None) if splits \
+        else draw_splits(n_tokens, seed, measured=measured if keep is not None else None)
     wants_future = any(v.endswith("future") for v in variants)
     if wants_future and not splits:
         raise ValueError(f"the prompt has {n_tokens} tokens; the future-effect skip needs a split point "
@@ -433,12 +477,12 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
         future_splits = [t for t in chosen if t is not None]
         packing = None
         if pack and future_splits:
-            packing = _packed_variants(replayer, future_splits, current in variants, local=future != "future")
+            packing = _packed_variants(replayer, future_splits, current in variants, future != "future", keep)
         if packing is not None:
             partial.watch(packing[0])
             acc = packed_run(*packing, max_batch_tokens, progress)
         else:
-            acc = plain_run(replayer, chosen, max_batch_tokens, progress, partial.watch)
+            acc = plain_run(replayer, chosen, max_batch_tokens, progress, partial.watch, keep)
         done.append(frames(acc))
     matrix = pd.concat([f[0] for f in done], ignore_index=True)
     output = pd.concat([f[1] for f in done], ignore_index=True)

@@ -87,7 +87,8 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110, continu
              transform=lambda v: (v or "all").strip() or "all",
              help="all, last:N, from:A, stride:K or answer. The forward pass covers the whole text; the "
                   "contributions, the logit lens and their layer means read these positions only (their cost "
-                  "follows), and the heatmaps shade the others. Layer skipping measures every position.")
+                  "follows), and the heatmaps shade the others. Layer skipping measures them too, and draws its "
+                  "split points inside them; its replay still runs the text before them.")
 
 
 def item_picker(view: app.ViewState, container=None) -> None:

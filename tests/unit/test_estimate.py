@@ -27,6 +27,8 @@ def test_a_window_costs_in_proportion():
     window = estimate.Shape(30, 576, 49152, 4096, measured=256)
     assert estimate.flops(window, "logit_lens") == estimate.flops(full, "logit_lens") * 256 / 4096
     assert estimate.flops(window, "forward") == estimate.flops(full, "forward")  # the forward covers the text
+    tail = estimate.Shape(30, 576, 49152, 4096, measured=256, first_measured=4096 - 256)
+    assert estimate.flops(tail, "skip") < estimate.flops(full, "skip") / 2  # splits and decode in the window
 
 
 def test_the_description_names_the_rate():

@@ -74,7 +74,8 @@ def test_the_heatmap_shades_the_unmeasured_columns(word_model):
 
 def test_a_windowed_pass_decodes_only_what_the_probes_read(word_model):
     """The clean pass of a windowed run computes the model's logits at the measured positions and the
-    last only ([T, V] logits of a 150k vocabulary are gigabytes on a long text); with skip, at all."""
+    last only ([T, V] logits of a 150k vocabulary are gigabytes on a long text), and the skip probe
+    decodes its variants there too."""
     from effdepth.arch import taps
 
     rows: list[int] = []
@@ -83,13 +84,15 @@ def test_a_windowed_pass_decodes_only_what_the_probes_read(word_model):
         run = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=WINDOWED, positions="stride:5"))
         first_window = rows[0]
         rows.clear()
-        engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine", "skip"), positions="stride:5"))
+        with_skip = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine", "skip"),
+                                                                           positions="stride:5"))
     finally:
         handle.remove()
     assert run.meta["measured"] == [0, 5, 10, 15, 20]
     assert first_window == 5  # the model's own forward: positions 0, 5, 10, 15, 20 (20 is the last)
-    assert rows[0] == 21  # the skip probe reads the clean logits everywhere
+    assert rows[0] == 5 and max(rows) <= 5 * (word_model.n_layers + 1) * 8  # the skip decodes the window only
     assert run.meta["checks"]["lens_last_max_abs"] < 1e-4  # the trust check reads the kept positions
+    assert with_skip.meta["splits_used"] and all(0 <= t <= 20 for t in with_skip.meta["splits_used"])
 
 
 def test_a_trace_with_some_logits_says_which_it_kept(word_model):

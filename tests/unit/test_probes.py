@@ -168,19 +168,25 @@ def test_logit_lens_matches_reference(family_model):
             assert int(best.token_id.iloc[0]) == order[0]
 
 
-def _reference_skip(model, ids, trace, s, split):
+def _measured(n_tokens, split, keep):
+    """The positions a variant measures: >= split (all for the current effect), within ``keep`` if given."""
+    mask = torch.arange(n_tokens) >= (split or 0)
+    return mask if keep is None else mask & keep
+
+
+def _reference_skip(model, ids, trace, s, split, keep=None):
     """Plain loop: one full hooked forward with layer s skipped; R(s, ·) and O(s)."""
     window = slice(1, split) if split else slice(1, None)
     with skip_layer(model, s, window):
         edited = capture(model, ids)
-    measured = slice(split, None) if split else slice(None)
+    measured = _measured(trace.n_tokens, split, keep)
     clean_c = trace.contrib[:, measured]
     diff = (edited.contrib[:, measured] - clean_c).norm(dim=-1) / clean_c.norm(dim=-1).clamp_min(1e-6)
     out = (torch.softmax(edited.logits, -1) - torch.softmax(trace.logits, -1)).norm(dim=-1)[measured]
     return diff.amax(-1).numpy(), float(out.max())
 
 
-def _reference_local(model, ids, trace, s, split):
+def _reference_local(model, ids, trace, s, split, keep=None):
     """Hooks: every layer i > s gets input h_i - c_s in the window; its contribution is read there."""
     model_taps = taps(model)
     window = torch.zeros(trace.n_tokens, dtype=torch.bool)
@@ -212,7 +218,7 @@ def _reference_local(model, ids, trace, s, split):
     finally:
         for h in handles:
             h.remove()
-    measured = slice(split, None) if split else slice(None)
+    measured = _measured(trace.n_tokens, split, keep)
     clean_c = trace.contrib[:, measured]
     diff = (contribs[:, measured] - clean_c).norm(dim=-1) / clean_c.norm(dim=-1).clamp_min(1e-6)
     out = (torch.softmax(logits, -1) - torch.softmax(trace.logits, -1)).norm(dim=-1)[measured]
@@ -244,6 +250,36 @@ def test_skip_matches_plain_loop(family_model, variant):
         expected = per_split.groupby(["skipped", "affected"])["value"].max()
         np.testing.assert_allclose(reduced.set_index(["skipped", "affected"])["value"].sort_index(),
                                    expected.sort_index())
+
+
+@pytest.mark.parametrize("variant", ["future", "current", "local_future", "local_current"])
+def test_windowed_skip_matches_plain_loop_at_the_measured_positions(family_model, variant):
+    """With measured positions, R and O are the plain loop's maxima over those positions only (packed and
+    unpacked), and the drawn splits fall inside the window."""
+    family, model, ids, trace = family_model
+    measured = list(range(20, T, 3))  # 20, 23, ..., a stride inside the last part of the text
+    keep = torch.zeros(T, dtype=torch.bool)
+    keep[measured] = True
+    replayer = Replayer(model, ids, logit_positions=measured)  # the clean logits only where measured
+    reference = _reference_local if variant.startswith("local") else _reference_skip
+    for pack in (True, False):
+        result = skip.skip_effects(replayer, splits=[24, 32], variants=[variant], measured=measured, pack=pack)
+        for split in ([24, 32] if variant.endswith("future") else [None]):
+            for s in range(trace.n_layers):
+                ref_r, ref_o = reference(model, ids, trace, s, split, keep)
+                if variant.startswith("local"):
+                    ref_r[: s + 1] = 0.0
+                key = ((result.matrix.variant == variant) & (result.matrix.split == (split or 0))
+                       & (result.matrix.skipped == s))
+                got = result.matrix[key].sort_values("affected")["value"].to_numpy()
+                np.testing.assert_allclose(got, ref_r, atol=1e-4, err_msg=f"{family} {variant} s={s} t={split}")
+                out = result.output
+                got_o = out[(out.variant == variant) & (out.split == (split or 0)) & (out.skipped == s)]["value"]
+                assert got_o.item() == pytest.approx(ref_o, abs=1e-5)
+    drawn = skip.draw_splits(T, measured=measured)
+    assert drawn and all(20 <= t <= measured[-1] for t in drawn)
+    with pytest.raises(ValueError, match="no measured position at or after"):
+        skip.skip_effects(replayer, splits=[T - 1], variants=["future"], measured=measured[:2])
 
 
 def test_packed_skips_equal_one_sequence_per_split(family_model):
