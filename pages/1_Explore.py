@@ -28,38 +28,60 @@ def _inputs(view) -> None:
     ui.sync_url(view)
 
 
-def _offer_run(view, run_store, computed):
-    """Draws the "not in the cache yet" notice and the Run probes button; returns the run it computed or None."""
+def _offer_run(view, run_store, computed, asked: bool):
+    """Draws the "not in the cache yet" notice and the Run probes button; returns the run it computed or None.
+
+    The click only asks for the run (a callback); the rerun that computes it draws the run where the offer
+    stood (one placeholder for both), so no greyed copy of the offer lingers among the results meanwhile."""
     app.preflight(view.model)
     ui.stopped_notice(view.model, view.prompt, view.dtype, view.chat)
-    notice = st.empty()
+    area = st.empty()
+    if not asked:
+        with area.container():
+            _draw_offer(view)
+        return None
+    with area.container():
+        if view.generate:
+            result = ui.continue_and_compute(run_store, view.model, view.prompt, view.dtype, view.chat,
+                                             view.generate, preview=_preview, positions=view.positions,
+                                             seed=view.sample_seed or None, temperature=view.temperature)
+        else:
+            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, preview=_preview,
+                                config=app.config_for(positions=view.positions))
+    computed[result.run_id] = result.meta.get("total_seconds")
+    return result
+
+
+def _draw_offer(view) -> None:
+    """The not-cached notice, the window proposal for a long text, and the Run probes button."""
     what = f"This prompt continued by {view.generate} tokens" if view.generate else "This prompt"
-    notice.info(f"{what} on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
-                icon=":material/hourglass_top:")
+    st.info(f"{what} on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
+            icon=":material/hourglass_top:")
     proposal = app.window_proposal(view.prompt, view.positions, app.model_shape(view.model))
     if proposal is not None:
         st.info(proposal.message, icon=":material/crop:")
         st.button(f"Measure the last {app.WINDOW} positions", key="use_window", icon=":material/crop:",
                   on_click=ui.set_view, args=("positions", proposal.positions))
-    button = st.empty()
     label = "Continue, then run probes" if view.generate else "Run probes"
-    if button.button(label, type="primary", icon=":material/play_arrow:", key="run_probes"):
-        button.empty()
-        notice.empty()
-        if view.generate:
-            result = ui.continue_and_compute(run_store, view.model, view.prompt, view.dtype, view.chat,
-                                             view.generate, preview=_preview, positions=view.positions)
-        else:
-            result = ui.compute(run_store, view.model, view.prompt, view.dtype, view.chat, preview=_preview,
-                                config=app.config_for(positions=view.positions))
-        computed[result.run_id] = result.meta.get("total_seconds")
-        return result
-    return None
+    st.button(label, type="primary", icon=":material/play_arrow:", key="run_probes",
+              on_click=lambda: st.session_state.update({RUN_ASKED: True}))
+
+
+#: session key: the Run probes button was clicked, the next script run computes
+RUN_ASKED = "_explore_run_asked"
 
 
 def _preview(run) -> None:
-    """Draws the probes finished so far, read-only, while the others run (the whole page follows at the end)."""
+    """Draws the probes finished so far, read-only, while the others run (the whole page follows at the end);
+    for a run whose probe is still running (``meta["running"]``), only that probe's section so far."""
     t, ed, done = run.tables, run.tables["ed"], list(run.meta.get("probes") or [])
+    if run.meta.get("running") == "skip":
+        if len(t["skip"]):
+            st.subheader("Layer skipping (probe C)")
+            variant = "future" if (t["skip"]["variant"] == "future").any() else "current"
+            st.caption(app.skip_progress_caption(t["skip"], variant))
+            ui.preview(charts.skip_chart(t["skip"], t["skip_output"], variant))
+        return
     st.caption("Finished: " + ", ".join(app.PROBE_LABELS[p] for p in done) + ". The rest appears as each probe "
                "ends; the full page, with its controls, when the run is done.")
     for probe, title, curve, metric in (("cosine", "Contributions to the residual stream (probe A)", "cosine",
@@ -71,15 +93,11 @@ def _preview(run) -> None:
                 ui.preview(charts.probe_curve(t["layer"], curve, ed))
             with right:
                 ui.preview(charts.layer_token_heatmap(t["layer_token"], t["tokens"], metric, ed))
-    if run.meta.get("running") == "skip" and len(t["skip"]):
-        st.subheader("Layer skipping (probe C)")
-        variant = "future" if (t["skip"]["variant"] == "future").any() else "current"
-        st.caption(app.skip_progress_caption(t["skip"], variant))
-        ui.preview(charts.skip_chart(t["skip"], t["skip_output"], variant))
 
 
 def _find_or_compute(view, run_store, result, computed):
     """Looks the inputs up in the cache, else draws the demo-mode warning or the offer to compute them."""
+    asked = st.session_state.pop(RUN_ASKED, False)  # a click on Run probes asks this script run to compute
     with ui.guard():
         if result is None:
             result = _cached_run(view, run_store)
@@ -90,7 +108,7 @@ def _find_or_compute(view, run_store, result, computed):
                            "demo mode loads no model. Pick a cached run on the Runs page or leave demo mode.",
                            icon=":material/block:")
             else:
-                result = _offer_run(view, run_store, computed)
+                result = _offer_run(view, run_store, computed, asked)
     return result
 
 
@@ -99,7 +117,8 @@ def _cached_run(view, run_store):
     app.check_prompt(view.prompt)
     text, chat = view.prompt, view.chat
     if view.generate:
-        generation = app.cached_generation(run_store, view.model, view.prompt, view.dtype, view.chat, view.generate)
+        generation = app.cached_generation(run_store, view.model, view.prompt, view.dtype, view.chat, view.generate,
+                                           seed=view.sample_seed or None, temperature=view.temperature)
         if generation is None:
             return None
         text, chat = generation.full_text, False

@@ -87,7 +87,8 @@ def _offer_compute(view, run_store, which: str, name: str, dtype: str, results: 
     notice.empty()
     button.empty()
     if writes:
-        results[which] = ui.continue_and_compute(run_store, name, view.prompt, dtype, view.chat, view.generate)
+        results[which] = ui.continue_and_compute(run_store, name, view.prompt, dtype, view.chat, view.generate,
+                                                 seed=view.sample_seed or None, temperature=view.temperature)
         computed[results[which].run_id] = True
         st.rerun()  # model B's offer now reads the continuation
     elif generation is not None:
@@ -121,10 +122,12 @@ def _continuation(view, run_store):
     if not view.generate or run_store is None:
         return None
     with ui.guard():
-        generation = app.cached_generation(run_store, view.model, view.prompt, view.dtype, view.chat, view.generate)
+        generation = app.cached_generation(run_store, view.model, view.prompt, view.dtype, view.chat, view.generate,
+                                           seed=view.sample_seed or None, temperature=view.temperature)
         if generation is not None:
+            how = f"sampled, seed {view.sample_seed}" if view.sample_seed else "greedy"
             st.caption(f"Both models read the prompt followed by what **{app.md(view.model)}** wrote "
-                       f"({generation.n_new_tokens} tokens, greedy):")
+                       f"({generation.n_new_tokens} tokens, {how}):")
             st.code(generation.text, language=None, wrap_lines=True)  # the model's own text, shown as text
         return generation
     return None

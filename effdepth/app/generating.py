@@ -12,21 +12,25 @@ from effdepth.contract import Progress
 from effdepth.models.holder import ModelHolder
 
 
-def cached_generation(store, name: str, text: str, dtype: str, chat: bool, n_new: int) -> generate.Generation | None:
-    """The stored continuation of this text by this model (greedy, ``n_new`` tokens), without loading it."""
-    settings = generate.settings_for(n_new, chat_template=chat)
+def cached_generation(store, name: str, text: str, dtype: str, chat: bool, n_new: int, seed: int | None = None,
+                      temperature: float = 1.0) -> generate.Generation | None:
+    """The stored continuation of this text by this model (``n_new`` tokens; greedy, or sampled with ``seed``
+    at ``temperature``), without loading it."""
+    settings = generate.settings_for(n_new, seed, temperature, chat)
     key = generate.cache_key(resolve(name).fingerprint, dtype, check_prompt(text), settings)
     return generate.cached(generate.directory_for(store), key)
 
 
 def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_new: int, holder: ModelHolder,
                          progress: Progress | None = None, on_text: Callable[[str], None] | None = None,
-                         on_result: Callable | None = None, positions: str = "all"):
-    """(Generation, RunResult): the model continues ``text`` by ``n_new`` tokens (greedy; cached), then the
-    probes read text + continuation as raw text (a chat template is already rendered into it)."""
+                         on_result: Callable | None = None, positions: str = "all", seed: int | None = None,
+                         temperature: float = 1.0):
+    """(Generation, RunResult): the model continues ``text`` by ``n_new`` tokens (greedy, or sampled with
+    ``seed``; cached), then the probes read text + continuation as raw text (a chat template is already
+    rendered into it)."""
     text = check_prompt(text)
     store.check_writable()  # neither the continuation nor the run is computed for a cache that cannot keep them
-    settings = generate.settings_for(n_new, chat_template=chat)
+    settings = generate.settings_for(n_new, seed, temperature, chat)
     key = generate.cache_key(resolve(name).fingerprint, dtype, text, settings)
 
     def write():

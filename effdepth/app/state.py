@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
@@ -52,6 +53,8 @@ class ViewState:
     item: str | None = None  # "dataset:index": the benchmark item the prompt is (Explore) / selected (Difficulty)
     generate: int = 0  # Explore: let the model continue the prompt by this many tokens first (0: no)
     positions: str = "all"  # Explore: the measured positions (effdepth.positions)
+    sample_seed: int = 0  # the continuation: 0 greedy, else sampled with this seed (at ``temperature``)
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -74,7 +77,11 @@ _NUMBERS: dict[str, Callable[[int], int]] = {
     "pos": lambda v: min(max(0, v), engine.DEFAULT_MAX_TOKENS - 1),  # clamped to the run's T when drawn
     "ig_steps": lambda v: min(IG_STEP_CHOICES, key=lambda choice: (abs(choice - v), choice)),
     "generate": lambda v: min(GENERATE_CHOICES, key=lambda choice: (abs(choice - v), choice)),
+    "sample_seed": lambda v: min(max(0, v), 2**31 - 1),
 }
+
+#: real-valued URL values, bounded likewise
+_REALS: dict[str, Callable[[float], float]] = {"temperature": lambda v: min(max(0.1, v), 2.0)}
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -113,6 +120,12 @@ def _parse(name: str, raw: str) -> object:
             return _NUMBERS[name](int(raw))
         except (ValueError, OverflowError):
             return _SKIP
+    if name in _REALS:
+        try:
+            value = float(raw)
+        except ValueError:
+            return _SKIP
+        return _REALS[name](value) if math.isfinite(value) else _SKIP
     if name in _CHOICES:
         return raw if raw in _CHOICES[name] else _SKIP
     if name in ("run", "run_b", "item", "answer"):
@@ -182,10 +195,13 @@ def _adopt_continuation(state: ViewState, meta: Mapping) -> None:
     generation = meta.get("generation") or {}
     settings = generation.get("settings") or {}
     text, prompt = generation.get("text"), state.prompt
-    if (not generation or settings.get("sample") or settings.get("chat_template") or generation.get("written_by")
-            or settings.get("max_new_tokens") not in GENERATE_CHOICES or not text or not prompt.endswith(text)):
+    if (not generation or settings.get("chat_template") or generation.get("written_by")
+            or settings.get("max_new_tokens") not in GENERATE_CHOICES or not text or not prompt.endswith(text)
+            or (settings.get("sample") and not int(settings.get("seed") or 0) >= 1)):  # seed 0 reads as greedy
         return
     state.prompt, state.generate = prompt[: -len(text)], int(settings["max_new_tokens"])
+    if settings.get("sample"):
+        state.sample_seed, state.temperature = int(settings["seed"]), float(settings["temperature"])
 
 
 def clamp_position(pos: int | None, n_tokens: int) -> int:

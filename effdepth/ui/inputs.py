@@ -83,6 +83,14 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110, continu
              format_func=lambda n: "no" if n == 0 else str(n),
              help="The model writes this many tokens after the prompt (greedy), then the probes read prompt + "
                   "continuation; the boundary is marked on every layer × token chart.")
+        if view.generate:
+            bind(st.number_input, "sample_seed", "Sample with seed (0: greedy)", container=target, clears_run=True,
+                 min_value=0, max_value=2**31 - 1, step=1,
+                 help="0 lets the model take its most likely token every time (greedy, as in the CLI's default). "
+                      "Any other number samples the continuation with that seed, so it can be drawn again.")
+            if view.sample_seed:
+                bind(st.slider, "temperature", "Temperature", container=target, clears_run=True,
+                     min_value=0.1, max_value=2.0, step=0.1)
         bind(st.text_input, "positions", "Measured positions", container=target, clears_run=True,
              transform=lambda v: (v or "all").strip() or "all",
              help="all, last:N, from:A, stride:K or answer. The forward pass covers the whole text; the "

@@ -59,7 +59,8 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
 
 
 def continue_and_compute(run_store, name: str, text: str, dtype: str, chat: bool, n_new: int,
-                         preview: Callable | None = None, positions: str = "all"):
+                         preview: Callable | None = None, positions: str = "all", seed: int | None = None,
+                         temperature: float = 1.0):
     """Like :func:`compute`, after the model has continued ``text`` by ``n_new`` tokens (shown as they come);
     returns the run of text + continuation."""
     def work(tracker, on_result, slot):
@@ -68,7 +69,7 @@ def continue_and_compute(run_store, name: str, text: str, dtype: str, chat: bool
 
         return app.continue_and_compute(run_store, name, text, dtype, chat, n_new, model_holder(), tracker,
                                         on_text=heard, on_result=on_result if preview else None,
-                                        positions=positions)[1]
+                                        positions=positions, seed=seed, temperature=temperature)[1]
 
     return _in_status_box(f"{name} continues the text by {n_new} tokens, then the probes run ({dtype})…",
                           (name, text, dtype, chat), work, preview)
@@ -76,13 +77,18 @@ def continue_and_compute(run_store, name: str, text: str, dtype: str, chat: bool
 
 def _in_status_box(label: str, what: tuple, work: Callable, preview: Callable | None):
     """Run ``work(tracker, on_result, slot)`` inside a status box with a progress bar and a Stop button;
-    ``slot`` (below the box) shows what the run has so far. A stop is noted for ``what`` = (name, text,
-    dtype, chat)."""
+    ``slot`` (below the box) is the work's own (the streamed continuation), and ``preview`` draws below it
+    what the run has so far. A stop is noted for ``what`` = (name, text, dtype, chat)."""
     top = st.container()
-    slot = st.empty()
+    slot, finished, running = st.empty(), st.empty(), st.empty()
 
     def on_result(run) -> None:
-        with slot.container():
+        """A finished probe redraws the finished ones; a running probe's tables so far (``meta["running"]``)
+        redraw only its own section below them."""
+        target = running if run.meta.get("running") else finished
+        if target is finished:
+            running.empty()
+        with target.container():
             preview(run)
 
     with top, st.status(app.md(label), expanded=True) as box:
@@ -115,5 +121,6 @@ def _in_status_box(label: str, what: tuple, work: Callable, preview: Callable | 
             done.set()
         bar.progress(1.0, text=f"done in {time.perf_counter() - started:.1f} s")
         box.update(label=f"Done in {time.perf_counter() - started:.1f} s", state="complete", expanded=False)
-    slot.empty()
+    for placeholder in (slot, finished, running):
+        placeholder.empty()
     return result

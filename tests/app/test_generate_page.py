@@ -70,3 +70,23 @@ def test_compare_a_thinks_both_read(cache, word_model_dir, tmp_path):
     assert run_b.meta["generation"]["written_by"] == str(word_model_dir)
     assert run_a.meta["prompt_tokens"] == run_b.meta["prompt_tokens"] == 21
     assert run_a.meta["model_name"] != run_b.meta["model_name"]
+
+
+def test_explore_samples_a_continuation_with_a_seed(cache, word_model_dir):
+    at = page(EXPLORE, model=str(word_model_dir), prompt=TEXT, generate=16, sample_seed=7)
+    no_problems(at)
+    assert at.number_input(key="w_sample_seed").value == 7 and at.slider(key="w_temperature").value == 1.0
+    at.button(key="run_probes").click().run()
+    no_problems(at)
+    assert "(sampled, seed 7)" in app_text(" ".join(c.value for c in at.caption))
+    from effdepth.store import Store
+
+    run = Store(cache).get(url(at)["run"])
+    assert run.meta["generation"]["settings"] == {"max_new_tokens": 16, "sample": True, "seed": 7,
+                                                  "temperature": 1.0, "chat_template": False}
+    by_id = page(EXPLORE, run=run.run_id)  # the link alone gives back the seed
+    no_problems(by_id)
+    assert by_id.number_input(key="w_sample_seed").value == 7
+    assert app.state_from_query({"sample_seed": "-3", "temperature": "9"}).sample_seed == 0
+    assert app.state_from_query({"temperature": "9"}).temperature == 2.0
+    assert app.state_from_query({"temperature": "nan"}).temperature == 1.0

@@ -25,7 +25,10 @@ def _layer_calls(word_model):
 def test_the_skip_matrix_fills_layer_by_layer(word_model, monkeypatch):
     """While the skip probe runs, the page hears its cells so far: each one the final value, more of them
     each time, the affected layers in order; the finished run has them all and an ED."""
+    from effdepth.probes import skip_tables
+
     monkeypatch.setattr(skip, "PARTIAL_EVERY_S", 0.0)
+    monkeypatch.setattr(skip_tables, "PARTIAL_BACKOFF", 0.0)
     heard = []
     final = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("cosine", "skip")),
                               on_result=heard.append)
@@ -46,6 +49,25 @@ def test_the_skip_matrix_fills_layer_by_layer(word_model, monkeypatch):
     replayed = first[(first["variant"] == "future") & (first["affected"] > first["skipped"])]
     assert replayed.empty or replayed["affected"].max() < n_layers - 1  # the last layer is still to come
     assert "skip" in set(final.tables["ed"]["probe"])
+
+
+def test_partial_hand_overs_back_off(monkeypatch):
+    """A long probe is handed over at most every ``every_s`` at first, then every third of its run time: some
+    ten times in a 70-second probe, not seventy (each one costs the page a redraw)."""
+    from effdepth.probes import skip_tables
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(skip_tables.time, "perf_counter", lambda: clock["now"])
+    sent = []
+    partial = skip_tables.Partial(lambda result: sent.append(clock["now"]), [], every_s=1.0)
+    monkeypatch.setattr(skip_tables, "frames", lambda acc, known_only=False: (
+        pd.DataFrame({"variant": ["current"], "split": [0], "skipped": [0], "affected": [0], "value": [0.0]}),
+        pd.DataFrame({"variant": ["current"], "split": [0], "skipped": [0], "value": [0.0]})))
+    for step in range(700):  # a layer replayed every 0.1 s for 70 s
+        clock["now"] = step * 0.1
+        partial._maybe_send(None)
+    assert 8 <= len(sent) <= 14 and sent[0] == pytest.approx(1.0)
+    assert all(b - a >= 1.0 - 1e-9 for a, b in zip(sent, sent[1:]))
 
 
 def _frames_equal(got: engine.RunResult, want: engine.RunResult, names=("layer_token", "layer", "skip",
