@@ -185,3 +185,22 @@ def ed_table(layer: pd.DataFrame, skip: pd.DataFrame | None = None) -> pd.DataFr
     frame["ed"] = frame["ed"].astype("Int64")
     frame["edr"] = frame["edr"].astype("float64")  # None -> NaN even when every rule found nothing
     return frame
+
+
+def token_depth(layer_token: pd.DataFrame, n_layers: int) -> pd.DataFrame:
+    """The commitment depth c(i) of every measured position (issue 12 §3; not in the papers).
+
+    c(i) is the smallest l in 0..L such that the logit-lens top-1 of the residual entering layer l' is
+    the model's own top-1 at i for every l' = l..L-1; l = L means only the output itself has it (the
+    lens of the final residual is the output). Read from the lens's ``rank`` metric (rank 1: the layer's
+    top-1 is the final top-1) -> DataFrame[pos, value] with integer values, empty without the lens.
+    """
+    rank = layer_token[layer_token["metric"] == "rank"]
+    if not len(rank):
+        return pd.DataFrame({"pos": pd.Series(dtype="int64"), "value": pd.Series(dtype="int64")})
+    table = rank.pivot(index="pos", columns="layer", values="value").sort_index().sort_index(axis=1)
+    if list(table.columns) != list(range(n_layers)):
+        raise ValueError(f"the lens has layers {list(table.columns)[:5]}…, expected 0..{n_layers - 1}")
+    agrees = table.to_numpy() == 1  # [P, L]
+    trailing = np.cumprod(agrees[:, ::-1], axis=1).sum(axis=1)  # layers from the top that agree, in a row
+    return pd.DataFrame({"pos": table.index.astype("int64"), "value": (n_layers - trailing).astype("int64")})

@@ -182,6 +182,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     if any(p in config.probes for p in ANSWER_PROBES) or config.positions == "answer":  # fails in ms: first
         answer_len = answer_length(loaded, text, config.answer, chat_template, ids)
     measured = positions.select(config.positions, len(ids), answer_len)
+    extra_meta = _with_answer_tokens(loaded, text, extra_meta, chat_template, ids)
 
     def on_wait(position: int) -> None:
         notify(f"{WAITING_STAGE} (position {position})", None)
@@ -189,6 +190,19 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     with turns.turn_on(loaded.model, on_wait=on_wait):
         return _run_probes(loaded, text, ids, config, chat_template, answer_len, notify, extra_meta, on_result,
                            reuse, measured)
+
+
+def _with_answer_tokens(loaded, text: str, extra_meta: dict | None, chat_template: bool,
+                        ids: torch.Tensor) -> dict | None:
+    """A benchmark item's run (``extra_meta["answer"]``: its gold answer) also says how many tokens its
+    answer has (``answer_tokens``), so that its positions can be split into answer and question later."""
+    answer = (extra_meta or {}).get("answer")
+    if not answer:
+        return extra_meta
+    try:
+        return {**extra_meta, "answer_tokens": int(answer_length(loaded, text, answer, chat_template, ids))}
+    except PromptError:  # the text does not end with it (a chat template around it): no split
+        return extra_meta
 
 
 #: The stage a run reports while another run holds the model.

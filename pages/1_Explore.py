@@ -262,6 +262,7 @@ def _logit_lens(view, result) -> None:
     st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
                "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "
                "The rules mark the KL ED (entropy) or the overlap ED.")
+    _token_depth(result)
 
     positions = app.position_options(t["tokens"])
     ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", options=positions,
@@ -272,6 +273,26 @@ def _logit_lens(view, result) -> None:
     with st.expander(f"Top-5 per layer at position {app.md(app.position_label(t['tokens'], view.pos))} as a table"):
         st.dataframe(app.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
                      height=min(36 * (n_layers + 1), 560))
+
+
+def _token_depth(result) -> None:
+    """Draws the commitment depth per token under the lens heatmap, and its histogram (not in the papers)."""
+    t, n_layers = result.tables, int(result.meta["n_layers"])
+    token_depth = app.token_depth(result)
+    if not len(token_depth):
+        return
+    strip, histogram = st.columns([3, 1], gap="medium")
+    with strip:
+        ui.chart(app.memo_chart((result.run_id, "token_depth"), lambda: charts.token_depth_strip(
+            token_depth, t["tokens"], n_layers, boundary=app.continuation_start(result.meta))),
+            f"{result.run_id}_token_depth", "token_depth")
+    with histogram:
+        ui.chart(app.memo_chart((result.run_id, "token_depth_hist"), lambda: charts.token_depth_histogram(
+            token_depth, n_layers)), f"{result.run_id}_token_depth_hist", "token_depth_hist")
+    st.caption(f"Per-token depth (not in the papers, which average over tokens): c(i) is the first layer from "
+               f"which on every lens row's top-1 is the model's own next-token prediction at i; {n_layers} means "
+               f"only the output has it. Mean over these {len(token_depth)} tokens: "
+               f"{token_depth['value'].mean():.1f}.")
 
 
 def _layer_skipping(view, result) -> None:

@@ -23,12 +23,14 @@ def _table(runs, run_store) -> tuple[list, dict]:
     """Draws the filter and the selectable runs table; returns the selected run ids and their metadata."""
     st.caption(f"{len(runs)} run(s) in {app.md(run_store.path)}. EDR columns use P1's rules "
                "(skip: effdepth's proposed rule).")
-    needle = st.text_input("Filter", key="w_runs_filter", placeholder="model, prompt text, run id or dtype…")
+    needle = st.text_input("Filter", key="w_runs_filter",
+                           placeholder="model, benchmark item, prompt text, run id or dtype…")
     table = app.runs_table(runs, text_filter=needle)
     table_key = f"runs_table_{st.session_state.get('_runs_version', 0)}"  # a new key clears the selection
     event = st.dataframe(table, hide_index=True, width="stretch", key=table_key, on_select="rerun",
                          selection_mode="multi-row",
-                         column_config={"prompt": st.column_config.TextColumn(width="medium"),
+                         column_config={"item": st.column_config.TextColumn("benchmark item", width="small"),
+                                        "prompt": st.column_config.TextColumn(width="medium"),
                                         "tokens": st.column_config.NumberColumn("T", width="small"),
                                         "run_id": st.column_config.TextColumn("run id", width="small")})
     rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])

@@ -64,12 +64,20 @@ def _ed_section(item_set, agg, order: list, run_store) -> None:
         return
     ui_sweep.edr_section(agg, order, "bin", "diff")
     st.caption(ui_sweep.boot_caption(agg) + " “no transition”: share of resamples whose aggregate has none.")
+    _absent(item_set, order, "curves")
 
     st.subheader("Aggregate per-layer curves per bin")
     ui_sweep.ed_curves(agg, order, relative=False, group_title="bin", key="diff_curve")
     st.caption("Line: the aggregate curve of each bin; band: its 95% bootstrap CI; rules: the ED of the aggregate "
                "curve in the bin's colour (solid P1, dashed guarded). Cosine: μ = mean of the attention, MLP and "
                "layer cosines; KL and overlap are indexed by the residual entering each layer.")
+
+
+def _absent(item_set, shown, section: str) -> None:
+    """Says which bins of the sweep this section leaves out, and why."""
+    notes = app.absent_bins(item_set, shown, section)
+    if notes:
+        st.caption("Not in this section: " + " ".join(app.md(note) for note in notes))
 
 
 def _depth_score_charts(item_set, scores) -> None:
@@ -98,6 +106,7 @@ def _depth_score(item_set, run_store) -> None:
                 icon=":material/info:")
         return
     _depth_score_charts(item_set, scores)
+    _absent(item_set, set(scores.scores["bin"]), "skip")
     notes = app.depth_score_notes(item_set, scores)
     if notes:
         st.info("Left out of the depth score (the future-effect skip needs a split point 8 ≤ t < T−4, so a "
@@ -107,6 +116,19 @@ def _depth_score(item_set, run_store) -> None:
                "M[s, j] and output changes O(s) are reduced by max or mean over items; layer effect e(s) = "
                "Σ_j M[s, j] / max(L − 1 − s, 1), logit effect O(s); depth score = Σ s·e(s) / Σ e(s), the centre "
                "of mass over the skipped layer. A harder bin using more depth would score higher.")
+
+
+def _token_depth(item_set, run_store) -> None:
+    """Draws the mean commitment depth per bin and token class (not in the papers)."""
+    table = app.token_depth_table(run_store, item_set)
+    if not len(table):
+        return
+    st.subheader("Per-token depth by token class")
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption("Commitment depth c(i): the first layer from which on the logit lens's top-1 at a token is the "
+               "model's own prediction (L: only the output). Mean over the tokens of each class; answer = the "
+               "item's gold answer tokens (runs that recorded them), digits / words / other by the token's "
+               "text; the interval resamples items. Not in the papers, which average over tokens.")
 
 
 def _item_strip(view, item_set, agg, order: list, eds, selected) -> None:
@@ -174,6 +196,8 @@ def main() -> None:
     order = _set_caption(item_set, agg)
     _ed_section(item_set, agg, order, run_store)
     _depth_score(item_set, run_store)
+    with ui.guard():
+        _token_depth(item_set, run_store)
     if order:
         _items(view, item_set, agg, order)
     ui.sync_url(view)

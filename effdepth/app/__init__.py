@@ -10,6 +10,7 @@ charts), ``difficulty`` (the Difficulty page's tables and commands). Callers use
 """
 
 from effdepth.app.difficulty import (
+    absent_bins,
     depth_score_notes,
     edr_display,
     explore_query,
@@ -18,6 +19,7 @@ from effdepth.app.difficulty import (
     item_options,
     skip_command,
     sweep_command,
+    token_depth_table,
 )
 from effdepth.app.export import charts_zip, export_zip, run_charts
 from effdepth.app.generating import cached_generation, continuation_start, continue_and_compute, reader_meta
@@ -95,6 +97,7 @@ from effdepth.app.summary import (
     short_model_name,
     skip_progress_caption,
     summary_items,
+    token_depth,
 )
 from effdepth.app.text import md, safe_name
 from effdepth.app.window import WINDOW, WINDOW_FROM_TOKENS, WindowProposal, model_shape, window_proposal
@@ -108,6 +111,7 @@ __all__ = [
     "window_proposal",
     "attribution_estimate",
     "skip_progress_caption",
+    "token_depth",
     "cached_generation",
     "reader_meta",
     "continuation_start",
@@ -121,6 +125,8 @@ __all__ = [
     "explore_query",
     "item_name",
     "depth_score_notes",
+    "absent_bins",
+    "token_depth_table",
     "md",
     "safe_name",
     "DTYPES",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from effdepth.memo import Memo, store_stamp
 from effdepth.sweeps import depth_score
 from effdepth.sweeps.items import ItemSet, explore_run
 
@@ -122,3 +123,47 @@ def depth_score_notes(item_set: ItemSet, scores: depth_score.DepthScores | None,
             notes.append(f"Bin {name}: {k} of {n} items {verb} {why} and {verb} left out of its depth score"
                          f"{none_left}: {listed}.")
     return notes
+
+
+def absent_bins(item_set: ItemSet, shown, section: str) -> list[str]:
+    """Why a bin of the sweep is missing from a section ("curves": the ED section, "skip": the depth score),
+    one sentence per bin, e.g. "aime: its 12 items have no cosine or logit-lens curves (skip runs only)." A
+    sweep of a model with one dataset run for the lens and another for skips otherwise shows each section
+    with a different bin and no word why."""
+    shown = set(shown)
+    items = item_set.items
+    column, lack = {"curves": ("has_curves", "no cosine or logit-lens curves"),
+                    "skip": ("has_skip", "no future-effect skip matrix")}[section]
+    notes = []
+    for name in item_set.bins:
+        if name in shown:
+            continue
+        rows = items[items["bin"] == name]
+        n = len(rows)
+        have = "its only item has" if n == 1 else f"its {n} items have"
+        other = ("skip runs only" if section == "curves" and bool(rows["has_skip"].any())
+                 else "cosine / logit-lens runs only" if section == "skip" and bool(rows["has_curves"].any())
+                 else "")
+        if not bool(rows[column].any()):
+            notes.append(f"{name}: {have} {lack}" + (f" ({other})." if other else "."))
+    return notes
+
+
+_TOKEN_DEPTH_MEMO = Memo(size=4)
+
+
+def token_depth_table(store, item_set: ItemSet) -> pd.DataFrame:
+    """The mean commitment depth per bin and token class over the sweep's items (each item's run that has
+    the logit lens), for display: bin, class, mean, 95% CI, tokens, items. Empty without lens runs."""
+    from effdepth import sweeps
+
+    run_ids = [m.sources.get("metric:rank") for m in item_set.merged.values()]
+    run_ids = tuple(r for r in run_ids if r)
+
+    def build() -> pd.DataFrame:
+        table = sweeps.token_depth_by_class(sweeps.token_depth_rows(store, run_ids))
+        ci = [("" if pd.isna(lo) else f"[{lo:.1f}, {hi:.1f}]") for lo, hi in zip(table["lo"], table["hi"])]
+        return pd.DataFrame({"bin": table["bin"], "tokens of": table["class"], "mean depth": table["mean"].round(2),
+                             "95% CI over items": ci, "tokens": table["n_tokens"], "items": table["n_items"]})
+
+    return _TOKEN_DEPTH_MEMO.get((store_stamp(store), item_set.key, run_ids), build)

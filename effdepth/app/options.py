@@ -84,7 +84,7 @@ def contrib_metric(family: str, part: str) -> str:
 
 
 #: datasets whose items the prompt picker offers (teacher-forced prompt + gold answer, docs/SPEC.md §2)
-ITEM_DATASETS = {"gsm8k": "GSM8K (test)", "aime2025": "AIME 2025"}
+ITEM_DATASETS = {"gsm8k": "GSM8K (test)", "aime2025": "AIME 2025", "hops": "hops (1–4 composition steps)"}
 
 
 IG_STEP_CHOICES = (16, 32, 64, 128, 256)

@@ -13,7 +13,7 @@ from effdepth.app.text import _one_line
 PROBE_SHORT = {"cosine": "cos", "logit_lens": "lens", "skip": "skip"}
 
 
-RUNS_COLUMNS = ["model", "prompt", "tokens", "dtype", "probes", "EDR cosine", "EDR KL", "EDR overlap",
+RUNS_COLUMNS = ["model", "item", "prompt", "tokens", "dtype", "probes", "EDR cosine", "EDR KL", "EDR overlap",
                 "EDR skip", "when", "run_id"]
 
 
@@ -29,6 +29,7 @@ def runs_table(runs: pd.DataFrame, ed_tables: Mapping[str, pd.DataFrame] | None 
         ed = ed_tables.get(run_id)
         row = {
             "model": short_model_name(run.get("model_name")),
+            "item": item_label(run.get("dataset"), run.get("item_index")),
             "prompt": _one_line(run.get("prompt_text"), 60),
             "tokens": run.get("n_tokens"),
             "dtype": run.get("dtype"),
@@ -50,10 +51,19 @@ def runs_table(runs: pd.DataFrame, ed_tables: Mapping[str, pd.DataFrame] | None 
     needle = (text_filter or "").strip().lower()
     if needle:
         hay = (runs["model_name"].astype(str).reset_index(drop=True) + " "
+               + table["item"].astype(str) + " "
                + runs["prompt_text"].astype(str).reset_index(drop=True) + " "
                + table["run_id"].astype(str) + " " + table["dtype"].astype(str)).str.lower()
         table = table[hay.str.contains(needle, regex=False)]
     return table.reset_index(drop=True)
+
+
+def item_label(dataset, index) -> str:
+    """"gsm8k #3" for a benchmark item's run ("" for a text of one's own): sweep rows share their
+    instruction, so the prompt column alone does not tell them apart."""
+    if dataset is None or (isinstance(dataset, float) and math.isnan(dataset)) or not str(dataset):
+        return ""
+    return f"{dataset} #{int(index)}" if index is not None and not pd.isna(index) else str(dataset)
 
 
 def _as_list(value) -> list[str]:

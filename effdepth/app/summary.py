@@ -235,6 +235,13 @@ def noise_caption(skip: pd.DataFrame, variant: str) -> tuple[str, str]:
             "(same batched replay path, identity edit). Effects at or below it are numerical noise.")
 
 
+def token_depth(result) -> pd.DataFrame:
+    """The run's commitment depth per measured token (``depth.token_depth``; empty without the lens)."""
+    from effdepth import depth
+
+    return depth.token_depth(result.tables["layer_token"], int(result.meta["n_layers"]))
+
+
 def skip_progress_caption(skip: pd.DataFrame, variant: str) -> str:
     """What a skip matrix still filling in shows: the affected layers measured so far, out of L."""
     rows = skip[(skip["variant"] == variant) & (skip["skipped"] >= 0) & (skip["affected"] > skip["skipped"])]

@@ -33,6 +33,8 @@ from effdepth.charts.run import (
     probe_curve_frame,
     skip_chart,
     skip_matrix_frame,
+    token_depth_histogram,
+    token_depth_strip,
     unmeasured_band,
 )
 from effdepth.charts.style import (
@@ -121,6 +123,8 @@ __all__ = [
     "rule_positions",
     "with_width",
     "layer_token_heatmap",
+    "token_depth_histogram",
+    "token_depth_strip",
     "noise_floor",
     "skip_matrix_frame",
     "skip_chart",

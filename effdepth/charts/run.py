@@ -301,3 +301,40 @@ def lens_topk_chart(lens_topk: pd.DataFrame, pos: int, label: str | None = None,
         width=width, height=max(MIN_HEIGHT, 18 * n_layers),  # taller rows: the cells carry text
         title=alt.Title(f"logit lens at position {shown}: top-5 tokens per layer (dashed/solid red: KL ED)",
                         anchor="start", fontSize=13))
+
+
+def token_depth_strip(token_depth: pd.DataFrame, tokens: pd.DataFrame, n_layers: int,
+                      boundary: int | None = None, max_labels: int = MAX_TOKEN_LABELS) -> alt.LayerChart:
+    """The commitment depth c(i) per token as bars on the heatmaps' token axis (0..L, L = only the output)."""
+    toks = tokens.sort_values("pos")
+    labels = token_labels(toks["token"].tolist())
+    by_pos = dict(zip(toks["pos"].astype(int), labels))
+    shown = dict(zip(toks["pos"].astype(int), [visible_token(t, 40) for t in toks["token"]]))
+    pos = token_depth["pos"].astype(int)
+    frame = token_depth.assign(label=pos.map(by_pos), token=pos.map(shown))
+    bars = alt.Chart(frame).mark_bar(color="#54a24b").encode(
+        x=alt.X("label:O", sort=labels, axis=token_axis(labels, max_labels=max_labels),
+                scale=alt.Scale(paddingInner=0.1)),
+        y=alt.Y("value:Q", title="commits at layer", scale=alt.Scale(domain=[0, n_layers])),
+        tooltip=[alt.Tooltip("pos:O", title="position"), alt.Tooltip("token:N", title="token"),
+                 alt.Tooltip("value:Q", title="commitment depth c(i)")])
+    layers: list[alt.Chart] = [bars]
+    if boundary is not None and 0 < boundary < len(labels):
+        layers.append(continuation_rule(labels, boundary))
+    return alt.layer(*layers).properties(
+        autosize=FIT_X, width="container", height=120,
+        title=alt.Title("commitment depth c(i): from which layer on the lens's top-1 is the output's",
+                        anchor="start", fontSize=13))
+
+
+def token_depth_histogram(token_depth: pd.DataFrame, n_layers: int) -> alt.Chart:
+    """How many tokens commit at each depth 0..L."""
+    counts = token_depth["value"].astype(int).value_counts().reindex(range(n_layers + 1), fill_value=0)
+    frame = pd.DataFrame({"depth": counts.index, "tokens": counts.to_numpy()})
+    return alt.Chart(frame).mark_bar(color="#54a24b").encode(
+        x=alt.X("depth:O", title="commitment depth (L = only the output)",
+                axis=alt.Axis(values=_layer_ticks(n_layers + 1), labelAngle=0)),
+        y=alt.Y("tokens:Q", title="tokens"),
+        tooltip=[alt.Tooltip("depth:O", title="depth"), alt.Tooltip("tokens:Q", title="tokens")],
+    ).properties(width="container", height=120, title=alt.Title("tokens per commitment depth", anchor="start",
+                                                                 fontSize=13))

@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_p.add_argument("--max-tokens", type=int, default=None,
                          help="drop items longer than this (default: 400 for AIME as in P1, else none)")
     sweep_p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    sweep_p.add_argument("--json", metavar="OUT", help="also write the aggregate per bin as JSON to OUT ('-': stdout)")
     sweep_p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sweep_p.set_defaults(func=cmd_sweep)
     install = sub.add_parser("install-default", help="install and convert the default embedded model")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from effdepth import checks, positions
+from effdepth import checks, depth, positions
 from effdepth.contract import SPLIT_MAX
 
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
@@ -110,6 +110,10 @@ def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one fla
             rows = layer[layer["metric"] == metric].sort_values("layer")
             layers[metric] = [_clean(v) for v in rows["value"]]
     doc["layers"] = layers
+    committed = depth.token_depth(tables["layer_token"], int(meta["n_layers"])) if meta.get("n_layers") else None
+    if committed is not None and len(committed):  # per position; null where a windowed run did not measure
+        by_pos = dict(zip(committed["pos"].astype(int), committed["value"].astype(int)))
+        doc["token_depth"] = [by_pos.get(pos) for pos in range(int(meta["n_tokens"]))]
     skip, output = tables["skip"], tables["skip_output"]
     if len(skip) or len(output):
         section: dict[str, Any] = {}

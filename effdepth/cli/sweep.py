@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def cmd_sweep(args) -> int:
                                 ig_parts=args.ig_parts, positions=args.positions)  # each item: its own answer
     store = _store(args)
     items, load = _token_filter(args, items)
+    stored_before = _stored(store, args.model, items, args.dtype, config)
     clock = time.perf_counter()
     failed: list = []
     quiet = (lambda stage, frac=None: None) if args.quiet else None  # None: sweep's own tqdm bar
@@ -63,15 +65,38 @@ def cmd_sweep(args) -> int:
         raise PromptError(f"No item could be probed. {summary}.")
     elapsed = time.perf_counter() - clock
     frames, counts = sweeps.collect(store, ids)
+    computed = len([k for k in ids if k not in stored_before])
+    rate = f", {elapsed / computed:.1f} s/item computed" if computed else ""
     print(f"{args.model}: {len(ids)} items of {args.jsonl or args.dataset} "
-          f"[{elapsed:.1f} s this call, {elapsed / max(len(ids), 1):.1f} s/item]")
+          f"[{computed} computed, {len(ids) - computed} from the cache; {elapsed:.1f} s this call{rate}]")
     _print_aggregates(frames, counts, args.n_boot)
     _print_item_eds(frames)
+    _print_token_depth(store, ids)
     if ids and "skip" in config.probes:
         _print_depth_scores(store, ids, counts, config)
+    if args.json:
+        _write_json(args.json, sweeps.sweep_document(store, ids, n_boot=args.n_boot))
     if summary:
         print(f"\n{summary}.")
     return 0
+
+
+def _write_json(target: str, document: dict) -> None:
+    import json
+
+    text = json.dumps(document, indent=2, allow_nan=False)
+    if target == "-":
+        print(text)
+    else:
+        Path(target).write_text(text + "\n")
+
+
+def _stored(store, model: str, items, dtype: str, config) -> set[str]:
+    """The run ids of the items already in the store (their time is not the sweep's per-item rate)."""
+    from effdepth import models, sweeps
+
+    keys = sweeps.item_keys(models.resolve_model(model).fingerprint, items, dtype, config)
+    return {k for k in keys if store.has(k)}
 
 
 def _skipped_summary(bad, failed) -> str | None:
@@ -132,6 +157,21 @@ def _print_item_eds(frames) -> None:
         else:
             print(f"  {r.probe:8s} {r.rule:8s} ED {r.ed_median:5.1f} [{r.ed_min:.0f}, {r.ed_max:.0f}]  "
                   f"EDR {r.edr_mean:.2f}  none {r.n_none}/{r.n}")
+
+
+def _print_token_depth(store, ids) -> None:
+    """The mean commitment depth per token class and bin (answer / question; digits / words / other)."""
+    from effdepth import sweeps
+
+    table = sweeps.token_depth_by_class(sweeps.token_depth_rows(store, ids))
+    if not len(table):
+        return
+    print("\ncommitment depth per token (first layer from which the lens's top-1 is the output's): mean [95% CI "
+          "over items]")
+    for r in table.to_dict("records"):
+        interval = "[one item]" if math.isnan(r["lo"]) else f"[{r['lo']:.1f}, {r['hi']:.1f}]"
+        print(f"  {r['bin']:12s} {r['class']:9s} {r['mean']:5.1f} {interval:14s} {r['n_tokens']} tokens, "
+              f"{r['n_items']} items")
 
 
 def _print_depth_scores(store, ids, counts, config) -> None:

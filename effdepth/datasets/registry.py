@@ -22,6 +22,7 @@ from effdepth.datasets.formats import (
     aime_item,
     gsm8k_item,
 )
+from effdepth.datasets.hops import HOPS_SEED, MAX_HOPS, PER_BIN, hop_records, hops_item
 from effdepth.datasets.packaged import _DIST, _GSM8K_FILE, _PKG, _aime_records, _dist_version, _gsm8k_records
 from effdepth.errors import PromptError
 
@@ -69,6 +70,19 @@ _REGISTRY: dict[str, _Spec] = {
                                meta={"name": r[0]}),
     ),
 }
+
+
+_REGISTRY["hops"] = _Spec(
+    description=(
+        f"Chains of letter bindings ('A = 7. K = A. …') beside a distractor chain, asking for the chain's last "
+        f"letter: 1 to {MAX_HOPS} composition steps, {PER_BIN} items per hop count, bin = hop count. The digit "
+        "answer is teacher-forced after the question. A hop-count axis for P2's multi-hop question, built "
+        "offline (no multi-hop data installs)."
+    ),
+    source=lambda: f"generated (effdepth.datasets.hops, random.Random({HOPS_SEED}))",
+    records=hop_records,
+    make=hops_item,
+)
 
 
 for _op, (_sym, _fn) in _OPS.items():

@@ -4,7 +4,8 @@ The room, bottom up: ``run`` (a resumable sweep) <- ``shard`` (ranks writing the
 after) ; ``curves`` (aggregate curves over items, bootstrap intervals, per-item ED) and ``depth_score``
 (P2's depth score per bin) are pure functions on stored tables; ``items`` reads the item runs of the
 store as sweep sets of merged items; ``difficulty`` aggregates them by bin for the Difficulty page and
-Compare's items mode. Callers use the names below from ``effdepth.sweeps``.
+Compare's items mode; ``token_depth`` splits each item's per-token commitment depth by token
+class. Callers use the names below from ``effdepth.sweeps``.
 """
 
 from effdepth.sweeps.curves import (
@@ -81,8 +82,14 @@ from effdepth.sweeps.shard import (
     sweep_id,
     sweep_shard,
 )
+from effdepth.sweeps.summary import sweep_document
+from effdepth.sweeps.token_depth import by_class as token_depth_by_class
+from effdepth.sweeps.token_depth import sweep_rows as token_depth_rows
 
 __all__ = [
+    "sweep_document",
+    "token_depth_by_class",
+    "token_depth_rows",
     "item_meta",
     "item_config",
     "item_keys",

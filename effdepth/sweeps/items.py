@@ -47,7 +47,7 @@ AGGREGATE_METRICS = COSINES + ("cos_mu", "kl", "overlap")
 
 
 #: known datasets from easy to hard (bins of other datasets follow, by name)
-DATASET_ORDER = ("manual", "addition", "multiplication", "hellaswag", "gsm8k", "math", "mquake", "aime2024",
+DATASET_ORDER = ("manual", "addition", "multiplication", "hops", "hellaswag", "gsm8k", "math", "mquake", "aime2024",
                  "aime2025")
 
 

@@ -37,8 +37,9 @@ def _store_class():
 
 
 def item_meta(item: Item) -> dict:
-    """The extra run meta that ties a run to its benchmark item."""
-    return {"dataset": item.dataset, "item_index": item.index, "bin": item.bin}
+    """The extra run meta that ties a run to its benchmark item (and its gold answer, whose token count the
+    run stores as ``answer_tokens``)."""
+    return {"dataset": item.dataset, "item_index": item.index, "bin": item.bin, "answer": item.answer}
 
 
 def item_config(config: ProbeConfig, item: Item) -> ProbeConfig:

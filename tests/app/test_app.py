@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -471,3 +472,19 @@ def test_every_page_renders_on_an_empty_cache(cache):
         at = page(name)
         assert not at.exception, (name, [e.value for e in at.exception])
     assert time.perf_counter() - start < TIMEOUT
+
+
+def test_the_runs_table_names_benchmark_items():
+    """Sweep rows share their instruction: the table says which dataset and item each run is, and filters on it."""
+    runs = pd.DataFrame([
+        {"run_id": "a1", "model_name": "m", "prompt_text": "Given the following problem, reason… (1)", "n_tokens": 90,
+         "dtype": "float32", "probes": ["cosine"], "ed_summary": {}, "created": None, "dataset": "gsm8k",
+         "item_index": 3},
+        {"run_id": "b2", "model_name": "m", "prompt_text": "Given the following problem, reason… (2)", "n_tokens": 80,
+         "dtype": "float32", "probes": ["cosine"], "ed_summary": {}, "created": None, "dataset": "aime",
+         "item_index": 11},
+        {"run_id": "c3", "model_name": "m", "prompt_text": "my own text", "n_tokens": 3, "dtype": "float32",
+         "probes": ["cosine"], "ed_summary": {}, "created": None, "dataset": None, "item_index": None}])
+    table = app.runs_table(runs)
+    assert list(table["item"]) == ["gsm8k #3", "aime #11", ""]
+    assert list(app.runs_table(runs, text_filter="aime #11")["run_id"]) == ["b2"]

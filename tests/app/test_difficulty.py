@@ -552,6 +552,11 @@ def test_difficulty_page(cache, swept):
     for r in scores[scores["reduce"] == "max"].itertuples():
         assert values[(r.bin, r.effect)] == pytest.approx(r.depth_score)
     assert "line" in marks(by_title(at, "Layer effect profile"))
+    # per-token depth by class: the backend's table, answer tokens apart from the question's
+    drawn = next(d.value for d in at.dataframe if "mean depth" in d.value.columns)
+    expected = app.token_depth_table(Store(cache), item_set)
+    pd.testing.assert_frame_equal(drawn.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
+    assert {"answer", "question"} <= set(drawn["tokens of"]) and set(drawn["bin"]) == {"arith", "story"}
     # per-item ED strip (clickable) and the link to Explore
     strip = by_title(at, "ED per item")
     assert {"boxplot", "circle", "tick"} <= marks(strip)
@@ -680,3 +685,19 @@ def test_compare_items_mode(cache, swept):
     assert not at.exception
     assert "cmp_mode" not in url(at)
     assert at.selectbox(key="w_model_choice") and at.text_area(key="w_prompt")
+
+
+def test_a_section_says_which_bins_it_leaves_out_and_why():
+    """One dataset swept for the lens, another for skips: each section names the bin it lacks, and why."""
+    from types import SimpleNamespace
+
+    items = pd.DataFrame({"bin": ["gsm8k", "gsm8k", "aime", "math"], "has_curves": [True, True, False, False],
+                          "has_skip": [False, False, True, False]})
+    item_set = SimpleNamespace(items=items, bins=["gsm8k", "aime", "math"])
+    assert app.absent_bins(item_set, ["gsm8k"], "curves") == [
+        "aime: its only item has no cosine or logit-lens curves (skip runs only).",
+        "math: its only item has no cosine or logit-lens curves."]
+    assert app.absent_bins(item_set, ["aime"], "skip") == [
+        "gsm8k: its 2 items have no future-effect skip matrix (cosine / logit-lens runs only).",
+        "math: its only item has no future-effect skip matrix."]
+    assert app.absent_bins(item_set, ["gsm8k", "aime", "math"], "skip") == []

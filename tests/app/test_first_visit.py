@@ -210,3 +210,24 @@ def test_explore_proposes_the_window_and_switches_to_it(cache, tiny_run):
     no_problems(at)
     assert url(at).get("positions") == "last:256"
     assert not any("about 700 tokens" in i.value for i in at.info)  # the window is set: no proposal
+
+
+# --------------------------------------------------------------------------------- per-token depth
+
+
+def test_explore_draws_the_commitment_depth_per_token(cache, tiny_run):
+    _, run = tiny_run
+    app_support.fill_store(cache, [run])
+    at = page(EXPLORE, run=run.run_id)
+    no_problems(at)
+    from tests.app.test_app_attribution import chart_frames
+
+    values = app.token_depth(run)
+    assert len(values) == run.meta["n_tokens"] and values["value"].between(0, run.meta["n_layers"]).all()
+    title = "commitment depth c(i): from which layer on the lens's top-1 is the output's"
+    drawn = max(chart_frames(at, title), key=len)
+    assert sorted(zip(drawn["pos"].astype(int), drawn["value"].astype(int))) == \
+        sorted(zip(values["pos"].astype(int), values["value"].astype(int)))
+    assert by_title(at, "tokens per commitment depth")
+    captions = app_support.unescape(" ".join(c.value for c in at.caption))
+    assert f"Mean over these {run.meta['n_tokens']} tokens: {values['value'].mean():.1f}" in captions

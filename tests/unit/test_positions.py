@@ -135,6 +135,10 @@ def test_the_cli_takes_positions(word_model_dir, tmp_path, capsys):
                      "--probes", "cosine,logit_lens", "--cache", str(tmp_path / "c.duckdb"), "--json", str(out),
                      "-q"]) == 0
     assert "measured  last:4: 4 of 21 positions (17 … 20)" in capsys.readouterr().out
-    assert json.loads(out.read_text())["measured_positions"] == [17, 18, 19, 20]
+    doc = json.loads(out.read_text())
+    assert doc["measured_positions"] == [17, 18, 19, 20]
+    depth_per_token = doc["token_depth"]  # per position of the text: null where not measured
+    assert len(depth_per_token) == 21 and depth_per_token[:17] == [None] * 17
+    assert all(isinstance(c, int) and 0 <= c <= 3 for c in depth_per_token[17:])
     assert cli.main(["probe", "--model", str(word_model_dir), "--text", TEXT, "--positions", "first:4"]) == 2
     assert "not one of all, last:N" in capsys.readouterr().err
