@@ -1,10 +1,11 @@
 """Per-token depth over a sweep (issue 12 §3; not in the papers): each item's commitment depth c(i) per
 token (``depth.token_depth``), split by token class, and its mean per bin and class.
 
-Classes of a position: by part, ``answer`` (the item's gold answer tokens, ``answer_tokens`` in its run's
-meta) or ``question`` (the rest); by kind, ``digits`` (the token has a digit), ``words`` (a letter and no
-digit) or ``other`` (spaces, punctuation, special tokens). The interval is a percentile bootstrap over
-items (an item's tokens are not independent of each other).
+Classes of a position: by part, ``answer`` (the positions that predict the item's gold answer tokens,
+T−a−1 … T−2 for an answer of a = ``answer_tokens`` tokens, as erasure and IG measure them: c(i) is about
+the token after i) or ``question`` (the others); by kind of the token at i, ``digits`` (it has a digit),
+``words`` (a letter and no digit) or ``other`` (spaces, punctuation, special tokens). The interval is a
+percentile bootstrap over items (an item's tokens are not independent of each other).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def item_rows(run_id: str, meta: dict, layer_token: pd.DataFrame, tokens: pd.Dat
     answer_tokens = meta.get("answer_tokens")
     text = dict(zip(tokens["pos"].astype(int), tokens["token"].astype(str)))
     pos = committed["pos"].astype(int)
-    part = (["answer" if p >= n_tokens - int(answer_tokens) else "question" for p in pos]
+    first = n_tokens - int(answer_tokens or 0) - 1  # the first answer-predicting position
+    part = (["answer" if first <= p <= n_tokens - 2 else "question" for p in pos]
             if answer_tokens else [None] * len(pos))
     return pd.DataFrame({"run_id": run_id, "bin": str(meta.get("bin") or meta.get("dataset") or ""),
                          "pos": pos.to_numpy(), "depth": committed["value"].to_numpy(), "part": part,

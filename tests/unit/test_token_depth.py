@@ -38,7 +38,7 @@ def test_an_items_tokens_by_part_and_kind():
     ranks = _lens_ranks([[2, 2], [1, 1], [3, 1], [2, 2]])  # depths 2, 0, 1, 2 (L = 2)
     rows = token_depth.item_rows("r", {"n_layers": 2, "n_tokens": 4, "answer_tokens": 2, "bin": "b"}, ranks, tokens)
     assert rows["depth"].tolist() == [2, 0, 1, 2]
-    assert rows["part"].tolist() == ["question", "question", "answer", "answer"]
+    assert rows["part"].tolist() == ["question", "answer", "answer", "question"]  # positions 1, 2 predict it
     assert rows["kind"].tolist() == ["words", "other", "digits", "digits"]
     no_answer = token_depth.item_rows("r", {"n_layers": 2, "n_tokens": 4}, ranks, tokens)
     assert no_answer["part"].isna().all()
