@@ -126,9 +126,10 @@ def _token_depth(item_set, run_store) -> None:
     st.subheader("Per-token depth by token class")
     st.dataframe(table, hide_index=True, width="stretch")
     st.caption("Commitment depth c(i): the first layer from which on the logit lens's top-1 at a token is the "
-               "model's own prediction (L: only the output). Mean over the tokens of each class; answer = the "
-               "item's gold answer tokens (runs that recorded them), digits / words / other by the token's "
-               "text; the interval resamples items. Not in the papers, which average over tokens.")
+               "model's own prediction of the next token (L: only the output). Mean over the tokens of each class; "
+               "answer = the positions that predict the gold answer's tokens (runs that recorded them), question "
+               "= the others, digits / words / other by the token's own text; the interval resamples items. Not "
+               "in the papers, which average over tokens.")
 
 
 def _item_strip(view, item_set, agg, order: list, eds, selected) -> None:

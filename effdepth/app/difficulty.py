@@ -162,6 +162,9 @@ def token_depth_table(store, item_set: ItemSet) -> pd.DataFrame:
 
     def build() -> pd.DataFrame:
         table = sweeps.token_depth_by_class(sweeps.token_depth_rows(store, run_ids))
+        rank = {name: k for k, name in enumerate(item_set.bins)}  # the page's bin order, easy to hard
+        table = table.sort_values("bin", key=lambda col: col.map(lambda b: rank.get(b, len(rank))),
+                                  kind="stable").reset_index(drop=True)
         ci = [("" if pd.isna(lo) else f"[{lo:.1f}, {hi:.1f}]") for lo, hi in zip(table["lo"], table["hi"])]
         return pd.DataFrame({"bin": table["bin"], "tokens of": table["class"], "mean depth": table["mean"].round(2),
                              "95% CI over items": ci, "tokens": table["n_tokens"], "items": table["n_items"]})

@@ -7,8 +7,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import pandas as pd
+
 from effdepth.sweeps.curves import bootstrap_ci, collect
 from effdepth.sweeps.depth_score import depth_score_by_bin
+from effdepth.sweeps.items import bin_order
 from effdepth.sweeps.token_depth import by_class, sweep_rows
 
 
@@ -26,6 +29,10 @@ def sweep_document(store, run_ids: Sequence[str], how: str = "token", n_boot: in
     bins: dict[str, list[str]] = {}
     for rid in run_ids:
         bins.setdefault(str(metas[rid].get("bin") or metas[rid].get("dataset") or "all"), []).append(rid)
+    order = bin_order(pd.DataFrame({"dataset": [str(metas[r].get("dataset") or "") for r in run_ids],
+                                    "bin": [str(metas[r].get("bin") or metas[r].get("dataset") or "all")
+                                            for r in run_ids]}))  # easy to hard, "2 hops" before "10 hops"
+    bins = {name: bins[name] for name in order}
     scores = _depth_scores(store, run_ids, metas)
     classes = by_class(sweep_rows(store, run_ids), n_boot=min(n_boot, 1000))
     out = []
