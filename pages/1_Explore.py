@@ -281,14 +281,11 @@ def _token_depth(result) -> None:
     token_depth = app.token_depth(result)
     if not len(token_depth):
         return
-    strip, histogram = st.columns([3, 1], gap="medium")
-    with strip:
-        ui.chart(app.memo_chart((result.run_id, "token_depth"), lambda: charts.token_depth_strip(
-            token_depth, t["tokens"], n_layers, boundary=app.continuation_start(result.meta))),
-            f"{result.run_id}_token_depth", "token_depth")
-    with histogram:
-        ui.chart(app.memo_chart((result.run_id, "token_depth_hist"), lambda: charts.token_depth_histogram(
-            token_depth, n_layers)), f"{result.run_id}_token_depth_hist", "token_depth_hist")
+    ui.chart(app.memo_chart((result.run_id, "token_depth"), lambda: charts.token_depth_strip(
+        token_depth, t["tokens"], n_layers, boundary=app.continuation_start(result.meta))),
+        f"{result.run_id}_token_depth", "token_depth")
+    ui.chart(app.memo_chart((result.run_id, "token_depth_hist"), lambda: charts.token_depth_histogram(
+        token_depth, n_layers)), f"{result.run_id}_token_depth_hist", "token_depth_hist")
     st.caption(f"Per-token depth (not in the papers, which average over tokens): c(i) is the first layer from "
                f"which on every lens row's top-1 is the model's own next-token prediction at i; {n_layers} means "
                f"only the output has it. Mean over these {len(token_depth)} tokens: "

@@ -327,14 +327,14 @@ def token_depth_strip(token_depth: pd.DataFrame, tokens: pd.DataFrame, n_layers:
                         anchor="start", fontSize=13))
 
 
-def token_depth_histogram(token_depth: pd.DataFrame, n_layers: int) -> alt.Chart:
+def token_depth_histogram(token_depth: pd.DataFrame, n_layers: int, width: int | str = "container") -> alt.Chart:
     """How many tokens commit at each depth 0..L."""
     counts = token_depth["value"].astype(int).value_counts().reindex(range(n_layers + 1), fill_value=0)
-    frame = pd.DataFrame({"depth": counts.index, "tokens": counts.to_numpy()})
+    frame = pd.DataFrame({"depth": counts.index.astype("int32"), "tokens": counts.to_numpy()})
     return alt.Chart(frame).mark_bar(color="#54a24b").encode(
         x=alt.X("depth:O", title="commitment depth (L = only the output)",
                 axis=alt.Axis(values=_layer_ticks(n_layers + 1), labelAngle=0)),
         y=alt.Y("tokens:Q", title="tokens"),
         tooltip=[alt.Tooltip("depth:O", title="depth"), alt.Tooltip("tokens:Q", title="tokens")],
-    ).properties(width="container", height=120, title=alt.Title("tokens per commitment depth", anchor="start",
-                                                                 fontSize=13))
+    ).properties(autosize=FIT_X, width=width, height=120,  # without fit-x, a stretched chart has no plot height
+                 title=alt.Title("tokens per commitment depth", anchor="start", fontSize=13))
