@@ -100,20 +100,13 @@ def stored_probes(store, request: Request, loaded):
             meta = store.meta(run_id)
             if meta is None:
                 continue
-            count = len(stages.reusable(_MetaOnly(meta), request.config, loaded, request.text,
-                                        request.chat_template))
+            count = len(stages.reusable_from_meta(meta, request.config, loaded, request.text,
+                                                  request.chat_template))
             if count > best_count:
                 best, best_count = run_id, count
         return store.get(best) if best is not None else None
     except Exception:  # noqa: BLE001 - a cache that cannot say is no reason not to compute
         return None
-
-
-@dataclass(frozen=True)
-class _MetaOnly:
-    """A stored run's meta, enough for ``stages.reusable`` to judge it before its tables are read."""
-
-    meta: dict
 
 
 def _quiet(stage: str, frac: float | None = None) -> None:

@@ -57,9 +57,11 @@ PROBE_OPTIONS = {"cosine": ("positions",), "logit_lens": ("positions",),
 def reusable(reuse: RunResult | None, config: ProbeConfig, loaded, text: str, chat_template: bool) -> set[str]:
     """The probes of ``config`` that ``reuse`` holds for this very model, text, dtype and code, with the same
     options."""
-    if reuse is None:
-        return set()
-    meta = reuse.meta
+    return set() if reuse is None else reusable_from_meta(reuse.meta, config, loaded, text, chat_template)
+
+
+def reusable_from_meta(meta: dict, config: ProbeConfig, loaded, text: str, chat_template: bool) -> set[str]:
+    """``reusable`` judged from a stored run's meta alone (before its tables are read)."""
     same_run = (meta.get("model_fingerprint") == loaded.spec.fingerprint and meta.get("dtype") == loaded.dtype
                 and meta.get("prompt_text") == text and bool(meta.get("chat_template")) == bool(chat_template)
                 and meta.get("code_version") == f"{effdepth.__version__}+p{effdepth.PROBE_VERSION}")

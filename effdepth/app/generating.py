@@ -16,9 +16,15 @@ def cached_generation(store, name: str, text: str, dtype: str, chat: bool, n_new
                       temperature: float = 1.0) -> generate.Generation | None:
     """The stored continuation of this text by this model (``n_new`` tokens; greedy, or sampled with ``seed``
     at ``temperature``), without loading it."""
-    settings = generate.settings_for(n_new, seed, temperature, chat)
-    key = generate.cache_key(resolve(name).fingerprint, dtype, check_prompt(text), settings)
+    _, key = _settings_and_key(name, dtype, check_prompt(text), chat, n_new, seed, temperature)
     return generate.cached(generate.directory_for(store), key)
+
+
+def _settings_and_key(name: str, dtype: str, text: str, chat: bool, n_new: int, seed: int | None,
+                      temperature: float) -> tuple[dict, str]:
+    """The continuation's settings and its cache key (model fingerprint, dtype, text, settings)."""
+    settings = generate.settings_for(n_new, seed, temperature, chat)
+    return settings, generate.cache_key(resolve(name).fingerprint, dtype, text, settings)
 
 
 def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_new: int, holder: ModelHolder,
@@ -30,8 +36,7 @@ def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_
     rendered into it)."""
     text = check_prompt(text)
     store.check_writable()  # neither the continuation nor the run is computed for a cache that cannot keep them
-    settings = generate.settings_for(n_new, seed, temperature, chat)
-    key = generate.cache_key(resolve(name).fingerprint, dtype, text, settings)
+    settings, key = _settings_and_key(name, dtype, text, chat, n_new, seed, temperature)
 
     def write():
         with holder.lease(name, dtype, progress) as loaded:

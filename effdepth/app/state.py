@@ -190,8 +190,6 @@ def adopt_meta(state: ViewState, meta: Mapping, which: str = "a") -> None:
 def _adopt_continuation(state: ViewState, meta: Mapping) -> None:
     """A run of prompt + the model's own continuation opens as that prompt with "let it continue" set, where
     the page can ask for it again (greedy, no chat template, a length the control offers)."""
-    from effdepth.app.options import GENERATE_CHOICES
-
     generation = meta.get("generation") or {}
     settings = generation.get("settings") or {}
     text, prompt = generation.get("text"), state.prompt

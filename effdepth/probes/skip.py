@@ -312,7 +312,7 @@ class _Packing:
         for g, batch, variant in self._targets(rows):
             self.acc.set_effect(variant, layer, rel[batch][:, self.slots[g]].amax(dim=-1))
 
-    def record_output(self, rows: Sequence[int], final: torch.Tensor, clean_probs: torch.Tensor) -> None:
+    def record_output(self, rows: Sequence[int], final: torch.Tensor, clean_probs: _CleanProbs) -> None:
         """O of each measured group of the packed rows from their final residuals [B, N, d], decoded at once."""
         final = final.cpu()
         resid, pos, owner = [], [], []
