@@ -1,7 +1,8 @@
 """The contract between effdepth's layers, torch-free: tables, probes, sentinels, progress.
 
 Engine, store, CLI, charts and app read these names; no other module defines them again.
-A run (:class:`RunResult`) is a ``meta`` dict plus one long table per name in :data:`TABLES`.
+A run (:class:`RunResult`) is a ``meta`` dict plus one long table per name in :data:`TABLES`; a fitted
+linear map between two models (:class:`LinearMap`) is a ``meta`` dict plus its error matrix.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 #: progress(stage, fraction): fraction in [0, 1] within the stage, or None when unknown. Raising from it
@@ -16,8 +18,9 @@ import pandas as pd
 Progress = Callable[[str, float | None], None]
 
 #: the computations a run can include, in the order a run performs them (docs/SPEC.md §4–§7)
-PROBES = ("cosine", "logit_lens", "skip", "erasure", "igrad")
+PROBES = ("cosine", "logit_lens", "shortcut_lens", "skip", "erasure", "igrad")
 DEFAULT_PROBES = ("cosine", "logit_lens", "skip")  # erasure and IG cost (L+1)·T and L·N passes: opt-in
+#: (the shortcut lens is opt-in too: its first use on a model fits it, a minute or more on a CPU)
 ANSWER_PROBES = ("erasure", "igrad")  # the probes that measure the answer span at the end of the prompt
 #: the layer-skip variants (docs/SPEC.md §6.1–§6.3): effect on later tokens / the same token, through the
 #: whole network or the direct path only
@@ -87,3 +90,33 @@ class RunResult:
     def layer_curve(self, metric: str) -> pd.Series:
         rows = self.tables["layer"]
         return rows[rows["metric"] == metric].set_index("layer")["value"].sort_index()
+
+
+@dataclass
+class LinearMap:
+    """A fitted linear map between two models (``effdepth.linear.maps``): ``meta`` (the pair, the text, the
+    token counts) and the held-out relative error of the map from source depth s to target depth j.
+
+    error: [L_A+1, L_B+1] (rows: source depth s = 0 … L_A, columns: target depth j = 0 … L_B)."""
+
+    meta: dict
+    error: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.error = np.asarray(self.error, dtype=float)
+        expected = (int(self.meta["source_layers"]) + 1, int(self.meta["target_layers"]) + 1)
+        if self.error.shape != expected:
+            raise ValueError(f"error has shape {self.error.shape}, expected {expected} (L_A+1, L_B+1)")
+
+    @property
+    def map_id(self) -> str:
+        return self.meta["map_id"]
+
+    def best_target(self) -> np.ndarray:
+        """For every source depth s, the target depth j of the smallest error -> [L_A+1] int."""
+        return self.error.argmin(axis=1)
+
+    def diagonal(self) -> np.ndarray:
+        """The relative-depth diagonal: for every s, j = s · L_B / L_A (fractional) -> [L_A+1]."""
+        n_a, n_b = self.error.shape[0] - 1, self.error.shape[1] - 1
+        return np.arange(n_a + 1) * n_b / max(n_a, 1)

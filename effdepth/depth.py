@@ -23,7 +23,7 @@ Rules (``rule`` column):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -155,7 +155,8 @@ def future_matrix(skip: pd.DataFrame, variant: str = "future") -> np.ndarray | N
     return rows.pivot(index="skipped", columns="affected", values="value").sort_index().to_numpy()
 
 
-CURVE_INPUTS = ("cos_att", "cos_mlp", "cos_layer", "kl", "overlap")  # the per-layer curves the rules read
+#: the per-layer curves the rules read (``shortcut_*``: the same lens rules under the linear shortcut lens)
+CURVE_INPUTS = ("cos_att", "cos_mlp", "cos_layer", "kl", "overlap", "shortcut_kl", "shortcut_overlap")
 
 
 def ed_results(curves: dict[str, np.ndarray]) -> list[EDResult]:
@@ -169,6 +170,10 @@ def ed_results(curves: dict[str, np.ndarray]) -> list[EDResult]:
         results += [ed_kl(curves["kl"]), ed_kl(curves["kl"], guarded=True)]
     if "overlap" in curves:
         results += [ed_overlap(curves["overlap"]), ed_overlap(curves["overlap"], guarded=True)]
+    for lens_metric, rule in (("shortcut_kl", ed_kl), ("shortcut_overlap", ed_overlap)):
+        if lens_metric in curves:
+            results += [replace(rule(curves[lens_metric], guarded=guarded), probe=lens_metric)
+                        for guarded in (False, True)]
     return results
 
 

@@ -32,6 +32,7 @@ from effdepth.contract import (  # noqa: F401 - the vocabulary the engine's call
     RunResult,
 )
 from effdepth.errors import PromptError
+from effdepth.linear import lens
 from effdepth.probes import igrad, skip
 from effdepth.probes._tables import layer_means
 from effdepth.stages import _BASELINES, ERASURE_BASELINE_ITEMS, erasure_baseline  # noqa: F401 - the engine's API
@@ -89,6 +90,8 @@ class ProbeConfig:
             out["erasure_baseline"] = f"gsm8k[:{ERASURE_BASELINE_ITEMS}] token mean"
         if "igrad" in self.probes:
             out.update(ig_steps=self.ig_steps, ig_parts=list(self.ig_parts), ig_baseline="p2")
+        if "shortcut_lens" in self.probes:  # the fit is part of what was asked for
+            out["shortcut_fit"] = lens.recipe()
         if self.positions != positions.ALL:
             out["positions"] = self.positions
             if "skip" in self.probes:  # skips of windowed runs stored before they read the window measured all
@@ -336,6 +339,8 @@ def _assemble(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_te
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": None, "item_index": None, "notes": list(parts.notes), "checks": parts.checks,
     }
+    if "shortcut_lens" in done and parts.shortcut_fit is not None:
+        meta["shortcut_fit"] = parts.shortcut_fit
     if parts.measured is not None:  # measured positions: the per-position probes read these only
         meta["measured"] = list(parts.measured)
     meta.update(extra_meta or {})

@@ -48,6 +48,8 @@ def flops(shape: Shape, probe: str, ig_steps: int = 256, n_splits: int = 4) -> f
         return 0.0  # reductions over the trace, no weights
     if probe == "logit_lens":
         return L * M * shape.unembed
+    if probe == "shortcut_lens":  # a d×d map per row, then the lens (the one-off fit on a model is not counted)
+        return L * M * (2.0 * shape.d_model * shape.d_model + shape.unembed)
     if probe == "skip":  # each skipped layer's later layers on the split suffixes (packed), plus their outputs
         span = T - shape.first_measured  # the splits fall inside the measured window
         suffix = n_splits * span / 2

@@ -19,7 +19,7 @@ import effdepth
 from effdepth.capture import Replayer
 from effdepth.contract import Progress, RunResult
 from effdepth.errors import PromptError
-from effdepth.probes import cosine, erasure, igrad, logit_lens, skip
+from effdepth.probes import cosine, erasure, igrad, logit_lens, shortcut_lens, skip
 
 if TYPE_CHECKING:  # the config type only (the engine imports this module)
     from effdepth.engine import ProbeConfig
@@ -42,13 +42,14 @@ class Parts:
     erasure: pd.DataFrame | None = None
     igrad: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    shortcut_fit: dict | None = None  # the shortcut lens's fit report (recipe, tokens, held-out KL)
     measured: list[int] | None = None  # the measured positions (None: all)
     #: hears a probe's results so far while it runs (the skip matrix as its layers fill); set by the engine
     on_partial: Callable[[str, object], None] | None = None
 
 
 #: per probe, the keys of ``ProbeConfig.as_dict()`` its numbers depend on (a reused probe must match them)
-PROBE_OPTIONS = {"cosine": ("positions",), "logit_lens": ("positions",),
+PROBE_OPTIONS = {"cosine": ("positions",), "logit_lens": ("positions",), "shortcut_lens": ("positions", "shortcut_fit"),
                  "skip": ("splits", "seed", "skip_variants", "positions", "skip_positions"),
                  "erasure": ("answer", "erasure_baseline", "positions"),
                  "igrad": ("answer", "ig_steps", "ig_parts", "ig_baseline")}
@@ -75,12 +76,15 @@ def reusable_from_meta(meta: dict, config: ProbeConfig, loaded, text: str, chat_
 def take_probe(probe: str, reuse: RunResult, parts: Parts) -> None:
     """Copy one probe's tables from an earlier run into ``parts``."""
     tables = reuse.tables
-    if probe in ("cosine", "logit_lens"):
-        metrics = cosine.METRICS if probe == "cosine" else logit_lens.METRICS
+    if probe in ("cosine", "logit_lens", "shortcut_lens"):
+        metrics = {"cosine": cosine.METRICS, "logit_lens": logit_lens.METRICS,
+                   "shortcut_lens": shortcut_lens.METRICS}[probe]
         layer_token = tables["layer_token"]
         parts.layer_token.append(layer_token[layer_token["metric"].isin(metrics)].reset_index(drop=True))
         if probe == "logit_lens":
             parts.lens_top = tables["lens_topk"]
+        if probe == "shortcut_lens":
+            parts.shortcut_fit = reuse.meta.get("shortcut_fit")
     elif probe == "skip":
         parts.skip_matrix, parts.skip_output = tables["skip"], tables["skip_output"]
         parts.splits_used = list(reuse.meta.get("splits_used") or [])
@@ -116,6 +120,19 @@ def _stage_logit_lens(loaded, replayer: Replayer, config: ProbeConfig, answer_le
                                                  progress=notify)
     parts.layer_token.append(at_positions(lens_frame, parts.measured))
     parts.lens_top = at_positions(lens_top, parts.measured)
+
+
+def _stage_shortcut_lens(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+                         parts: Parts) -> None:
+    from effdepth import models
+    from effdepth.linear import lens
+
+    notify(lens.FIT_STAGE, None)
+    fitted = lens.shortcut_lens(loaded, models.cache_dir() / "lenses", progress=notify)
+    notify(shortcut_lens.STAGE, None)
+    frame = shortcut_lens.shortcut_lens(measured(replayer, parts), replayer.taps, fitted.transform, progress=notify)
+    parts.layer_token.append(at_positions(frame, parts.measured))
+    parts.shortcut_fit = {k: fitted.meta.get(k) for k in ("recipe", "n_fit_tokens", "n_held_tokens", "held_out_kl")}
 
 
 def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
@@ -160,7 +177,8 @@ def _stage_igrad(loaded, replayer: Replayer, config: ProbeConfig, answer_len, no
 
 
 #: probe -> the stage that computes it into the run's parts (in the order of contract.PROBES)
-STAGES = {"cosine": _stage_cosine, "logit_lens": _stage_logit_lens, "skip": _stage_skip,
+STAGES = {"cosine": _stage_cosine, "logit_lens": _stage_logit_lens, "shortcut_lens": _stage_shortcut_lens,
+          "skip": _stage_skip,
            "erasure": _stage_erasure, "igrad": _stage_igrad}
 
 

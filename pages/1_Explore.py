@@ -248,20 +248,39 @@ def _contributions(view, result) -> None:
                "token.")
 
 
-def _logit_lens(view, result) -> None:
-    """Draws the logit-lens heatmap (probe B), the token-position slider and the top-5 per layer there."""
+def _logit_lens(view, run_store, result) -> None:
+    """Draws the logit-lens heatmap (probe B), beside or instead of the linear shortcut lens, the token-position
+    slider and the top-5 per layer there."""
     t, ed = result.tables, result.tables["ed"]
     n_layers = int(result.meta["n_layers"])
     st.subheader("Logit lens (probe B)")
-    ui.bind(st.radio, "lens", "Quantity", options=list(app.LENS_METRICS), format_func=app.LENS_METRICS.get,
-            horizontal=True, key="w_lens")
-    lens_heat = app.memo_chart((result.run_id, "heat", view.lens, view.pos), lambda: charts.layer_token_heatmap(
-        t["layer_token"], t["tokens"], view.lens, ed, selected_pos=view.pos,
-        boundary=app.continuation_start(result.meta)))
-    ui.chart(lens_heat, f"{result.run_id}_{view.lens}", "heat_lens", on_select=_on_cell("heat_lens"))
+    left, right = st.columns([2, 3])
+    ui.bind(st.radio, "lens_view", "Lens", container=left, options=list(app.LENS_VIEWS),
+            format_func=app.LENS_VIEWS.get, horizontal=True, key="w_lens_view",
+            help="The linear shortcut lens maps each layer's residual to its best linear guess of the final "
+                 "residual (fitted once per model on the shipped text) before decoding it (not in the papers).")
+    ui.bind(st.radio, "lens", "Quantity", container=right, options=list(app.LENS_METRICS),
+            format_func=app.LENS_METRICS.get, horizontal=True, key="w_lens")
+    shortcut = _shortcut_run(view, run_store, result) if view.lens_view != "logit" else None
+    shown = [("logit", result)] if view.lens_view != "shortcut" or shortcut is None else []
+    if shortcut is not None:
+        shown.append(("shortcut", shortcut))
+    columns = st.columns(len(shown)) if len(shown) > 1 else [st.container()]
+    for column, (kind, run) in zip(columns, shown):
+        metric = view.lens if kind == "logit" else app.shortcut_metric(view.lens)
+        with column:
+            if len(shown) > 1:
+                st.markdown(f"**{app.LENS_VIEWS[kind].capitalize()}**")
+            heat = app.memo_chart((run.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
+                run.tables["layer_token"], t["tokens"], metric, run.tables["ed"], selected_pos=view.pos,
+                boundary=app.continuation_start(result.meta)))
+            key = "heat_lens" if kind == "logit" else "heat_lens_shortcut"
+            ui.chart(heat, f"{run.run_id}_{metric}", key, on_select=_on_cell(key))
     st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
                "final norm and unembedding; the reference is the model's output. KL uses a symlog colour scale. "
                "The rules mark the KL ED (entropy) or the overlap ED.")
+    if shortcut is not None:
+        _shortcut_report(result, shortcut)
     _token_depth(result)
 
     positions = app.position_options(t["tokens"])
@@ -273,6 +292,40 @@ def _logit_lens(view, result) -> None:
     with st.expander(f"Top-5 per layer at position {app.md(app.position_label(t['tokens'], view.pos))} as a table"):
         st.dataframe(app.lens_topk_table(t["lens_topk"], view.pos), width="stretch",
                      height=min(36 * (n_layers + 1), 560))
+
+
+def _shortcut_run(view, run_store, result):
+    """The shortcut-lens run of this run's text: cached, computed on request, or None (with what it costs)."""
+    meta = result.meta
+    with ui.guard():
+        config = app.shortcut_config(view.positions)
+        _, found = app.find_cached(run_store, view.model, meta["prompt_text"], view.dtype,
+                                   bool(meta.get("chat_template")), config)
+        if found is not None:
+            return found
+        st.caption("The linear shortcut lens of this text is not in the cache. Its first run on a model fits the "
+                   "lens (one forward pass over the shipped text, ~16k tokens, and a ridge fit per layer; a minute "
+                   "or more on a CPU), which is kept for every later text.")
+        if view.demo:
+            st.info("Demo mode loads no model; pick the logit lens.", icon=":material/block:")
+        elif st.button("Fit and run the linear shortcut lens", icon=":material/play_arrow:", key="run_shortcut"):
+            return ui.compute(run_store, view.model, meta["prompt_text"], view.dtype, bool(meta.get("chat_template")),
+                              label="Linear shortcut lens", config=config)
+    return None
+
+
+def _shortcut_report(result, shortcut) -> None:
+    """Draws the lens EDs side by side and the fit's held-out KL per layer under either lens."""
+    left, right = st.columns([2, 3], gap="medium")
+    with left:
+        st.dataframe(app.lens_ed_table(result, shortcut), hide_index=True, width="stretch")
+        st.caption("The lens-based ED rules (P1's and the guarded ones) read under either lens. "
+                   + app.fit_caption(shortcut))
+    report = app.held_out_kl(shortcut)
+    if report:
+        with right:
+            ui.chart(app.memo_chart((shortcut.run_id, "lens_fit"), lambda: charts.lens_fit_chart(report)),
+                     f"{shortcut.run_id}_lens_fit", "lens_fit")
 
 
 def _token_depth(result) -> None:
@@ -405,7 +458,7 @@ def main() -> None:
     _header(view, result, run_store, computed)
     _ed_section(result)
     _contributions(view, result)
-    _logit_lens(view, result)
+    _logit_lens(view, run_store, result)
     _layer_skipping(view, result)
     _attribution(view, run_store, result)
     ui.sync_url(view)

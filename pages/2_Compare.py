@@ -207,6 +207,29 @@ def _delta(a, b, label_a: str, label_b: str, metric: str) -> None:
         st.info(f"No Δ heatmap: {mismatch}, so their cells do not correspond one to one.", icon=":material/info:")
 
 
+def _linear_maps(view, run_store) -> None:
+    """Draws the stored linear maps between the two models (P2 §10), or the command that fits them."""
+    st.subheader("Linear maps from one model's residuals to the other's")
+    with ui.guard():
+        found = app.maps_of_pair(run_store, view.model, view.model_b) if view.model != view.model_b else []
+        if not found:
+            st.caption("For every depth s of the source, a ridge map from h_s to every residual h_j of the target, "
+                       "fitted on the shipped text and scored on its held-out part (P2 §10; both models need the "
+                       "same tokenizer). None is stored for this pair; fit one with:")
+            st.code(app.linmap_command(view.model, view.model_b, view.dtype_b), language="bash")
+            return
+        linear_map = found[0]
+        meta = linear_map.meta
+        ui.chart(app.memo_chart((linear_map.map_id, "linmap"), lambda: charts.linear_map_heatmap(linear_map)),
+                 f"linmap_{meta['source_name']}_{meta['target_name']}", "linmap")
+        st.caption(f"Held-out relative error mean_i ‖ŷ_j − h_j‖ / ‖h_j‖ of the map from source depth s to target "
+                   f"depth j, fitted on {meta['n_fit_tokens']} tokens of the shipped text ({app.md(meta['corpus'])}, "
+                   f"ridge α = {meta['alpha']:g}) and scored on {meta['n_held_tokens']} held-out tokens. P2 trains the "
+                   "same map by AdamW on C4; this is its closed form on far less text.")
+        with st.expander("Best target depth per source depth"):
+            st.dataframe(app.map_summary(linear_map), hide_index=True, width="stretch")
+
+
 def main() -> None:
     """Draws the Compare page top to bottom (the items mode is effdepth.ui.sweep.compare_items)."""
     ui.page_setup("Compare")
@@ -227,14 +250,13 @@ def main() -> None:
         st.stop()
     a, b = _find_or_compute(view, run_store, results, columns)
     ui.sync_url(view)
-    if a is None or b is None:
-        st.stop()
-
-    label_a, label_b = _pair_labels(a, b)
-    _ed_table(a, b, label_a, label_b)
-    _curves(a, b, label_a, label_b)
-    metric = _heatmaps(view, a, b, label_a, label_b)
-    _delta(a, b, label_a, label_b, metric)
+    if a is not None and b is not None:
+        label_a, label_b = _pair_labels(a, b)
+        _ed_table(a, b, label_a, label_b)
+        _curves(a, b, label_a, label_b)
+        metric = _heatmaps(view, a, b, label_a, label_b)
+        _delta(a, b, label_a, label_b, metric)
+    _linear_maps(view, run_store)
     ui.sync_url(view)
 
 

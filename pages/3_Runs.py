@@ -100,6 +100,27 @@ def _delete(view, run_store, ids: tuple) -> None:
         _confirm_delete(run_store, ids, confirm_key)
 
 
+def _maps(view, run_store) -> None:
+    """Draws the stored linear maps (``effdepth linmap``), each with its link to the Compare page."""
+    listing = None
+    with ui.guard():
+        listing = app.maps_listing(run_store)
+    if listing is None or not len(listing):
+        return
+    st.subheader("Linear maps")
+    st.caption(f"{len(listing)} fitted pair(s): source depth s → every target depth j, held-out relative error "
+               "(the heatmap is on the Compare page of the pair).")
+    st.dataframe(listing, hide_index=True, width="stretch",
+                 column_config={"map_id": st.column_config.TextColumn("map id", width="small")})
+    links = st.container(horizontal=True, gap="small")
+    for row in listing.head(8).itertuples():
+        query = {"model": row.source, "model_b": row.target, "dtype": row.source_dtype, "dtype_b": row.target_dtype}
+        if view.demo:
+            query["demo"] = "1"
+        links.page_link(ui.PAGES["compare"][0], label=f"{row.source} → {row.target} in Compare",
+                        icon=":material/compare_arrows:", query_params=query)
+
+
 def main() -> None:
     """Draws the Runs page top to bottom."""
     ui.page_setup("Runs")
@@ -117,13 +138,13 @@ def main() -> None:
     if not selected:
         st.info("Select one run to reopen, export or delete it; select two to compare them.",
                 icon=":material/touch_app:")
-        st.stop()
-
-    st.markdown(f"**Selected:** {app.md(', '.join(selected))}")
-    actions = st.container(horizontal=True, gap="small")
-    _links(actions, view, selected, metas)
-    _downloads(actions, run_store, selected)
-    _delete(view, run_store, tuple(selected))
+    else:
+        st.markdown(f"**Selected:** {app.md(', '.join(selected))}")
+        actions = st.container(horizontal=True, gap="small")
+        _links(actions, view, selected, metas)
+        _downloads(actions, run_store, selected)
+        _delete(view, run_store, tuple(selected))
+    _maps(view, run_store)
 
 
 main()

@@ -5,7 +5,8 @@ The room, bottom up: ``text`` (user text made safe for markdown), ``options`` (c
 ``state`` (view state <-> URL), ``inputs`` (prompt, item, config, run keys), ``lookup`` (cache reads and
 memos), ``running`` (a session's run: progress, turns, stop notes, through ``effdepth.compute``),
 ``summary`` (what a page says about a run), ``runs`` (the Runs table), ``export`` (zips of tables and
-charts), ``difficulty`` (the Difficulty page's tables and commands). Callers use the names below from
+charts), ``difficulty`` (the Difficulty page's tables and commands), ``lenses`` (the shortcut lens beside the
+logit lens, the stored linear maps of a pair). Callers use the names below from
 ``effdepth.app``.
 """
 
@@ -38,6 +39,17 @@ from effdepth.app.inputs import (
     resolve,
     run_keys,
 )
+from effdepth.app.lenses import (
+    fit_caption,
+    held_out_kl,
+    lens_ed_table,
+    linmap_command,
+    map_summary,
+    maps_listing,
+    maps_of_pair,
+    shortcut_config,
+    shortcut_metric,
+)
 from effdepth.app.lookup import find_cached, get_run, memo_chart, open_store
 from effdepth.app.options import (
     ATTR_METRICS,
@@ -54,6 +66,7 @@ from effdepth.app.options import (
     IG_STEP_CHOICES,
     ITEM_DATASETS,
     LENS_METRICS,
+    LENS_VIEWS,
     PROBE_LABELS,
     SKIP_VARIANTS,
     SUBLAYERS,
@@ -104,6 +117,16 @@ from effdepth.app.window import WINDOW, WINDOW_FROM_TOKENS, WindowProposal, mode
 from effdepth.models.holder import WAITING_STAGE, ModelHolder
 
 __all__ = [
+    "fit_caption",
+    "held_out_kl",
+    "lens_ed_table",
+    "linmap_command",
+    "map_summary",
+    "maps_listing",
+    "maps_of_pair",
+    "shortcut_config",
+    "shortcut_metric",
+    "LENS_VIEWS",
     "WINDOW",
     "WINDOW_FROM_TOKENS",
     "WindowProposal",

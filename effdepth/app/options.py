@@ -18,6 +18,10 @@ LENS_METRICS = {"kl": "KL(layer ‖ final)", "overlap": "top-5 overlap", "entrop
                 "rank": "rank of the final top-1"}
 
 
+#: Explore's lens views: how a layer's residual is read before decoding (docs/SPEC.md §5, §15.2)
+LENS_VIEWS = {"logit": "logit lens", "shortcut": "linear shortcut lens", "both": "side by side"}
+
+
 SKIP_VARIANTS = {"future": "future tokens (P2 Fig. 3)", "current": "current token",
                  "local_future": "direct path, future", "local_current": "direct path, current"}
 

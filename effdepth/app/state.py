@@ -15,6 +15,7 @@ from effdepth.app.options import (
     GENERATE_CHOICES,
     IG_STEP_CHOICES,
     LENS_METRICS,
+    LENS_VIEWS,
     SKIP_VARIANTS,
     SUBLAYERS,
     default_model,
@@ -34,6 +35,7 @@ class ViewState:
     contrib: str = "cosine"
     part: str = "layer"
     lens: str = "kl"
+    lens_view: str = "logit"  # Explore's lens: "logit" | "shortcut" (the linear shortcut lens) | "both"
     variant: str = "future"
     pos: int | None = None
     model_b: str = ""
@@ -64,7 +66,8 @@ class ViewState:
 
 
 _CHOICES = {"dtype": DTYPES, "dtype_b": DTYPES, "contrib": tuple(CONTRIB_FAMILIES), "part": tuple(SUBLAYERS),
-            "lens": tuple(LENS_METRICS), "variant": tuple(SKIP_VARIANTS), "cmp_metric": tuple(charts.METRICS),
+            "lens": tuple(LENS_METRICS), "lens_view": tuple(LENS_VIEWS), "variant": tuple(SKIP_VARIANTS),
+            "cmp_metric": tuple(charts.METRICS),
             "cmp_mode": ("prompt", "items"), "agg": ("token", "prompt"), "ed_probe": ("cosine", "kl", "overlap"),
             "ed_rule": ("p1", "guarded")}
 

@@ -15,12 +15,14 @@ Conventions shared by every chart, so a person reads them all the same way:
 - Widths are ``"container"``; heatmap heights are ``PX_PER_LAYER`` per layer (at least ``MIN_HEIGHT``).
 
 The room: ``style`` (what every chart shares) <- ``run`` (one run) <- ``compare`` (two runs), ``sweep``
-(aggregates over items: the Difficulty page, Compare's items mode), ``export`` (PNG / SVG files).
+(aggregates over items: the Difficulty page, Compare's items mode), ``linear`` (the linear maps and the
+shortcut lens's fit), ``export`` (PNG / SVG files).
 Callers use the names below from ``effdepth.charts``.
 """
 
 from effdepth.charts.compare import compare_curves, delta_heatmap, shared_domain
 from effdepth.charts.export import EXPORT_WIDTH, chart_png, chart_svg
+from effdepth.charts.linear import lens_fit_chart, lens_fit_frame, linear_map_frame, linear_map_heatmap
 from effdepth.charts.run import (
     CURVE_NAMES,
     CURVES,
@@ -90,6 +92,10 @@ from effdepth.charts.sweep import (
 )
 
 __all__ = [
+    "lens_fit_chart",
+    "lens_fit_frame",
+    "linear_map_frame",
+    "linear_map_heatmap",
     "unmeasured_band",
     "continuation_rule",
     "selected_value",

@@ -67,6 +67,10 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
     "overlap": ("logit-lens top-5 overlap with the final top-5", "unit", "overlap"),
     "entropy": ("logit-lens entropy [nats]", "entropy", "kl"),
     "rank": ("rank of the final top-1 token in the layer's distribution", "rank", "kl"),
+    "shortcut_kl": ("shortcut-lens KL(layer ‖ final) [nats]", "kl", "shortcut_kl"),
+    "shortcut_overlap": ("shortcut-lens top-5 overlap with the final top-5", "unit", "shortcut_overlap"),
+    "shortcut_entropy": ("shortcut-lens entropy [nats]", "entropy", "shortcut_kl"),
+    "shortcut_rank": ("rank of the final top-1 token under the shortcut lens", "rank", "shortcut_kl"),
     "erasure": ("residual erasure: max ‖Δp‖₂ over the answer positions", "seq", "cosine"),
     "ig_layer": ("integrated gradients, layer output", "diverging", "cosine"),
     "ig_attn": ("integrated gradients, attention output", "diverging", "cosine"),
@@ -76,11 +80,13 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
 
 #: y-axis titles of heatmaps whose rows are not "layer"
 ROW_TITLES = {"kl": LENS_LAYER_TITLE, "overlap": LENS_LAYER_TITLE, "entropy": LENS_LAYER_TITLE,
-              "rank": LENS_LAYER_TITLE, "erasure": "depth k (h_k erased; 0 = embeddings)"}
+              "rank": LENS_LAYER_TITLE, **{f"shortcut_{m}": LENS_LAYER_TITLE for m in ("kl", "overlap", "entropy",
+                                                                                       "rank")},
+              "erasure": "depth k (h_k erased; 0 = embeddings)"}
 
 
 PROBE_TITLES = {"cosine": "cosine μ", "kl": "logit-lens KL", "overlap": "top-5 overlap",
-                "skip": "layer-skip effect"}
+                "skip": "layer-skip effect", "shortcut_kl": "shortcut-lens KL", "shortcut_overlap": "shortcut overlap"}
 
 
 def visible_token(text: str, max_chars: int = LABEL_CHARS) -> str:

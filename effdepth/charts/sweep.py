@@ -25,8 +25,9 @@ from effdepth.charts.style import (
 )
 
 GROUP_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d", "#eeca3b"]
-PROBE_COLOURS = {"cosine": "#4c78a8", "kl": "#e45756", "overlap": "#54a24b"}
-PROBE_ORDER = ("cosine", "kl", "overlap")
+PROBE_COLOURS = {"cosine": "#4c78a8", "kl": "#e45756", "overlap": "#54a24b", "shortcut_kl": "#f58518",
+                 "shortcut_overlap": "#72b7b2"}
+PROBE_ORDER = ("cosine", "kl", "overlap", "shortcut_kl", "shortcut_overlap")
 RULE_NAMES = {"p1": "P1", "guarded": "guarded"}
 EFFECT_NAMES = {"layer": "layer effect", "logit": "logit effect"}
 EFFECT_COLOURS = ["#3b3b3b", "#a6a6a6"]  # greys: the bin colours stay the bins' own
@@ -161,11 +162,12 @@ def edr_ci_chart(eds: pd.DataFrame, rule: str = "p1", order: Sequence[str] | Non
     data["ed"] = data["ed"].astype("Float64").astype(float)
     data = data[data["edr"].notna()]
     order = list(order or dict.fromkeys(eds["group"]))
-    probes = [PROBE_TITLES[p] for p in PROBE_ORDER]
+    shown = [p for p in PROBE_ORDER if p in set(data["probe"])] or list(PROBE_ORDER[:3])  # the shortcut lens: opt-in
+    probes = [PROBE_TITLES[p] for p in shown]
     y = alt.Y("group:N", title=None, sort=order, axis=alt.Axis(labelFontSize=11, labelLimit=220))
     y_offset = alt.YOffset("probe_title:N", sort=probes, scale=alt.Scale(domain=probes, paddingOuter=0.3))
     colour = alt.Color("probe_title:N", title=None, scale=alt.Scale(
-        domain=probes, range=[PROBE_COLOURS[p] for p in PROBE_ORDER]),
+        domain=probes, range=[PROBE_COLOURS[p] for p in shown]),
         legend=alt.Legend(orient="top", direction="horizontal"))
     x_scale = alt.Scale(domain=[0, 1], nice=False)
     tooltip = [alt.Tooltip("group:N", title=group_title), alt.Tooltip("probe_title:N", title="probe"),

@@ -10,11 +10,12 @@ from effdepth import checks, depth, positions
 from effdepth.contract import SPLIT_MAX
 
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
-             ("skip", "layer skipping"))
+             ("shortcut_kl", "shortcut-lens KL"), ("shortcut_overlap", "shortcut overlap"), ("skip", "layer skipping"))
 
 
 LAYER_METRICS = ("cos_att", "cos_mlp", "cos_layer", "cos_mu", "rc_att", "rc_mlp", "rc_layer", "kl", "overlap",
-                 "entropy", "rank", "skip_layer_effect", "skip_output")
+                 "entropy", "rank", "shortcut_kl", "shortcut_overlap", "shortcut_entropy", "shortcut_rank",
+                 "skip_layer_effect", "skip_output")
 
 
 def _clean(value: Any) -> Any:

@@ -8,6 +8,8 @@ token in P_layer, per layer and token. Rows are decoded in chunks so that memory
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import torch
 
@@ -27,10 +29,13 @@ METRICS = ("kl", "overlap", "entropy", "rank")
 @torch.no_grad()
 def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: int = 5,
                  budget_bytes: int = 256 * 2**20, progress: Progress | None = None,
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                 transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 stage: str = "logit lens") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Returns ({kl, overlap, entropy, rank: [L, T]}, {top_ids, top_probs: [L, T, keep_top]}).
 
-    ``progress("logit lens", fraction)`` after every chunk of rows (an exception from it stops the lens)."""
+    ``transform(rows [n, d], layers [n]) -> [n, d]``: what is decoded instead of h_l itself (the linear
+    shortcut lens maps each h_l to its guess of h_L; None: the logit lens). ``progress(stage, fraction)``
+    after every chunk of rows (an exception from it stops the lens)."""
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
     logits = trace.full_logits  # [T, V]
     vocab = logits.shape[-1]
@@ -52,7 +57,10 @@ def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: i
         stop = min(start + chunk, rows.shape[0])
         n = stop - start
         pos = torch.arange(start, stop) % n_tokens
-        z = model_taps.to_logits(rows[start:stop].to(device)).cpu()  # [c, V]
+        block = rows[start:stop]
+        if transform is not None:
+            block = transform(block, torch.arange(start, stop) // n_tokens)
+        z = model_taps.to_logits(block.to(device)).cpu()  # [c, V]
         logp = torch.log_softmax(z, dim=-1)
         p = torch.exp(logp, out=p_buf[:n])
         work = torch.index_select(final_logp, 0, pos, out=work_buf[:n])  # log P_final, then reused
@@ -68,7 +76,7 @@ def lens_metrics(trace: Trace, model_taps: Taps, top_k: int = TOP_K, keep_top: i
         top_ids[start:stop] = layer_top[:, :keep_top]
         top_probs[start:stop] = p.gather(1, layer_top[:, :keep_top])
         if progress is not None:
-            progress("logit lens", stop / rows.shape[0])
+            progress(stage, stop / rows.shape[0])
     metrics = {name: values.reshape(n_layers, n_tokens) for name, values in out.items()}
     tops = {"top_ids": top_ids.reshape(n_layers, n_tokens, keep_top),
             "top_probs": top_probs.reshape(n_layers, n_tokens, keep_top)}

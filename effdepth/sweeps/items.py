@@ -27,7 +27,7 @@ from effdepth.memo import Memo, store_stamp
 from effdepth.models.registry import short_model_name
 from effdepth.sweeps import curves
 
-ED_PROBES = ("cosine", "kl", "overlap")
+ED_PROBES = ("cosine", "kl", "overlap", "shortcut_kl", "shortcut_overlap")
 
 
 RULES = ("p1", "guarded")
@@ -37,13 +37,14 @@ HOWS = {"token": "token-weighted (P1)", "prompt": "per-prompt mean (P2)"}
 
 
 #: the curve of each probe that carries its ED (cosine: μ, the mean of the three cosines)
-PROBE_METRIC = {"cosine": "cos_mu", "kl": "kl", "overlap": "overlap"}
+PROBE_METRIC = {"cosine": "cos_mu", "kl": "kl", "overlap": "overlap", "shortcut_kl": "shortcut_kl",
+                "shortcut_overlap": "shortcut_overlap"}
 
 
 COSINES = depth.COSINES
 
 
-AGGREGATE_METRICS = COSINES + ("cos_mu", "kl", "overlap")
+AGGREGATE_METRICS = COSINES + ("cos_mu", "kl", "overlap", "shortcut_kl", "shortcut_overlap")
 
 
 #: known datasets from easy to hard (bins of other datasets follow, by name)
