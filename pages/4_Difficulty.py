@@ -4,6 +4,7 @@ depth score, and the ED of every item (a click opens the item in Explore)."""
 import streamlit as st
 
 from effdepth import app, charts, sweeps, ui
+from effdepth.ui import jobs as ui_jobs
 from effdepth.ui import sweep as ui_sweep
 
 
@@ -170,11 +171,14 @@ def _items(view, item_set, agg, order: list) -> None:
     """Draws the ED of each item: probe and rule pickers, the strip and the item picker."""
     st.subheader("ED of each item")
     c1, c2 = st.columns(2)
-    ui.bind(st.radio, "ed_probe", "Probe", container=c1, options=list(sweeps.ED_PROBES),
+    eds = sweeps.item_eds(item_set)
+    probes = [p for p in sweeps.ED_PROBES if p in set(eds["probe"])] or ["cosine"]  # (the shortcut lens: opt-in)
+    if view.ed_probe not in probes:
+        view.ed_probe = probes[0]
+    ui.bind(st.radio, "ed_probe", "Probe", container=c1, options=probes,
             format_func=lambda p: charts.PROBE_TITLES.get(p, p), horizontal=True)
     ui.bind(st.radio, "ed_rule", "Rule", container=c2, options=list(sweeps.RULES),
             format_func=charts.RULE_NAMES.get, horizontal=True)
-    eds = sweeps.item_eds(item_set)
     options = app.item_options(item_set.subset(item_set.items[item_set.items["has_curves"]]["item_id"]))
     selected = view.item if view.item in options else None  # the shared item may be another page's
     _item_strip(view, item_set, agg, order, eds, selected)
@@ -189,6 +193,8 @@ def main() -> None:
     ui.demo_toggle(view)
     _intro()
     run_store = ui.store()
+    if run_store is not None:
+        ui_jobs.sweep_panel(view, run_store)
     sets = _sets(view, run_store)
     key = _pickers(view, sets)
     ui.sync_url(view)

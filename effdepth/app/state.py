@@ -68,7 +68,8 @@ class ViewState:
 _CHOICES = {"dtype": DTYPES, "dtype_b": DTYPES, "contrib": tuple(CONTRIB_FAMILIES), "part": tuple(SUBLAYERS),
             "lens": tuple(LENS_METRICS), "lens_view": tuple(LENS_VIEWS), "variant": tuple(SKIP_VARIANTS),
             "cmp_metric": tuple(charts.METRICS),
-            "cmp_mode": ("prompt", "items"), "agg": ("token", "prompt"), "ed_probe": ("cosine", "kl", "overlap"),
+            "cmp_mode": ("prompt", "items"), "agg": ("token", "prompt"),
+            "ed_probe": ("cosine", "kl", "overlap", "shortcut_kl", "shortcut_overlap"),
             "ed_rule": ("p1", "guarded")}
 
 

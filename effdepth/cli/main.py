@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from effdepth.cli.commands import cmd_cache, cmd_export, cmd_install_default, cmd_probe, cmd_runs
+from effdepth.cli.demo import add_parser as add_demo_parser
 from effdepth.cli.inputs import _int_list, _name_list
 from effdepth.cli.linmap import add_parser as add_linmap_parser
 from effdepth.cli.sweep import cmd_sweep
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sweep_p.set_defaults(func=cmd_sweep)
     add_linmap_parser(sub, cache_opt)
+    add_demo_parser(sub, cache_opt)
     install = sub.add_parser("install-default", help="install and convert the default embedded model")
     install.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     install.set_defaults(func=cmd_install_default)

@@ -398,7 +398,8 @@ def load_items(store, key: str, datasets: Sequence[str] | None = None) -> ItemSe
 def explore_run(item_set: ItemSet, iid: str, probe: str | None = None) -> str:
     """The run to open in Explore for an item: the one that gave the probe's curve (else the newest)."""
     item = item_set.merged[iid]
-    metric = {"cosine": "cos_layer", "kl": "kl", "overlap": "overlap", "skip": None}.get(probe or "cosine")
+    metric = {"cosine": "cos_layer", "kl": "kl", "overlap": "overlap", "shortcut_kl": "shortcut_kl",
+              "shortcut_overlap": "shortcut_overlap", "skip": None}.get(probe or "cosine")
     if metric and f"metric:{metric}" in item.sources:
         return item.sources[f"metric:{metric}"]
     if probe == "skip" and "skip:future" in item.sources:

@@ -154,3 +154,32 @@ def test_cli_linmap_fits_caches_and_writes_the_json(word_model_dir, tmp_path, ca
     assert main(["linmap", "--source", str(word_model_dir), "--target", str(word_model_dir), "--tokens", "3",
                  "--cache", cache, "-q"]) == 2
     assert "--tokens must be" in capsys.readouterr().err
+
+
+def test_cli_demo_precomputes_the_talk_set_and_resumes(tmp_path, capsys, monkeypatch):
+    """``effdepth demo`` on two tiny models: every example prompt, the pair's sweeps and its linear map land in
+    the cache; a second call finds them all and computes nothing."""
+    from effdepth import app
+    from effdepth.cli import main
+    from tests import app_support
+
+    monkeypatch.setenv("EFFDEPTH_CACHE_DIR", str(tmp_path / "cache-dir"))
+    a = str(app_support.build_tiny_dir(tmp_path / "tiny-a", seed=1))
+    b = str(app_support.build_tiny_dir(tmp_path / "tiny-b", seed=2, n_layers=4))
+    cache = tmp_path / "demo.duckdb"
+    argv = ["demo", "--models", a, "--pair", f"{a},{b}", "--sweep-n", "2", "--cache", str(cache), "-q"]
+    assert main(argv + ["--plan"]) == 0
+    planned = capsys.readouterr().out
+    assert "hops sweep of" in planned and "linear map" in planned and not cache.exists()
+    assert main(argv) == 0
+    store = Store(cache)
+    runs = store.runs()
+    examples = runs[runs["dataset"].isna()]
+    assert sorted(examples["prompt_text"]) == sorted(app.EXAMPLES.values())
+    hops = runs[runs["dataset"] == "hops"]
+    assert sorted(hops["model_name"].value_counts().tolist()) == [2, 2]
+    assert len(mapstore.maps(store)) == 1
+    before = (len(store), len(mapstore.maps(store)))
+    assert main(argv) == 0
+    assert (len(store), len(mapstore.maps(store))) == before
+    assert main(["demo", "--pair", "only-one", "--cache", str(cache), "--plan"]) == 2

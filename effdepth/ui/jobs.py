@@ -1,0 +1,105 @@
+"""The Difficulty page's sweep panel: start a sweep in the background (``app.jobs``), watch it land item by
+item, stop it, resume it. The panel polls its jobs every ``POLL_S`` seconds while one runs and reruns the
+page when an item landed, so the charts take it in."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from effdepth import app
+from effdepth.app import jobs
+from effdepth.contract import PROBES
+from effdepth.ui.errors import guard
+from effdepth.ui.running import model_holder
+
+POLL_S = 2.0
+_SEEN = "_sweep_jobs_seen"  # session key: {job key: items stored when last drawn}
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def sweep_jobs() -> jobs.SweepJobs:
+    """The process's background sweeps (every session sees them; a reload finds them)."""
+    return jobs.SweepJobs()
+
+
+def _form(view, run_store) -> None:
+    """Draws the settings of a new sweep and its Start button."""
+    with st.form("sweep_form", border=False):
+        left, middle, right = st.columns([3, 2, 1])
+        model = left.text_input("Model", value=view.model, key="w_sweep_model",
+                                help="An embedded name, a model directory, a hub id in the HF cache or a .gguf file.")
+        dataset = middle.selectbox("Dataset", options=list(app.ITEM_DATASETS), format_func=app.ITEM_DATASETS.get,
+                                   key="w_sweep_dataset")
+        n = right.number_input("Items", min_value=1, max_value=jobs.MAX_ITEMS, value=10, step=1, key="w_sweep_n")
+        left, middle, right = st.columns([3, 2, 1])
+        probes = left.multiselect("Probes", options=list(PROBES), default=["cosine", "logit_lens"],
+                                  format_func=lambda p: app.PROBE_LABELS.get(p, p), key="w_sweep_probes")
+        positions = middle.text_input("Measured positions", value="all", key="w_sweep_positions",
+                                      help="all, last:N, from:A, stride:K or answer")
+        dtype = right.selectbox("dtype", options=list(app.DTYPES), key="w_sweep_dtype")
+        started = st.form_submit_button("Start the sweep", icon=":material/play_arrow:")
+    if started:
+        with guard():
+            spec = jobs.SweepSpec(model=model.strip(), dtype=dtype, dataset=dataset, n=int(n),
+                                  probes=tuple(p for p in PROBES if p in probes), positions=positions.strip() or "all")
+            app.resolve(spec.model)  # a model that cannot be found is said here, not in the thread
+            sweep_jobs().start(spec, run_store, model_holder())
+
+
+def _job_line(job: jobs.SweepJob) -> str:
+    spec = job.spec
+    rate = job.rate()
+    per_item = f" · {1 / rate:.1f} s/item computed" if rate else ""
+    return (f"**{app.md(spec.model)}** ({spec.dtype}) on {app.md(spec.dataset)}, {spec.n} items, "
+            f"{app.md(', '.join(spec.probes))}: {job.status}{' (stopping after this item)' if job.stopping else ''} · "
+            f"{job.n_stored}/{job.n_items or spec.n} stored ({job.n_computed} computed here) · "
+            f"{job.seconds():.0f} s{per_item}")
+
+
+def _draw_jobs(run_store, demo: bool) -> None:
+    """Draws every job of this process with its progress bar and its Stop / Resume button."""
+    seen = st.session_state.setdefault(_SEEN, {})
+    landed = False
+    for index, job in enumerate(sweep_jobs().all()):
+        st.markdown(_job_line(job))
+        st.progress(job.n_stored / max(job.n_items or job.spec.n, 1),
+                    text=app.md(job.stage) if job.stage else None)
+        for line in job.failed[-3:]:
+            st.caption(app.md(line))
+        if job.error:
+            st.error(f"The sweep failed: {app.md(job.error)}", icon=":material/error:")
+        if not demo:
+            if job.active and not job.stopping:
+                st.button("Stop after this item", key=f"sweep_stop_{index}", icon=":material/stop:",
+                          on_click=job.stop)
+            elif not job.active and job.status != "done":
+                st.button("Resume", key=f"sweep_resume_{index}", icon=":material/play_arrow:",
+                          on_click=lambda spec=job.spec: sweep_jobs().start(spec, run_store, model_holder()))
+        if seen.get(job.spec.key) not in (None, job.n_stored):
+            landed = True
+        seen[job.spec.key] = job.n_stored
+    if landed:
+        st.rerun(scope="app")  # an item landed: the page's charts read it
+
+
+@st.fragment(run_every=POLL_S)
+def _live_jobs(run_store, demo: bool) -> None:
+    _draw_jobs(run_store, demo)
+
+
+def sweep_panel(view, run_store) -> None:
+    """Draws the panel: running and finished sweeps, and (outside demo mode) the form that starts one."""
+    running = any(job.active for job in sweep_jobs().all())
+    with st.expander("Run a sweep from here", expanded=running, icon=":material/playlist_play:"):
+        st.caption("The sweep runs on the server in the background: it goes on when you reload or leave the page, "
+                   "stops after the item it is on when asked, and resumes from the first item not in the cache. "
+                   "Every item takes its turn on the one model the app holds, so other pages' runs wait at most "
+                   "one item.")
+        if view.demo:
+            st.info("Demo mode loads no model: sweeps cannot be started.", icon=":material/block:")
+        else:
+            _form(view, run_store)
+        if running:
+            _live_jobs(run_store, view.demo)
+        else:
+            _draw_jobs(run_store, view.demo)

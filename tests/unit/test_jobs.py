@@ -1,0 +1,88 @@
+"""Sweeps started from the browser (effdepth.app.jobs): they run in the background on the app's one held model,
+stop between items, resume from the first item not stored, and refuse unbounded or unknown work."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from effdepth import sweeps
+from effdepth.app import jobs
+from effdepth.errors import PromptError
+from effdepth.models.holder import ModelHolder
+from effdepth.store import Store
+
+
+def _wait(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def tiny_dir(tmp_path_factory):
+    from tests import app_support
+
+    return str(app_support.build_tiny_dir(tmp_path_factory.mktemp("jobs") / "tiny", seed=3))
+
+
+def test_a_sweep_runs_in_the_background_stops_and_resumes(tiny_dir, tmp_path):
+    store, holder, registry = Store(tmp_path / "c.duckdb"), ModelHolder(), jobs.SweepJobs()
+    spec = jobs.SweepSpec(model=tiny_dir, dtype="float32", dataset="hops", n=4, probes=("cosine", "logit_lens"))
+    job = registry.start(spec, store, holder)
+    assert registry.start(spec, store, holder) is job  # the same settings: the running job, not a second one
+    _wait(lambda: job.n_computed >= 1 or not job.active)
+    job.stop()
+    _wait(lambda: not job.active)
+    assert job.status == "stopped", job.error
+    assert 1 <= job.n_stored < 4 and job.n_items == 4
+    stored = job.n_stored
+    assert len(store) == stored
+    resumed = registry.start(spec, store, holder)  # a stopped job starts again from the first missing item
+    assert resumed is not job
+    _wait(lambda: not resumed.active)
+    assert resumed.status == "done", resumed.error
+    assert resumed.n_before == stored and resumed.n_computed == 4 - stored and resumed.n_stored == 4
+    assert [t for t, _ in resumed.landed] == sorted(t for t, _ in resumed.landed)
+    assert resumed.rate() > 0
+    assert registry.all()[0] is resumed
+    # every item's run is the one the CLI's sweep stores (same keys), on the app's one held model
+    keys = sweeps.item_keys(holder.loaded.spec.fingerprint, sweeps_items(), "float32", spec.config())
+    assert all(store.has(k) for k in keys)
+    assert holder.loads == 1 and holder.key == (tiny_dir, "float32")
+
+
+def sweeps_items():
+    from effdepth import datasets
+
+    return datasets.items("hops", n=4)
+
+
+def test_a_failing_sweep_says_why_and_the_server_goes_on(tmp_path):
+    store, registry = Store(tmp_path / "c.duckdb"), jobs.SweepJobs()
+    spec = jobs.SweepSpec(model=str(tmp_path / "no-such-model"), dtype="float32", dataset="hops", n=2,
+                          probes=("cosine",))
+    job = registry.start(spec, store, ModelHolder())
+    _wait(lambda: not job.active)
+    assert job.status == "failed" and job.error
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 0}, "1 to 200 items"), ({"n": 10_000}, "1 to 200 items"),
+    ({"probes": ("nope",)}, "Unknown probe"), ({"probes": ()}, "Unknown probe"),
+    ({"positions": "last:abc"}, "position"),
+])
+def test_a_sweep_request_is_bounded_and_checked(kwargs, message):
+    base = {"model": "m", "dtype": "float32", "dataset": "hops", "n": 3, "probes": ("cosine",)}
+    with pytest.raises(PromptError, match=message):
+        jobs.SweepSpec(**(base | kwargs))
+
+
+def test_the_page_sweep_has_its_shell_command():
+    spec = jobs.SweepSpec(model="smollm2-135m", dtype="bfloat16", dataset="gsm8k", n=5, probes=("cosine", "skip"),
+                          positions="last:64")
+    assert spec.command() == ("effdepth sweep --model smollm2-135m --dtype bfloat16 --dataset gsm8k --n 5 "
+                              "--probes cosine,skip --positions last:64")
