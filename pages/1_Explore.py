@@ -438,6 +438,20 @@ def _attribution(view, run_store, result) -> None:
         _attribution_heatmap(view, attr, answer, result.tables["ed"])
 
 
+def _talk(view, result) -> None:
+    """Draws "Add to a talk": the charts of this run become slides of the view's talk (Present shows them)."""
+    with st.popover("Add to a talk", icon=":material/slideshow:"):
+        kinds = st.multiselect("Charts", options=list(app.RUN_KINDS), default=["cosine", "lens", "skip"],
+                               format_func=app.SLIDE_KINDS.get, key="w_talk_kinds")
+        if st.button("Add these slides", key="talk_add", icon=":material/add:"):
+            view.slides = app.add_slides(view.slides, [app.Slide(kind, result.run_id) for kind in kinds])
+        slides = app.parse_slides(view.slides)
+        if slides:
+            st.caption(f"The talk has {len(slides)} slide(s).")
+            st.page_link(ui.PAGES["present"][0], label="Present", icon=":material/slideshow:",
+                         query_params=app.state_to_query(view) | {"slide": "0"})
+
+
 def main() -> None:
     """Draws the Explore page top to bottom."""
     ui.page_setup("Explore")
@@ -456,6 +470,7 @@ def main() -> None:
     _remaining_probes(view, run_store, result, computed)
 
     _header(view, result, run_store, computed)
+    _talk(view, result)
     _ed_section(result)
     _contributions(view, result)
     _logit_lens(view, run_store, result)

@@ -112,11 +112,20 @@ from effdepth.app.summary import (
     summary_items,
     token_depth,
 )
+from effdepth.app.talk import KINDS as SLIDE_KINDS
+from effdepth.app.talk import RUN_KINDS, Slide, add_slides, default_talk, parse_slides, slide_view
 from effdepth.app.text import md, safe_name
 from effdepth.app.window import WINDOW, WINDOW_FROM_TOKENS, WindowProposal, model_shape, window_proposal
 from effdepth.models.holder import WAITING_STAGE, ModelHolder
 
 __all__ = [
+    "SLIDE_KINDS",
+    "RUN_KINDS",
+    "Slide",
+    "add_slides",
+    "default_talk",
+    "parse_slides",
+    "slide_view",
     "fit_caption",
     "held_out_kl",
     "lens_ed_table",

@@ -57,6 +57,8 @@ class ViewState:
     positions: str = "all"  # Explore: the measured positions (effdepth.positions)
     sample_seed: int = 0  # the continuation: 0 greedy, else sampled with this seed (at ``temperature``)
     temperature: float = 1.0
+    slides: str = ""  # a talk: "kind:ref,kind:ref,…" (effdepth.app.talk)
+    slide: int = 0  # Present: the slide shown
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -82,6 +84,7 @@ _NUMBERS: dict[str, Callable[[int], int]] = {
     "ig_steps": lambda v: min(IG_STEP_CHOICES, key=lambda choice: (abs(choice - v), choice)),
     "generate": lambda v: min(GENERATE_CHOICES, key=lambda choice: (abs(choice - v), choice)),
     "sample_seed": lambda v: min(max(0, v), 2**31 - 1),
+    "slide": lambda v: min(max(0, v), 39),  # talk.MAX_SLIDES - 1
 }
 
 #: real-valued URL values, bounded likewise
@@ -134,12 +137,27 @@ def _parse(name: str, raw: str) -> object:
         return raw if raw in _CHOICES[name] else _SKIP
     if name in ("run", "run_b", "item", "answer"):
         return raw.strip() or None
-    if name == "positions":
-        try:
-            return positions.check(raw)
-        except PromptError:
-            return _SKIP
+    if name in _TEXT_PARSERS:
+        return _TEXT_PARSERS[name](raw)
     return raw
+
+
+def _positions_value(raw: str) -> object:
+    try:
+        return positions.check(raw)
+    except PromptError:
+        return _SKIP
+
+
+def _slides_value(raw: str) -> str:
+    """A talk's slides, malformed ones left out (a URL's text bounded before it is read)."""
+    from effdepth.app.talk import format_slides, parse_slides
+
+    return format_slides(parse_slides(raw[:4000]))
+
+
+#: URL text values read by their own parser (bounded and checked)
+_TEXT_PARSERS: dict[str, Callable[[str], object]] = {"positions": _positions_value, "slides": _slides_value}
 
 
 def state_to_query(state: ViewState) -> dict[str, str]:

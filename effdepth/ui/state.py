@@ -19,7 +19,8 @@ PAGES = {"home": ("app.py", "Home", ":material/home:"),
          "explore": ("pages/1_Explore.py", "Explore", ":material/grid_on:"),
          "compare": ("pages/2_Compare.py", "Compare", ":material/compare_arrows:"),
          "difficulty": ("pages/4_Difficulty.py", "Difficulty", ":material/signal_cellular_alt:"),
-         "runs": ("pages/3_Runs.py", "Runs", ":material/table_rows:")}
+         "runs": ("pages/3_Runs.py", "Runs", ":material/table_rows:"),
+         "present": ("pages/5_Present.py", "Present", ":material/slideshow:")}
 
 
 OTHER = "__other__"
