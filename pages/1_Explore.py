@@ -266,14 +266,16 @@ def _logit_lens(view, run_store, result) -> None:
     if shortcut is not None:
         shown.append(("shortcut", shortcut))
     columns = st.columns(len(shown)) if len(shown) > 1 else [st.container()]
+    domain = app.lens_domain(result, shortcut, view.lens) if len(shown) > 1 else None  # one colour scale
     for column, (kind, run) in zip(columns, shown):
         metric = view.lens if kind == "logit" else app.shortcut_metric(view.lens)
         with column:
             if len(shown) > 1:
                 st.markdown(f"**{app.LENS_VIEWS[kind].capitalize()}**")
-            heat = app.memo_chart((run.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
-                run.tables["layer_token"], t["tokens"], metric, run.tables["ed"], selected_pos=view.pos,
-                boundary=app.continuation_start(result.meta)))
+            heat = app.memo_chart(
+                (run.run_id, "heat", metric, view.pos, len(shown)), lambda: charts.layer_token_heatmap(
+                    run.tables["layer_token"], t["tokens"], metric, run.tables["ed"], selected_pos=view.pos,
+                    boundary=app.continuation_start(result.meta), domain=domain))
             key = "heat_lens" if kind == "logit" else "heat_lens_shortcut"
             ui.chart(heat, f"{run.run_id}_{metric}", key, on_select=_on_cell(key))
     st.caption("Row l decodes the residual *entering* layer l (row 0 = the embeddings) with the model's own "
@@ -303,12 +305,18 @@ def _shortcut_run(view, run_store, result):
                                    bool(meta.get("chat_template")), config)
         if found is not None:
             return found
-        st.caption("The linear shortcut lens of this text is not in the cache. Its first run on a model fits the "
-                   "lens (one forward pass over the shipped text, ~16k tokens, and a ridge fit per layer; a minute "
-                   "or more on a CPU), which is kept for every later text.")
-        if view.demo:
-            st.info("Demo mode loads no model; pick the logit lens.", icon=":material/block:")
-        elif st.button("Fit and run the linear shortcut lens", icon=":material/play_arrow:", key="run_shortcut"):
+        offer = st.empty()  # the run is drawn where the offer stood (no stale button above the result)
+        with offer.container():
+            st.caption("The linear shortcut lens of this text is not in the cache. Its first run on a model fits "
+                       "the lens (one forward pass over the shipped text, ~16k tokens, and a ridge fit per layer; a "
+                       "minute or more on a CPU), which is kept for every later text.")
+            if view.demo:
+                st.info("Demo mode loads no model; pick the logit lens.", icon=":material/block:")
+                return None
+            clicked = st.button("Fit and run the linear shortcut lens", icon=":material/play_arrow:",
+                                key="run_shortcut")
+        if clicked:
+            offer.empty()
             return ui.compute(run_store, view.model, meta["prompt_text"], view.dtype, bool(meta.get("chat_template")),
                               label="Linear shortcut lens", config=config)
     return None
@@ -316,16 +324,13 @@ def _shortcut_run(view, run_store, result):
 
 def _shortcut_report(result, shortcut) -> None:
     """Draws the lens EDs side by side and the fit's held-out KL per layer under either lens."""
-    left, right = st.columns([2, 3], gap="medium")
-    with left:
-        st.dataframe(app.lens_ed_table(result, shortcut), hide_index=True, width="stretch")
-        st.caption("The lens-based ED rules (P1's and the guarded ones) read under either lens. "
-                   + app.fit_caption(shortcut))
+    st.dataframe(app.lens_ed_table(result, shortcut), hide_index=True, width="stretch")
+    st.caption("The lens-based ED rules (P1's and the guarded ones) read under either lens. "
+               + app.fit_caption(shortcut))
     report = app.held_out_kl(shortcut)
     if report:
-        with right:
-            ui.chart(app.memo_chart((shortcut.run_id, "lens_fit"), lambda: charts.lens_fit_chart(report)),
-                     f"{shortcut.run_id}_lens_fit", "lens_fit")
+        ui.chart(app.memo_chart((shortcut.run_id, "lens_fit"), lambda: charts.lens_fit_chart(report)),
+                 f"{shortcut.run_id}_lens_fit", "lens_fit")
 
 
 def _token_depth(result) -> None:

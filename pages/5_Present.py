@@ -3,23 +3,14 @@ and the URL holds the talk and the slide shown."""
 
 import streamlit as st
 
-from effdepth import app, ui
+from effdepth import app, charts, ui
 
-#: larger type for a room: the page's text and the charts' axes (Vega's own fonts are set per chart)
+#: larger type for a room: the page's text (the charts' fonts: charts.projector_spec)
 _CSS = """<style>
-section.main .block-container, [data-testid="stMainBlockContainer"] {padding-top: 1.2rem; max-width: 96vw;}
+[data-testid="stMainBlockContainer"] {padding-top: 3.5rem; max-width: 96vw;}
 [data-testid="stMainBlockContainer"] h1, [data-testid="stMainBlockContainer"] h2 {font-size: 2.6rem;}
 [data-testid="stMainBlockContainer"] p, [data-testid="stCaptionContainer"] {font-size: 1.35rem;}
 </style>"""
-
-
-def _large(chart):
-    """The chart with axis, legend and title fonts sized for a projector."""
-    try:
-        return chart.configure_axis(labelFontSize=16, titleFontSize=18).configure_legend(
-            labelFontSize=16, titleFontSize=16).configure_title(fontSize=22)
-    except Exception:  # noqa: BLE001 - a chart that takes no configuration is shown as it is
-        return chart
 
 
 def _step(view, slides: list, delta: int) -> None:
@@ -31,7 +22,8 @@ def _controls(view, slides: list) -> None:
     back, where, forward = st.columns([1, 6, 1], vertical_alignment="center")
     back.button("←", key="slide_back", shortcut="Left", disabled=view.slide == 0, on_click=_step,
                 args=(view, slides, -1), help="Previous slide (←)")
-    where.markdown(f"<div style='text-align:center'>{view.slide + 1} / {len(slides)}</div>", unsafe_allow_html=True)
+    where.markdown(f"<div style='text-align:center;font-size:1.5rem'>{view.slide + 1} / {len(slides)}</div>",
+                   unsafe_allow_html=True)
     forward.button("→", key="slide_next", shortcut="Right", disabled=view.slide >= len(slides) - 1,
                    on_click=_step, args=(view, slides, 1), help="Next slide (→)")
 
@@ -46,7 +38,7 @@ def _slide(run_store, slides: list, index: int) -> None:
                    icon=":material/warning:")
         return
     st.header(shown.title)
-    ui.chart(_large(shown.chart), f"slide-{index + 1}", f"slide_chart_{index}", download=False)
+    st.vega_lite_chart(charts.projector_spec(shown.chart), width="stretch", key=f"slide_chart_{index}")
     st.caption(app.md(shown.caption))
 
 

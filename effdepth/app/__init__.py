@@ -42,6 +42,7 @@ from effdepth.app.inputs import (
 from effdepth.app.lenses import (
     fit_caption,
     held_out_kl,
+    lens_domain,
     lens_ed_table,
     linmap_command,
     map_summary,
@@ -128,6 +129,7 @@ __all__ = [
     "slide_view",
     "fit_caption",
     "held_out_kl",
+    "lens_domain",
     "lens_ed_table",
     "linmap_command",
     "map_summary",

@@ -26,6 +26,15 @@ def shortcut_metric(lens_metric: str) -> str:
     return f"shortcut_{lens_metric}"
 
 
+def lens_domain(lens_run, shortcut_run, lens_metric: str) -> list[float]:
+    """One colour domain for a lens metric under both lenses (side-by-side heatmaps read on one scale)."""
+    from effdepth import charts
+
+    shortcut = shortcut_run.tables["layer_token"]
+    shortcut = shortcut[shortcut["metric"] == shortcut_metric(lens_metric)].assign(metric=lens_metric)
+    return charts.shared_domain(lens_metric, lens_run.tables["layer_token"], shortcut)
+
+
 def _ed_cell(ed: pd.DataFrame, probe: str, rule: str) -> tuple[object, object]:
     row = ed[(ed["probe"] == probe) & (ed["rule"] == rule)]
     if not len(row) or pd.isna(row["ed"].iloc[0]):

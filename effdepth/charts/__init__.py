@@ -21,7 +21,7 @@ Callers use the names below from ``effdepth.charts``.
 """
 
 from effdepth.charts.compare import compare_curves, delta_heatmap, shared_domain
-from effdepth.charts.export import EXPORT_WIDTH, chart_png, chart_svg
+from effdepth.charts.export import EXPORT_WIDTH, chart_png, chart_svg, projector_spec
 from effdepth.charts.linear import lens_fit_chart, lens_fit_frame, linear_map_frame, linear_map_heatmap
 from effdepth.charts.run import (
     CURVE_NAMES,
@@ -92,6 +92,7 @@ from effdepth.charts.sweep import (
 )
 
 __all__ = [
+    "projector_spec",
     "lens_fit_chart",
     "lens_fit_frame",
     "linear_map_frame",

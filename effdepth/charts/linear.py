@@ -58,7 +58,7 @@ def lens_fit_chart(held_out_kl: dict[str, list[float]]) -> alt.Chart:
     frame = lens_fit_frame(held_out_kl)
     frame["kl"] = frame["kl"].clip(lower=1e-6)
     return alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("layer:Q", title=LENS_LAYER_TITLE),
+        x=alt.X("layer:Q", title=LENS_LAYER_TITLE, axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("kl:Q", title="held-out KL(lens ‖ final) [nats]", scale=alt.Scale(type="log")),
         color=alt.Color("lens:N", title=None, scale=alt.Scale(range=["#e45756", "#4c78a8"])),
         tooltip=["lens:N", "layer:Q", alt.Tooltip("kl:Q", format=".4f")],

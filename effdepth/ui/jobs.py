@@ -89,8 +89,8 @@ def _live_jobs(run_store, demo: bool) -> None:
 
 def sweep_panel(view, run_store) -> None:
     """Draws the panel: running and finished sweeps, and (outside demo mode) the form that starts one."""
-    running = any(job.active for job in sweep_jobs().all())
-    with st.expander("Run a sweep from here", expanded=running, icon=":material/playlist_play:"):
+    expanded = any(job.active for job in sweep_jobs().all())
+    with st.expander("Run a sweep from here", expanded=expanded, icon=":material/playlist_play:"):
         st.caption("The sweep runs on the server in the background: it goes on when you reload or leave the page, "
                    "stops after the item it is on when asked, and resumes from the first item not in the cache. "
                    "Every item takes its turn on the one model the app holds, so other pages' runs wait at most "
@@ -99,7 +99,7 @@ def sweep_panel(view, run_store) -> None:
             st.info("Demo mode loads no model: sweeps cannot be started.", icon=":material/block:")
         else:
             _form(view, run_store)
-        if running:
+        if any(job.active for job in sweep_jobs().all()):  # (after the form: a sweep it started just now too)
             _live_jobs(run_store, view.demo)
         else:
             _draw_jobs(run_store, view.demo)
