@@ -13,7 +13,8 @@ def _intro() -> None:
     st.title("Difficulty and effective depth")
     st.caption("Does a model use more of its depth on harder inputs? Each bin (a dataset, or a difficulty level "
                "within one) aggregates the per-layer curves of its items; the ED rules then run on the aggregate "
-               "curve, and a bootstrap over items gives its 95% CI. Read from the cache only: no model is loaded.")
+               "curve, and a bootstrap over items gives its 95% CI. The charts read the cache; a sweep started below "
+               "fills it.")
 
 
 def _sets(view, run_store):

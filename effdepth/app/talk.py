@@ -136,4 +136,5 @@ def _run_slide(store, slide: Slide) -> SlideView | None:
         if not (t["layer"]["metric"] == "cos_mu").any():
             return None
         chart = charts.probe_curve(t["layer"], "cosine", t["ed"])
-    return SlideView(f"{KINDS[slide.kind]}", chart, f"{who}. Text: {str(meta.get('prompt_text'))[:160]}")
+    text = str(meta.get("prompt_text"))
+    return SlideView(KINDS[slide.kind], chart, f"{who}. Text: {text if len(text) <= 160 else text[:159] + '…'}")

@@ -4,6 +4,8 @@ page when an item landed, so the charts take it in."""
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from effdepth import app
@@ -13,7 +15,11 @@ from effdepth.ui.errors import guard
 from effdepth.ui.running import model_holder
 
 POLL_S = 2.0
-_SEEN = "_sweep_jobs_seen"  # session key: {job key: items stored when last drawn}
+#: the page's charts are redrawn at most this often while a sweep lands items (each redraw bootstraps the
+#: aggregates again, on the cores the sweep runs on), and once when it ends
+REFRESH_S = 15.0
+_SEEN = "_sweep_jobs_seen"  # session key: {job key: items stored when the page's charts were last drawn}
+_REFRESHED = "_sweep_jobs_refreshed"  # session key: when the page was last rerun for landed items
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -56,30 +62,43 @@ def _job_line(job: jobs.SweepJob) -> str:
             f"{job.seconds():.0f} s{per_item}")
 
 
-def _draw_jobs(run_store, demo: bool) -> None:
-    """Draws every job of this process with its progress bar and its Stop / Resume button."""
+def _draw_job(index: int, job: jobs.SweepJob, run_store, demo: bool) -> None:
+    """Draws one job: its line, its progress bar, what failed, and its Stop / Resume button."""
+    st.markdown(_job_line(job))
+    st.progress(job.n_stored / max(job.n_items or job.spec.n, 1), text=app.md(job.stage) if job.stage else None)
+    for line in job.failed[-3:]:
+        st.caption(app.md(line))
+    if job.error:
+        st.error(f"The sweep failed: {app.md(job.error)}", icon=":material/error:")
+    if demo:
+        return
+    if job.active and not job.stopping:
+        st.button("Stop after this item", key=f"sweep_stop_{index}", icon=":material/stop:", on_click=job.stop)
+    elif not job.active and job.status != "done":
+        st.button("Resume", key=f"sweep_resume_{index}", icon=":material/play_arrow:",
+                  on_click=lambda spec=job.spec: sweep_jobs().start(spec, run_store, model_holder()))
+
+
+def _refresh_when_items_landed(all_jobs: list) -> None:
+    """Reruns the page (its charts) when items landed since it was drawn: at most every REFRESH_S, and at once
+    when a sweep ended."""
     seen = st.session_state.setdefault(_SEEN, {})
-    landed = False
-    for index, job in enumerate(sweep_jobs().all()):
-        st.markdown(_job_line(job))
-        st.progress(job.n_stored / max(job.n_items or job.spec.n, 1),
-                    text=app.md(job.stage) if job.stage else None)
-        for line in job.failed[-3:]:
-            st.caption(app.md(line))
-        if job.error:
-            st.error(f"The sweep failed: {app.md(job.error)}", icon=":material/error:")
-        if not demo:
-            if job.active and not job.stopping:
-                st.button("Stop after this item", key=f"sweep_stop_{index}", icon=":material/stop:",
-                          on_click=job.stop)
-            elif not job.active and job.status != "done":
-                st.button("Resume", key=f"sweep_resume_{index}", icon=":material/play_arrow:",
-                          on_click=lambda spec=job.spec: sweep_jobs().start(spec, run_store, model_holder()))
-        if seen.get(job.spec.key) not in (None, job.n_stored):
-            landed = True
-        seen[job.spec.key] = job.n_stored
-    if landed:
-        st.rerun(scope="app")  # an item landed: the page's charts read it
+    landed = [job for job in all_jobs if seen.setdefault(job.spec.key, job.n_stored) != job.n_stored]
+    if not landed:
+        return
+    now = time.monotonic()
+    if any(not job.active for job in landed) or now - st.session_state.get(_REFRESHED, 0.0) >= REFRESH_S:
+        st.session_state[_REFRESHED] = now
+        seen.update({job.spec.key: job.n_stored for job in all_jobs})
+        st.rerun(scope="app")
+
+
+def _draw_jobs(run_store, demo: bool) -> None:
+    """Draws every job of this process, newest first."""
+    all_jobs = sweep_jobs().all()
+    for index, job in enumerate(all_jobs):
+        _draw_job(index, job, run_store, demo)
+    _refresh_when_items_landed(all_jobs)
 
 
 @st.fragment(run_every=POLL_S)
@@ -89,7 +108,7 @@ def _live_jobs(run_store, demo: bool) -> None:
 
 def sweep_panel(view, run_store) -> None:
     """Draws the panel: running and finished sweeps, and (outside demo mode) the form that starts one."""
-    expanded = any(job.active for job in sweep_jobs().all())
+    expanded = bool(sweep_jobs().all())  # open while this server has sweeps to show
     with st.expander("Run a sweep from here", expanded=expanded, icon=":material/playlist_play:"):
         st.caption("The sweep runs on the server in the background: it goes on when you reload or leave the page, "
                    "stops after the item it is on when asked, and resumes from the first item not in the cache. "
