@@ -4,10 +4,11 @@ stop between items, resume from the first item not stored, and refuse unbounded 
 from __future__ import annotations
 
 import time
+import types
 
 import pytest
 
-from effdepth import sweeps
+from effdepth import datasets, models, sweeps
 from effdepth.app import jobs
 from effdepth.errors import PromptError
 from effdepth.models.holder import ModelHolder
@@ -56,8 +57,6 @@ def test_a_sweep_runs_in_the_background_stops_and_resumes(tiny_dir, tmp_path):
 
 
 def sweeps_items():
-    from effdepth import datasets
-
     return datasets.items("hops", n=4)
 
 
@@ -86,3 +85,34 @@ def test_the_page_sweep_has_its_shell_command():
                           positions="last:64")
     assert spec.command() == ("effdepth sweep --model smollm2-135m --dtype bfloat16 --dataset gsm8k --n 5 "
                               "--probes cosine,skip --positions last:64")
+
+
+def test_a_page_run_during_a_sweep_waits_its_turn_with_a_message(tmp_path, monkeypatch):
+    """One model across pages: while a sweep's item holds the model, another session's run waits (and hears
+    the holder's waiting message), then gets the same held model; nothing else is loaded."""
+    import threading
+
+    from effdepth.models.holder import WAITING_STAGE
+
+    release, holding = threading.Event(), threading.Event()
+    loads = []
+
+    def slow_item(*args, **kwargs):  # the sweep's item: holds its turn until the test lets it go
+        holding.set()
+        release.wait(30)
+
+    monkeypatch.setattr(sweeps, "sweep", slow_item)
+    holder = ModelHolder(loader=lambda name, dtype, progress=None: loads.append(name) or object())
+    store = Store(tmp_path / "c.duckdb")
+    monkeypatch.setattr(jobs, "_items", lambda job, holder: datasets.items("hops", n=1))
+    monkeypatch.setattr(models, "resolve_model", lambda name: types.SimpleNamespace(fingerprint="fp"))
+    job = jobs.SweepJobs().start(jobs.SweepSpec(model="m", dtype="float32", dataset="hops", n=1, probes=("cosine",)),
+                                 store, holder)
+    assert holding.wait(30)
+    heard = []
+    threading.Timer(0.5, release.set).start()
+    with holder.lease("m", "float32", lambda stage, frac=None: heard.append(stage)) as model:
+        assert model is not None
+    assert any(stage.startswith(WAITING_STAGE) for stage in heard), heard
+    _wait(lambda: not job.active)
+    assert loads == ["m"]  # the page's run took the model the sweep had loaded
