@@ -4,16 +4,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from effdepth.cli.inputs import _answer, _read_text, _store
 from effdepth.cli.progress import TqdmProgress
-from effdepth.cli.report import ready_line, summarize, to_json
+from effdepth.cli.report import print_with_json, ready_line, summarize, to_json
 from effdepth.errors import EffdepthError, PromptError
 
 
@@ -68,21 +65,7 @@ def cmd_probe(args) -> int:
 
 def _report(args, result, from_cache: bool, load_seconds: float | None) -> int:
     """Print the summary, and the JSON document where ``--json`` asks for it."""
-    summary = summarize(result, from_cache, load_seconds)
-    if args.json == "-":
-        print(summary, file=sys.stderr)
-        print(json.dumps(to_json(result, from_cache), allow_nan=False, indent=1))
-        return 0
-    print(summary)
-    if args.json:
-        path = Path(args.json).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(to_json(result, from_cache), allow_nan=False, indent=1) + "\n")
-        except OSError as exc:
-            raise EffdepthError(f"Cannot write the JSON file {path} ({exc.strerror or exc}).") from exc
-        print(f"json      {path}")
-    return 0
+    return print_with_json(args, summarize(result, from_cache, load_seconds), to_json(result, from_cache))
 
 
 #: beyond this many tokens, or with erasure / IG, the CLI says what the run will cost before it starts

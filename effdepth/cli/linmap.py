@@ -4,13 +4,10 @@ fitted on the shipped corpus, cached in the store, printed as the best target de
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 from effdepth.cli.inputs import _store
 from effdepth.cli.progress import TqdmProgress
-from effdepth.errors import EffdepthError, PromptError
+from effdepth.cli.report import print_with_json
+from effdepth.errors import PromptError
 
 #: a bound on the fit text one command takes (the shipped corpus has fewer tokens than this anyway)
 MAX_FIT_TOKENS = 200_000
@@ -75,22 +72,7 @@ def summarize(linear_map) -> str:
 
 
 def _report(args, linear_map, from_cache: bool) -> int:
-    text = summarize(linear_map)
-    document = json.dumps(to_json(linear_map, from_cache), allow_nan=False, indent=1)
-    if args.json == "-":
-        print(text, file=sys.stderr)
-        print(document)
-        return 0
-    print(text)
-    if args.json:
-        path = Path(args.json).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(document + "\n")
-        except OSError as exc:
-            raise EffdepthError(f"Cannot write the JSON file {path} ({exc.strerror or exc}).") from exc
-        print(f"json      {path}")
-    return 0
+    return print_with_json(args, summarize(linear_map), to_json(linear_map, from_cache))
 
 
 def add_parser(sub, cache_opt) -> None:

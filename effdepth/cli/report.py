@@ -236,3 +236,29 @@ def ready_line(run) -> str:
     seconds = (run.meta.get("timings") or {}).get(probe)
     took = f" [{_fmt_seconds(seconds)}]" if seconds is not None else ""
     return f"ready     {probe}{took}" + (f": {', '.join(parts)}" if parts else "")
+
+
+def print_with_json(args, summary: str, document: dict) -> int:
+    """Print ``summary``, and ``document`` as JSON where ``--json`` asks (``-``: on stdout, the summary then on
+    stderr; a path: written there)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from effdepth.errors import EffdepthError
+
+    text = json.dumps(document, allow_nan=False, indent=1)
+    if args.json == "-":
+        print(summary, file=sys.stderr)
+        print(text)
+        return 0
+    print(summary)
+    if args.json:
+        path = Path(args.json).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text + "\n")
+        except OSError as exc:
+            raise EffdepthError(f"Cannot write the JSON file {path} ({exc.strerror or exc}).") from exc
+        print(f"json      {path}")
+    return 0
