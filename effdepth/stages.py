@@ -178,8 +178,7 @@ def _stage_igrad(loaded, replayer: Replayer, config: ProbeConfig, answer_len, no
 
 #: probe -> the stage that computes it into the run's parts (in the order of contract.PROBES)
 STAGES = {"cosine": _stage_cosine, "logit_lens": _stage_logit_lens, "shortcut_lens": _stage_shortcut_lens,
-          "skip": _stage_skip,
-           "erasure": _stage_erasure, "igrad": _stage_igrad}
+          "skip": _stage_skip, "erasure": _stage_erasure, "igrad": _stage_igrad}
 
 
 _BASELINES: dict[tuple[str, str], torch.Tensor] = {}
