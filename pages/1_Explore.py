@@ -326,7 +326,7 @@ def _shortcut_report(result, shortcut) -> None:
     """Draws the lens EDs side by side and the fit's held-out KL per layer under either lens."""
     st.dataframe(app.lens_ed_table(result, shortcut), hide_index=True, width="stretch")
     st.caption("The lens-based ED rules (P1's and the guarded ones) read under either lens. "
-               + app.fit_caption(shortcut))
+               + app.md(app.fit_caption(shortcut)))
     report = app.held_out_kl(shortcut)
     if report:
         ui.chart(app.memo_chart((shortcut.run_id, "lens_fit"), lambda: charts.lens_fit_chart(report)),

@@ -117,7 +117,7 @@ def _maps(view, run_store) -> None:
         query = {"model": row.source, "model_b": row.target, "dtype": row.source_dtype, "dtype_b": row.target_dtype}
         if view.demo:
             query["demo"] = "1"
-        links.page_link(ui.PAGES["compare"][0], label=f"{row.source} → {row.target} in Compare",
+        links.page_link(ui.PAGES["compare"][0], label=app.md(f"{row.source} → {row.target} in Compare"),
                         icon=":material/compare_arrows:", query_params=query)
 
 

@@ -37,7 +37,7 @@ def _slide(run_store, slides: list, index: int) -> None:
         st.warning(f"Slide {index + 1} ({app.md(slides[index].kind)}) names nothing in this cache.",
                    icon=":material/warning:")
         return
-    st.header(shown.title)
+    st.header(app.md(shown.title))  # model names come from the cache: shown as text
     st.vega_lite_chart(charts.projector_spec(shown.chart), width="stretch", key=f"slide_chart_{index}")
     st.caption(app.md(shown.caption))
 
