@@ -238,3 +238,19 @@ def test_charts_zip_holds_every_chart(run):
     data = app.charts_zip(run, "svg")
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert {"curve_cosine.svg", "heatmap_kl.svg", "skip_future.svg"} <= set(names)
+
+
+def test_projector_spec_scales_fonts_and_fixed_heights_only():
+    import altair as alt
+    import pandas as pd
+
+    from effdepth import charts as charts_room
+
+    frame = pd.DataFrame({"x": [0, 1], "y": [1, 2]})
+    chart = alt.Chart(frame).mark_line().encode(
+        x=alt.X("x:Q", axis=alt.Axis(labelFontSize=10)), y="y:Q").properties(height=100, width="container")
+    spec = charts_room.projector_spec(chart, scale=1.5)
+    assert spec["encoding"]["x"]["axis"]["labelFontSize"] == 15 and spec["height"] == 150
+    assert spec["width"] == "container"  # widths stay the page's
+    assert spec["config"]["axis"]["titleFontSize"] == 18 and spec["config"]["title"]["fontSize"] == 19.5
+    assert chart.to_dict()["height"] == 100  # the chart itself is left as it was
