@@ -14,6 +14,8 @@ _VIEWS = [
      "score, the ED of every item (reads sweeps from the cache).", "secondary"),
     ("runs", "Browse cached runs", "Filter, reopen, compare, delete and export runs (CSV, Parquet, PNG, SVG).",
      "secondary"),
+    ("present", "Present a talk", "One chart per screen in large type, ← / → through the slides (a talk is a "
+     "link; `effdepth demo` fills the cache for one).", "secondary"),
 ]
 
 
@@ -64,7 +66,7 @@ def _cache_status(view) -> None:
 def _views(query: dict) -> None:
     """Draws a button per view that opens it with the shared state in its URL."""
     st.subheader("Views")
-    cols = st.columns(4, gap="medium")
+    cols = st.columns(len(_VIEWS), gap="medium")
     for col, (page, label, text, kind) in zip(cols, _VIEWS):
         path, _, icon = ui.PAGES[page]
         if col.button(label, key=f"go_{page}", type=kind, icon=icon, width="stretch"):

@@ -174,7 +174,7 @@ def test_home_lists_models_examples_and_views(cache):
     assert any("smollm2-135m" in o and "30 layers" in o and "98 MB" in o for o in options)
     assert "EDR = (ED + 1) / L" in " ".join(m.value for m in at.markdown)
     assert {b.label for b in at.button} >= {"Explore one model × one prompt", "Compare two models",
-                                           "Browse cached runs"}
+                                           "Browse cached runs", "Present a talk"}
     at.selectbox(key="w_example").select("Addition chain (P2)").run()
     assert at.text_area(key="w_prompt").value == app.EXAMPLES["Addition chain (P2)"]
     assert url(at)["prompt"] == app.EXAMPLES["Addition chain (P2)"]
