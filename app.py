@@ -66,12 +66,14 @@ def _cache_status(view) -> None:
 def _views(query: dict) -> None:
     """Draws a button per view that opens it with the shared state in its URL."""
     st.subheader("Views")
-    cols = st.columns(len(_VIEWS), gap="medium")
-    for col, (page, label, text, kind) in zip(cols, _VIEWS):
-        path, _, icon = ui.PAGES[page]
-        if col.button(label, key=f"go_{page}", type=kind, icon=icon, width="stretch"):
-            st.switch_page(path, query_params=query)
-        col.caption(text)
+    per_row = 3  # the labels stay whole at the page's width
+    for start in range(0, len(_VIEWS), per_row):
+        cols = st.columns(per_row, gap="medium")
+        for col, (page, label, text, kind) in zip(cols, _VIEWS[start:start + per_row]):
+            path, _, icon = ui.PAGES[page]
+            if col.button(label, key=f"go_{page}", type=kind, icon=icon, width="stretch"):
+                st.switch_page(path, query_params=query)
+            col.caption(text)
 
 
 def main() -> None:

@@ -127,8 +127,7 @@ def _stage_shortcut_lens(loaded, replayer: Replayer, config: ProbeConfig, answer
     from effdepth import models
     from effdepth.linear import lens
 
-    notify(lens.FIT_STAGE, None)
-    fitted = lens.shortcut_lens(loaded, models.cache_dir() / "lenses", progress=notify)
+    fitted = lens.shortcut_lens(loaded, models.cache_dir() / "lenses", progress=notify)  # says so when it fits
     notify(shortcut_lens.STAGE, None)
     frame = shortcut_lens.shortcut_lens(measured(replayer, parts), replayer.taps, fitted.transform, progress=notify)
     parts.layer_token.append(at_positions(frame, parts.measured))
