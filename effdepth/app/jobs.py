@@ -18,8 +18,6 @@ from effdepth.errors import EffdepthError, PromptError
 
 #: a bound on the items one request starts (a page can start it: the work is bounded)
 MAX_ITEMS = 200
-#: AIME items longer than this are left out, as in P1 and the CLI (docs/SPEC.md §2)
-AIME_MAX_TOKENS = 400
 
 
 class _Stopped(Exception):
@@ -133,11 +131,12 @@ def _items(job: SweepJob, holder):
 
     spec = job.spec
     items = datasets.items(spec.dataset, n=spec.n)
-    if spec.dataset.startswith("aime"):  # P1's filter needs the model's tokenizer
+    limit = datasets.token_limit(spec.dataset)
+    if limit:  # P1's filter needs the model's tokenizer
         with holder.lease(spec.model, spec.dtype, _notify(job)) as loaded:
-            items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, AIME_MAX_TOKENS)
+            items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, limit)
         if dropped:
-            job.failed.append(f"{dropped} item(s) over {AIME_MAX_TOKENS} tokens left out (P1's AIME filter)")
+            job.failed.append(f"{dropped} item(s) over {limit} tokens left out (P1's AIME filter)")
     return items
 
 

@@ -154,8 +154,9 @@ def _run_step(step: Step, store, dtype: str, loaded: dict) -> None:
                     lambda notify: nullcontext(_model(step.model, dtype, loaded)), fingerprint=fingerprint)
     elif step.kind == "sweep":
         items = datasets.items(step.dataset, n=step.n)
-        if step.dataset.startswith("aime"):
-            items, _ = datasets.filter_by_tokens(items, _model(step.model, dtype, loaded).tokenizer, 400)
+        limit = datasets.token_limit(step.dataset)
+        if limit:
+            items, _ = datasets.filter_by_tokens(items, _model(step.model, dtype, loaded).tokenizer, limit)
         sweeps.sweep(step.model, items, store, engine.ProbeConfig(probes=DEMO_PROBES), dtype,
                      progress=lambda *a: None, load=lambda *a, **k: _model(step.model, dtype, loaded),
                      skip_errors=(EffdepthError,))

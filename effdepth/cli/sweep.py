@@ -114,8 +114,7 @@ def _token_filter(args, items):
     from effdepth import datasets, models
 
     load = functools.partial(models.load_model, device_map=args.device_map) if args.device_map else None
-    max_tokens = args.max_tokens if args.max_tokens is not None else (
-        400 if (args.dataset or "").startswith("aime") else None)
+    max_tokens = args.max_tokens if args.max_tokens is not None else datasets.token_limit(args.dataset)
     if not max_tokens:
         return items, load
     loaded = models.load_model(args.model, args.dtype, device_map=args.device_map)

@@ -78,7 +78,15 @@ from effdepth.datasets.formats import (
     gsm8k_item,
 )
 from effdepth.datasets.jsonl import BadItem, JsonlItems, load_jsonl
-from effdepth.datasets.registry import dataset_names, filter_by_tokens, get_item, items, list_datasets
+from effdepth.datasets.registry import (
+    AIME_MAX_TOKENS,
+    dataset_names,
+    filter_by_tokens,
+    get_item,
+    items,
+    list_datasets,
+    token_limit,
+)
 
 __all__ = [
     "Item",
@@ -96,6 +104,8 @@ __all__ = [
     "aime_item",
     "arithmetic_items",
     "filter_by_tokens",
+    "token_limit",
+    "AIME_MAX_TOKENS",
     "load_jsonl",
     "JsonlItems",
     "BadItem",

@@ -174,7 +174,17 @@ def _n_tokens(tokenizer: Any, text: str) -> int:
     return len(ids)
 
 
-def filter_by_tokens(items: Sequence[Item], tokenizer: Any, max_tokens: int = 400) -> tuple[list[Item], int]:
+#: P1's token limit on AIME items (prompt + answer), the default of every sweep of an AIME dataset
+AIME_MAX_TOKENS = 400
+
+
+def token_limit(dataset: str) -> int | None:
+    """The token filter a sweep of ``dataset`` applies unless told otherwise: P1's 400 for AIME, else none."""
+    return AIME_MAX_TOKENS if (dataset or "").startswith("aime") else None
+
+
+def filter_by_tokens(items: Sequence[Item], tokenizer: Any,
+                     max_tokens: int = AIME_MAX_TOKENS) -> tuple[list[Item], int]:
     """Keep the items whose ``text`` (prompt + answer) is at most ``max_tokens`` tokens.
 
     Tokens are counted as ``len(tokenizer(text, add_special_tokens=True)["input_ids"])``, like P1's
