@@ -20,7 +20,7 @@ def chart_svg(chart, width: int = EXPORT_WIDTH) -> str:
 
 
 #: spec keys that are font sizes (in marks, axes, legends, titles)
-_FONT_KEYS = ("fontSize", "labelFontSize", "titleFontSize", "size")
+_FONT_KEYS = ("fontSize", "labelFontSize", "titleFontSize")
 
 
 def projector_spec(chart, scale: float = 1.5) -> dict:
@@ -33,9 +33,7 @@ def projector_spec(chart, scale: float = 1.5) -> dict:
             return {k: grow(v, k) for k, v in node.items()}
         if isinstance(node, list):
             return [grow(v, key) for v in node]
-        if key in _FONT_KEYS[:3] and isinstance(node, (int, float)) and not isinstance(node, bool):
-            return node * scale
-        if key == "height" and isinstance(node, (int, float)) and not isinstance(node, bool):
+        if (key in _FONT_KEYS or key == "height") and isinstance(node, (int, float)) and not isinstance(node, bool):
             return node * scale
         return node
 

@@ -68,6 +68,7 @@ def _draw_job(index: int, job: jobs.SweepJob, run_store, demo: bool) -> None:
     st.progress(job.n_stored / max(job.n_items or job.spec.n, 1), text=app.md(job.stage) if job.stage else None)
     for line in job.failed[-3:]:
         st.caption(app.md(line))
+    st.code(job.spec.command(), language="bash")  # the same sweep from a shell
     if job.error:
         st.error(f"The sweep failed: {app.md(job.error)}", icon=":material/error:")
     if demo:
