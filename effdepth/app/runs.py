@@ -10,7 +10,7 @@ import pandas as pd
 from effdepth.app.summary import ed_value, short_model_name
 from effdepth.app.text import _one_line
 
-PROBE_SHORT = {"cosine": "cos", "logit_lens": "lens", "skip": "skip"}
+PROBE_SHORT = {"cosine": "cos", "logit_lens": "lens", "shortcut_lens": "shortcut", "skip": "skip"}
 
 
 RUNS_COLUMNS = ["model", "item", "prompt", "tokens", "dtype", "probes", "EDR cosine", "EDR KL", "EDR overlap",
