@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, _free_port, _healthy, shoot  # noqa: E402
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, _free_port, _healthy, pick_option, shoot  # noqa: E402
 
 DATASET_LABELS = {"hops": "hops (1–4 composition steps)", "gsm8k": "GSM8K (test)", "aime2025": "AIME 2025"}
 
@@ -54,9 +54,7 @@ def browser_sweep(args, tmp: Path) -> dict:
             page.get_by_text("Run a sweep from here").first.click()
             page.locator(".st-key-w_sweep_model input").fill(args.model)
             page.locator(".st-key-w_sweep_n input").fill(str(args.n))
-            page.wait_for_timeout(1500)  # the form is drawn whole before the select is opened
-            page.locator(".st-key-w_sweep_dataset").click()
-            page.get_by_role("option", name=DATASET_LABELS[args.dataset]).click()
+            pick_option(page, "w_sweep_dataset", DATASET_LABELS[args.dataset])
             start = time.perf_counter()
             page.get_by_role("button", name="Start the sweep").click()
             seen = -1

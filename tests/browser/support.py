@@ -63,6 +63,21 @@ def _wait_idle(page) -> None:
                            timeout=120_000)
 
 
+def pick_option(page, widget_key: str, option: str, tries: int = 5) -> None:
+    """Choose ``option`` in the selectbox of ``widget_key``: open it until its list shows (a click that lands
+    while the form is still being drawn opens nothing), then click the option."""
+    select = page.locator(f".st-key-{widget_key}")
+    choice = page.get_by_role("option", name=option)
+    for _ in range(tries):
+        select.click()
+        try:
+            choice.wait_for(timeout=5_000)
+            break
+        except Exception:  # noqa: BLE001 - the list did not open: close whatever opened, try again
+            page.keyboard.press("Escape")
+    choice.click()
+
+
 def _canvas_has_pixels(page, selector: str) -> bool:
     return page.evaluate("""(sel) => {
         const c = document.querySelector(sel);

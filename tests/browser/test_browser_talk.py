@@ -13,7 +13,7 @@ import pytest
 
 from effdepth import app
 from effdepth.store import Store
-from tests.browser.support import _canvas_has_pixels, _url, _wait_charts, _wait_idle, shoot
+from tests.browser.support import _canvas_has_pixels, _url, _wait_charts, _wait_idle, pick_option, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,8 +48,7 @@ def test_a_sweep_started_from_the_difficulty_page_lands_item_by_item(server, pag
     model.wait_for()
     model.fill(runs["tiny_dir"])
     page.locator(".st-key-w_sweep_n input").fill("3")
-    page.locator(".st-key-w_sweep_dataset").click()
-    page.get_by_role("option", name="hops (1–4 composition steps)").click()
+    pick_option(page, "w_sweep_dataset", "hops (1–4 composition steps)")
     page.get_by_role("button", name="Start the sweep").click()
     page.wait_for_function("() => document.body.innerText.includes('3/3 stored')", timeout=180_000)
     _wait_idle(page)
