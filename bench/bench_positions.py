@@ -3,8 +3,9 @@
 For each model and length T, a text of T tokens (GSM8K items joined) is probed with contributions and
 the logit lens twice in one process, back to back: ``--positions all`` and ``last:256``. The forward
 pass covers the whole text either way; with the window the lens decodes 256 positions instead of T.
-``--skip`` adds layer skipping (windowed: R and O at the measured positions, splits inside the window;
-its replay still runs the whole text). Peak RSS is VmHWM, reset before each run.
+``--skip`` adds layer skipping (windowed: R and O at the measured positions, splits inside the window,
+only the window replayed). Peak RSS is VmHWM, reset before each run. bench/bench_long.py times long
+traces up to the model's context.
 
     .venv/bin/python bench/bench_positions.py --models smollm2-135m --tokens 256 1024 4096
     .venv/bin/python bench/bench_positions.py --models qwen2.5-coder-0.5b --dtype bfloat16 --tokens 256 1024
@@ -63,8 +64,7 @@ def main() -> None:
                 gc.collect()
                 reset_peak_rss()
                 clock = time.perf_counter()
-                run = engine.run_probes(loaded, text, engine.ProbeConfig(probes=probes, positions=spec),
-                                        max_tokens=max(n_tokens + 8, engine.DEFAULT_MAX_TOKENS))
+                run = engine.run_probes(loaded, text, engine.ProbeConfig(probes=probes, positions=spec))
                 wall = time.perf_counter() - clock
                 rss = peak_rss_mb()
                 t = run.meta["timings"]

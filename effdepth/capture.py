@@ -13,199 +13,171 @@ import copy
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from effdepth.arch import Taps, first_tensor
 from effdepth.arch import taps as resolve_taps
+from effdepth.trace import Trace, _hidden_from_call, _hooks, _LayerCall, _TapWriter
+
+__all__ = ["CHUNK_TOKENS", "CleanPass", "Replayer", "Trace", "capture", "chunk_bounds", "clean_pass", "skip_layer",
+           "trust_checks"]
+
+
+#: Tokens per forward call of a long text's clean pass: activations, attention scores and the MLP's
+#: intermediate stay in proportion to this, while a KV cache carries the earlier chunks' keys / values.
+CHUNK_TOKENS = 1024
+
+
+class _RecordingCache(DynamicCache):
+    """The KV cache of a chunked clean pass; while ``recording`` is a dict it keeps, per layer, the keys /
+    values each layer attended to (the earlier chunks' and its own): what a replay of that chunk reuses."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config=config)
+        self.recording: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        if self.recording is not None:
+            self.recording[layer_idx] = (keys, values)
+        return keys, values
+
+
+def chunk_bounds(n_tokens: int, window: tuple[int, int] | None, chunk: int) -> list[tuple[int, int]]:
+    """The forward calls of a clean pass: [0, start) in ``chunk``-token pieces, the window as one call
+    (its layer calls are what a replay of it reuses), then the rest in pieces."""
+    start, stop = window or (n_tokens, n_tokens)
+
+    def pieces(a: int, b: int) -> list[tuple[int, int]]:
+        return [(c, min(c + chunk, b)) for c in range(a, b, chunk)]
+
+    return [*pieces(0, start), *([(start, stop)] if window else []), *pieces(stop, n_tokens)]
 
 
 @dataclass
-class Trace:
-    """Activations of one clean forward pass of one prompt (batch size 1), all fp32 on CPU.
+class CleanPass:
+    """One clean forward pass of a text: the kept rows (``trace``) and, for the replay ``window``
+    [start, stop), that chunk's layer calls and the keys / values each layer attended to in it."""
 
-    resid[l] is h_l, the residual entering layer l (resid[0] = embeddings); resid[L] is the output of
-    the last layer, *before* the final norm. attn[l] / mlp[l] are the contributions a_l / m_l added to
-    the residual. logits are the model's own output logits: at every position, or, on a long text, only
-    at ``logit_positions`` (the measured ones and what the probes decode: [T, V] logits of a 150k
-    vocabulary are 2.5 GB at 4,096 tokens).
-    """
+    model: nn.Module
+    taps: Taps
+    trace: Trace
+    window: tuple[int, int] | None = None
+    calls: list[_LayerCall] | None = None
+    keys_values: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # [1, H_kv, K, hd] each
+    _replayer: Replayer | None = field(default=None, repr=False)
 
-    input_ids: torch.Tensor  # [T] int64
-    resid: torch.Tensor  # [L+1, T, d]
-    attn: torch.Tensor  # [L, T, d]
-    mlp: torch.Tensor  # [L, T, d]
-    logits: torch.Tensor  # [T, V], or [P, V] at logit_positions
-    logit_positions: torch.Tensor | None = None  # [P] ascending; None: every position
-
-    def __post_init__(self) -> None:
-        n_tokens = self.input_ids.shape[0]
-        n_layers = self.attn.shape[0]
-        d_model = self.resid.shape[-1]
-        if self.resid.shape != (n_layers + 1, n_tokens, d_model):
-            raise ValueError(f"resid has shape {tuple(self.resid.shape)}, expected "
-                             f"{(n_layers + 1, n_tokens, d_model)}")
-        for name in ("attn", "mlp"):
-            if getattr(self, name).shape != (n_layers, n_tokens, d_model):
-                raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected "
-                                 f"{(n_layers, n_tokens, d_model)}")
-        rows = n_tokens if self.logit_positions is None else len(self.logit_positions)
-        if self.logits.dim() != 2 or self.logits.shape[0] != rows:
-            raise ValueError(f"logits has shape {tuple(self.logits.shape)}, expected [{rows}, V]")
-
-    @property
-    def n_layers(self) -> int:
-        return self.attn.shape[0]
-
-    @property
-    def full_logits(self) -> torch.Tensor:
-        """The logits of every position [T, V] (a trace that kept only some says so)."""
-        if self.logit_positions is not None:
-            raise ValueError(f"this trace kept the logits of {len(self.logit_positions)} of its "
-                             f"{self.n_tokens} positions only")
-        return self.logits
-
-    def logits_at(self, positions) -> torch.Tensor:
-        """The model's logits at clean ``positions`` -> [P, V] (each must be one the trace kept)."""
-        index = torch.as_tensor(positions, dtype=torch.long)
-        if self.logit_positions is None:
-            return self.logits[index]
-        rows = torch.searchsorted(self.logit_positions, index)
-        kept = (rows < len(self.logit_positions)) & (self.logit_positions[rows.clamp_max(len(self.logit_positions) - 1)]
-                                                     == index)
-        if not bool(kept.all()):
-            raise ValueError(f"the trace kept no logits at positions {index[~kept].tolist()[:5]}")
-        return self.logits[rows]
-
-    def at(self, positions: list[int]) -> Trace:
-        """The same pass read at some positions only (their activations and logits; each still saw its
-        whole context): what the per-position probes of a run with measured positions read."""
-        index = torch.as_tensor(positions, dtype=torch.long)
-        return Trace(input_ids=self.input_ids[index], resid=self.resid[:, index], attn=self.attn[:, index],
-                     mlp=self.mlp[:, index], logits=self.logits_at(index))
-
-    @property
-    def n_tokens(self) -> int:
-        return self.input_ids.shape[0]
-
-    @property
-    def contrib(self) -> torch.Tensor:
-        """c_l = h_{l+1} - h_l, the whole layer's contribution. [L, T, d]"""
-        return self.resid[1:] - self.resid[:-1]
-
-
-@dataclass
-class _LayerCall:
-    args: tuple  # positional args after hidden_states
-    kwargs: dict
-
-
-@contextmanager
-def _hooks(handles: list) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _hidden_from_call(args: tuple, kwargs: dict) -> tuple[torch.Tensor, tuple, dict]:
-    """Split a decoder layer call into (hidden_states, other args, other kwargs)."""
-    if args:
-        return args[0], tuple(args[1:]), dict(kwargs)
-    rest = dict(kwargs)
-    return rest.pop("hidden_states"), (), rest
-
-
-class _TapWriter:
-    """Hooks on every tap point that write into [L+1, T, d] / [L, T, d] fp32 buffers as the layers run
-    (allocated at the first tap, when d is known), so the trace is never held twice."""
-
-    def __init__(self, model_taps: Taps, n_tokens: int, keep_calls: bool) -> None:
-        self.taps, self.n_tokens, self.keep_calls = model_taps, n_tokens, keep_calls
-        self.buffers: dict[str, torch.Tensor] = {}
-        self.seen: dict[str, set[int]] = {"resid": set(), "attn": set(), "mlp": set()}
-        self.calls: list[_LayerCall | None] = [None] * model_taps.n_layers
-
-    def write(self, name: str, row: int, value: torch.Tensor) -> None:
-        if not self.buffers:
-            n_layers, d_model = self.taps.n_layers, value.shape[-1]
-            self.buffers.update(resid=torch.empty(n_layers + 1, self.n_tokens, d_model),
-                                attn=torch.empty(n_layers, self.n_tokens, d_model),
-                                mlp=torch.empty(n_layers, self.n_tokens, d_model))
-        self.buffers[name][row].copy_(value[0])
-        self.seen[name].add(row)
-
-    def _pre_hook(self, index: int):
-        def hook(_module, args, kwargs):
-            hidden, rest_args, rest_kwargs = _hidden_from_call(args, kwargs)
-            self.write("resid", index, hidden)
-            if self.keep_calls:
-                self.calls[index] = _LayerCall(rest_args, rest_kwargs)
-        return hook
-
-    def _post_hook(self, name: str, row: int):
-        def hook(_module, _args, output):
-            self.write(name, row, first_tensor(output))
-        return hook
-
-    def register(self) -> list:
-        handles = []
-        for index, layer in enumerate(self.taps.layers):
-            handles.append(layer.register_forward_pre_hook(self._pre_hook(index), with_kwargs=True))
-            handles.append(self.taps.attn_modules[index].register_forward_hook(self._post_hook("attn", index)))
-            handles.append(self.taps.mlp_modules[index].register_forward_hook(self._post_hook("mlp", index)))
-        handles.append(self.taps.layers[-1].register_forward_hook(self._post_hook("resid", self.taps.n_layers)))
-        return handles
-
-    def check_complete(self) -> None:
-        n_layers = self.taps.n_layers
-        missing = [i for i in range(n_layers + 1) if i not in self.seen["resid"]
-                   or (i < n_layers and (i not in self.seen["attn"] or i not in self.seen["mlp"]))]
-        if missing:
-            raise RuntimeError(f"tap points did not fire for layers {missing[:5]}")
+    def replayer(self) -> Replayer:
+        """The Replayer over this pass's window (no second forward; made once)."""
+        if self.window is None:
+            raise ValueError("this clean pass recorded no replay window")
+        if self._replayer is None:
+            self._replayer = Replayer.over(self)
+        return self._replayer
 
 
 @torch.no_grad()
-def capture(model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None,
-            keep_calls: bool = False,
-            logit_positions: Sequence[int] | None = None) -> Trace | tuple[Trace, list[_LayerCall]]:
+def clean_pass(model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None,
+               rows: Sequence[int] | None = None, window: tuple[int, int] | None = None,
+               logit_positions: Sequence[int] | None = None, chunk: int | None = None) -> CleanPass:
     """Run one clean forward pass of ``input_ids`` ([1, T] or [T]) and record every tap point.
 
-    ``logit_positions``: keep the model's logits only there (None: every position)."""
+    ``rows``: the positions whose activations are kept (None: every position; the window and the logit
+    positions are always kept). ``logit_positions``: keep the model's logits only there (None: at every
+    kept row). ``window`` (start, stop): the span a Replayer will replay, run as one forward call whose
+    layer calls and attended keys / values are kept. A text longer than ``chunk`` tokens (default
+    ``CHUNK_TOKENS``) runs in several calls with a KV cache: exact up to float rounding, with activations
+    in proportion to the chunk.
+    """
     model_taps = model_taps or resolve_taps(model)
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
     if input_ids.shape[0] != 1:
         raise ValueError("capture runs one prompt at a time (batch size 1, no padding; docs/SPEC.md §1)")
     n_tokens = input_ids.shape[1]
-    writer = _TapWriter(model_taps, n_tokens, keep_calls)
-    kept = None if logit_positions is None else torch.as_tensor(sorted(set(logit_positions)), dtype=torch.long)
-    if kept is not None and len(kept) == n_tokens:
-        kept = None
+    if window is not None and not 0 <= window[0] < window[1] <= n_tokens:
+        raise ValueError(f"window {window} is outside 0..{n_tokens}")
+    logit_kept = None if logit_positions is None else torch.as_tensor(sorted(set(logit_positions)), dtype=torch.long)
+    kept_rows = _kept_rows(n_tokens, rows, window, logit_kept)
+    if logit_kept is not None and kept_rows is None and len(logit_kept) == n_tokens:
+        logit_kept = None
+    bounds = chunk_bounds(n_tokens, window, chunk or CHUNK_TOKENS)
+    cache = _RecordingCache(model.config) if len(bounds) > 1 or window is not None else None
+    writer = _TapWriter(model_taps, n_tokens, kept_rows)
+    logits = []
     with _hooks(writer.register()):
-        output = _forward(model, input_ids, kept)
+        for start, stop in bounds:
+            in_window = window == (start, stop)
+            writer.begin(start, stop, in_window)
+            if cache is not None:
+                cache.recording = {} if in_window else None
+            logits.append(_forward(model, input_ids, start, stop, cache, _decoded(logit_kept, kept_rows, start, stop)))
     writer.check_complete()
-    logits = output.logits[0]
-    if kept is not None and logits.shape[0] == n_tokens and len(kept) < n_tokens:
-        logits = logits[kept]  # a model without logits_to_keep computed them all
     buffers = writer.buffers
-    trace = Trace(input_ids=input_ids[0].cpu(), resid=buffers["resid"], attn=buffers["attn"], mlp=buffers["mlp"],
-                  logits=logits.float().cpu(), logit_positions=kept)
-    return (trace, writer.calls) if keep_calls else trace
+    trace = Trace(input_ids=input_ids[0].cpu() if kept_rows is None else input_ids[0, kept_rows].cpu(),
+                  resid=buffers["resid"], attn=buffers["attn"], mlp=buffers["mlp"], logits=torch.cat(logits),
+                  logit_positions=logit_kept, positions=kept_rows, n_text=None if kept_rows is None else n_tokens,
+                  closure=writer.closure, token_mean=writer.token_mean())
+    if window is None:
+        return CleanPass(model, model_taps, trace)
+    return CleanPass(model, model_taps, trace, window, [c for c in writer.calls],
+                     dict(cache.recording or {}) if cache is not None else None)
 
 
-def _forward(model: nn.Module, input_ids: torch.Tensor, kept: torch.Tensor | None):
-    """The model's forward, decoding only the ``kept`` positions where the model offers that."""
+def _kept_rows(n_tokens: int, rows, window, logit_kept) -> torch.Tensor | None:
+    """The positions whose activations a pass keeps, ascending (None: all)."""
+    if rows is None:
+        return None
+    kept = set(int(r) for r in rows)
+    if window is not None:
+        kept.update(range(*window))
+    if logit_kept is not None:
+        kept.update(logit_kept.tolist())
+    bad = [r for r in kept if not 0 <= r < n_tokens]
+    if bad:
+        raise ValueError(f"rows {sorted(bad)[:5]} are outside 0..{n_tokens - 1}")
+    return None if len(kept) == n_tokens else torch.tensor(sorted(kept), dtype=torch.long)
+
+
+def _decoded(logit_kept: torch.Tensor | None, kept_rows: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
+    """Offsets within the call [start, stop) whose logits the pass keeps."""
+    wanted = logit_kept if logit_kept is not None else kept_rows
+    if wanted is None:
+        return torch.arange(stop - start)
+    return wanted[(wanted >= start) & (wanted < stop)] - start
+
+
+@torch.no_grad()
+def capture(model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None,
+            logit_positions: Sequence[int] | None = None, chunk: int | None = None) -> Trace:
+    """One clean forward pass of ``input_ids`` ([1, T] or [T]) with every position kept -> Trace.
+
+    ``logit_positions``: keep the model's logits only there (None: every position)."""
+    return clean_pass(model, input_ids, model_taps, logit_positions=logit_positions, chunk=chunk).trace
+
+
+def _forward(model: nn.Module, input_ids: torch.Tensor, start: int, stop: int, cache, decode: torch.Tensor):
+    """Logits [len(decode), V] (fp32, CPU) of one forward call over positions ``start .. stop-1``,
+    decoding only the offsets ``decode`` where the model offers that."""
     device = next(model.parameters()).device
-    if kept is None:
-        return model(input_ids=input_ids.to(device), use_cache=False)
-    try:
-        return model(input_ids=input_ids.to(device), use_cache=False, logits_to_keep=kept.to(device))
-    except TypeError:  # no logits_to_keep in this family's forward
-        return model(input_ids=input_ids.to(device), use_cache=False)
+    chunk = input_ids[:, start:stop].to(device)
+    kwargs = {"use_cache": cache is not None, **({"past_key_values": cache} if cache is not None else {})}
+    everything = len(decode) == stop - start
+    if not everything:
+        try:
+            logits = model(input_ids=chunk, logits_to_keep=decode.to(device), **kwargs).logits[0]
+            if logits.shape[0] == len(decode):
+                return logits.float().cpu()
+            return logits[decode.to(logits.device)].float().cpu()  # a model that computed them all
+        except TypeError:  # no logits_to_keep in this family's forward
+            if cache is not None:
+                cache.crop(start)  # a call that failed may have appended keys
+    logits = model(input_ids=chunk, **kwargs).logits[0]
+    return (logits if everything else logits[decode.to(logits.device)]).float().cpu()
 
 
 #: Attention implementations whose masks may be an arbitrary [.., N, N] tensor (packing needs one).
@@ -225,67 +197,64 @@ def _named_call(layer: nn.Module, call: _LayerCall) -> dict | None:
     return {**{p.name: a for p, a in zip(params, call.args)}, **call.kwargs}
 
 
-def _rewritten_call(named: dict, rows: torch.Tensor, cols: torch.Tensor, visible: torch.Tensor, n_tokens: int,
-                    bool_mask_ok: bool) -> _LayerCall | None:
-    """Rewrite one clean layer call for queries at clean positions ``rows`` [Nq] attending to keys at
-    ``cols`` [Nk] (None if an argument is not understood).
+def _allowed(named: dict, n_prefix: int, n_window: int) -> torch.Tensor | None:
+    """Which keys each window query may see in the clean call, [W, n_prefix + W] bool (prefix keys first);
+    None when the call's mask has another form."""
+    clean_mask = named.get("attention_mask")
+    if clean_mask is None:  # the layer was causal
+        return torch.ones(n_window, n_prefix + n_window, dtype=torch.bool).tril(diagonal=n_prefix)
+    if isinstance(clean_mask, torch.Tensor) and clean_mask.dim() == 4 and clean_mask.shape[0] == 1 \
+            and tuple(clean_mask.shape[-2:]) == (n_window, n_prefix + n_window):
+        allowed = clean_mask[0, 0].cpu()
+        return allowed if allowed.dtype == torch.bool else allowed == 0  # additive float mask
+    return None
 
-    visible [Nq, Nk]: which keys each query may see on top of the clean mask (causality and sliding
-    windows come from the clean call). Without a clean mask the layer was causal, and the new mask is
-    boolean: only where ``bool_mask_ok`` (sdpa). Position arguments (rotary, ids) are gathered at ``rows``.
+
+def _rewritten_call(named: dict, slots: torch.Tensor, visible: torch.Tensor, n_prefix: int, n_clean: int,
+                    n_window: int, bool_mask_ok: bool) -> _LayerCall | None:
+    """Rewrite one clean layer call of a window of ``n_window`` positions (after ``n_prefix`` prefix keys)
+    for queries at window positions ``slots`` [N] that attend to the clean keys of the prefix and of window
+    positions < ``n_clean``, then to the slots themselves as ``visible`` [N, N] allows (on top of the clean
+    mask: causality and sliding windows come from it). None if an argument is not understood.
+
+    Without a clean mask the layer was causal, and the new mask is boolean: only where ``bool_mask_ok``
+    (sdpa). Position arguments (rotary, ids) are gathered at ``slots``.
     """
-    out: dict = {}
     clean_mask = named.get("attention_mask")
     if clean_mask is None and not bool_mask_ok:
         return None
-    if clean_mask is None:
-        allowed = torch.ones(n_tokens, n_tokens, dtype=torch.bool).tril()
-    elif isinstance(clean_mask, torch.Tensor) and clean_mask.shape[-2:] == (n_tokens, n_tokens) \
-            and clean_mask.shape[0] == 1:
-        allowed = clean_mask[0, 0].cpu()
-        allowed = allowed if allowed.dtype == torch.bool else allowed == 0  # additive float mask
-    else:
+    allowed = _allowed(named, n_prefix, n_window)
+    if allowed is None:
         return None
-    mask = allowed[rows][:, cols] & visible  # [Nq, Nk]
+    rows = allowed[slots]  # [N, n_prefix + W]
+    mask = torch.cat([rows[:, :n_prefix + n_clean], rows[:, n_prefix + slots] & visible], dim=1)
     if isinstance(clean_mask, torch.Tensor) and clean_mask.dtype != torch.bool:
         floor = torch.finfo(clean_mask.dtype).min
         mask = torch.zeros(mask.shape, dtype=clean_mask.dtype).masked_fill(~mask, floor)
-    device = clean_mask.device if isinstance(clean_mask, torch.Tensor) else rows.device
+    device = clean_mask.device if isinstance(clean_mask, torch.Tensor) else slots.device
+    out: dict = {}
     for name, value in named.items():
         if name == "attention_mask":
             out[name] = mask[None, None].to(device)
         elif name == "position_embeddings" and isinstance(value, (tuple, list)):
-            out[name] = tuple(v.index_select(-2, rows.to(v.device)) for v in value)
+            out[name] = tuple(v.index_select(-2, slots.to(v.device)) for v in value)
         elif name in _POSITIONAL_KWARGS and isinstance(value, torch.Tensor):
-            out[name] = value.index_select(-1, rows.to(value.device))
-        elif isinstance(value, torch.Tensor) and n_tokens in value.shape:
+            out[name] = value.index_select(-1, slots.to(value.device))
+        elif name == "past_key_values":
+            out[name] = None  # set by the caller: the clean keys / values the slots attend to
+        elif isinstance(value, torch.Tensor) and n_window in value.shape:
             return None  # a per-token argument we do not know how to rewrite
         else:
             out[name] = value
     return _LayerCall((), out)
 
 
-class _KeyValueRecorder:
-    """Stands in for a KV cache in one clean layer call and keeps the keys / values it is given.
-
-    ``update`` is the one cache call decoder attention makes (transformers' ``Cache.update``)."""
-
-    def __init__(self) -> None:
-        self.keys: dict[int, torch.Tensor] = {}
-        self.values: dict[int, torch.Tensor] = {}
-
-    def update(self, key_states, value_states, layer_idx, *_args, **_kwargs):
-        self.keys[layer_idx], self.values[layer_idx] = key_states, value_states
-        return key_states, value_states
-
-
 class _CleanPrefix:
-    """Stands in for a KV cache holding the clean keys / values of positions < ``start`` of every layer:
-    a suffix's queries attend to them, then to the suffix's own (batch-broadcast to the suffix's rows)."""
+    """Stands in for a KV cache holding clean keys / values of every layer ([1, H_kv, K_l, hd]): the
+    replayed queries attend to them, then to their own (batch-broadcast to the replayed rows)."""
 
-    def __init__(self, keys: dict[int, torch.Tensor], values: dict[int, torch.Tensor], start: int) -> None:
-        self.keys = {i: k[:, :, :start] for i, k in keys.items()}  # [1, H_kv, start, hd]
-        self.values = {i: v[:, :, :start] for i, v in values.items()}
+    def __init__(self, keys: dict[int, torch.Tensor], values: dict[int, torch.Tensor]) -> None:
+        self.keys, self.values = keys, values
 
     def update(self, key_states, value_states, layer_idx, *_args, **_kwargs):
         batch = key_states.shape[0]
@@ -300,45 +269,79 @@ LayerCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 class Replayer:
-    """Re-run decoder layers on batches of edited residual streams, reusing the clean call arguments."""
+    """Re-run decoder layers on batches of edited residual streams, reusing the clean call arguments.
+
+    It replays one window of the text, positions ``offset .. offset+W-1`` (the whole text by default):
+    its ``trace`` is the clean pass read there (row i = position offset + i), and the window's queries
+    attend to the clean keys / values of the positions before it, which no edit inside the window can
+    change (causality). ``n_text`` is the text's length.
+    """
 
     def __init__(self, model: nn.Module, input_ids: torch.Tensor, model_taps: Taps | None = None,
-                 logit_positions: Sequence[int] | None = None):
-        self.model = model
-        self.taps = model_taps or resolve_taps(model)
-        self.trace, self._calls = capture(model, input_ids, self.taps, keep_calls=True,
-                                          logit_positions=logit_positions)
-        param = next(model.parameters())
+                 logit_positions: Sequence[int] | None = None, window: tuple[int, int] | None = None,
+                 chunk: int | None = None):
+        n_tokens = input_ids.shape[-1]
+        window = window or (0, n_tokens)
+        rows = None if window == (0, n_tokens) else range(*window)
+        clean = clean_pass(model, input_ids, model_taps, rows=rows, window=window,
+                           logit_positions=logit_positions, chunk=chunk)
+        self._adopt(clean)
+
+    @classmethod
+    def over(cls, clean: CleanPass) -> Replayer:
+        replayer = cls.__new__(cls)
+        replayer._adopt(clean)
+        return replayer
+
+    def _adopt(self, clean: CleanPass) -> None:
+        self.model, self.taps = clean.model, clean.taps
+        start, stop = clean.window
+        self.offset, self.n_text = start, clean.trace.text_length
+        whole = clean.trace.positions is None and (start, stop) == (0, clean.trace.n_tokens)
+        self.trace = clean.trace if whole else clean.trace.window(start, stop)
+        param = next(self.model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self._keys_values = clean.keys_values or {}
+        self._n_prefix: list[int] = []
+        self._calls = []
+        n_window = stop - start
+        for index, (layer, call) in enumerate(zip(self.taps.layers, clean.calls)):
+            named = _named_call(layer, call)
+            if named is None:  # arguments we cannot name: replayed as recorded (a pass without a prefix)
+                self._n_prefix.append(0)
+                self._calls.append(call)
+                continue
+            recorded = self._keys_values.get(index)
+            n_prefix = 0 if recorded is None else recorded[0].shape[-2] - n_window
+            self._n_prefix.append(n_prefix)
+            if "past_key_values" in named:
+                named["past_key_values"] = self._prefix_cache(index, n_prefix)
+            self._calls.append(_LayerCall((), named))
+        if any(self._n_prefix) and len(self._keys_values) != self.taps.n_layers:
+            raise RuntimeError("the clean pass recorded no keys / values for some layers of its window")
+
+    def _prefix_cache(self, layer: int, n_keys: int) -> _CleanPrefix | None:
+        """A stand-in cache with the first ``n_keys`` clean keys / values of ``layer`` (None: no keys)."""
+        if n_keys == 0:
+            return None
+        keys, values = self._keys_values[layer]
+        return _CleanPrefix({layer: keys[:, :, :n_keys]}, {layer: values[:, :, :n_keys]})
 
     def packed(self, positions: torch.Tensor, visible: torch.Tensor) -> Replayer | None:
-        """A Replayer over a *packed* sequence: slot a holds clean position ``positions[a]``.
+        """A Replayer over a *packed* sequence: slot a holds clean window position ``positions[a]``.
 
         Several variants of one prompt that share a prefix (the future-effect skips of all splits)
         then run as one sequence: the shared prefix once, each variant's own suffix after it, with
         ``visible`` [N, N] saying which slots a slot may attend to (on top of the clean causal /
-        sliding-window mask) and the rotary / position arguments gathered at ``positions``. Returns
-        None when the attention implementation or a layer argument cannot be packed exactly.
+        sliding-window mask, and after the clean keys before the window) and the rotary / position
+        arguments gathered at ``positions``. Returns None when the attention implementation or a layer
+        argument cannot be packed exactly.
         """
-        implementation = getattr(self.model.config, "_attn_implementation", None)
-        if implementation not in _MASKABLE_ATTENTION:
-            return None
-        positions = positions.long().cpu()
-        calls = []
-        for layer, call in zip(self.taps.layers, self._calls):
-            named = _named_call(layer, call)
-            packed = None if named is None else _rewritten_call(named, positions, positions, visible.cpu(),
-                                                                self.trace.n_tokens, implementation == "sdpa")
-            if packed is None:
-                return None
-            calls.append(packed)
-        view = copy.copy(self)
-        view._calls = calls
-        return view
+        return self._view(positions.long().cpu(), visible.cpu(), 0)
 
     def suffix(self, start: int, stop: int | None = None) -> Replayer | None:
-        """A Replayer over clean positions ``start .. stop-1`` only; their queries attend to the clean
-        keys / values of positions < ``start`` (recorded once per Replayer) and to the suffix itself.
+        """A Replayer over window positions ``start .. stop-1`` only; their queries attend to the clean
+        keys / values of the positions before ``start`` (recorded by the clean pass) and to the suffix itself.
 
         Exact by causality for any edit at positions >= ``start``: positions before it are untouched at
         every layer, so their keys and values are the clean ones. Inputs are then [B, stop-start, d].
@@ -348,47 +351,30 @@ class Replayer:
         stop = n_tokens if stop is None else stop
         if not 0 <= start < stop <= n_tokens:
             raise ValueError(f"suffix {start}..{stop} is outside 0..{n_tokens}")
+        slots = torch.arange(start, stop)
+        return self._view(slots, torch.ones(len(slots), len(slots), dtype=torch.bool).tril(), start)
+
+    def _view(self, slots: torch.Tensor, visible: torch.Tensor, n_clean: int) -> Replayer | None:
+        """A Replayer whose rows are window positions ``slots``, attending to the clean keys before the
+        window and of window positions < ``n_clean``, then to each other as ``visible`` allows."""
         implementation = getattr(self.model.config, "_attn_implementation", None)
-        if implementation not in _MASKABLE_ATTENTION or not self._record_keys_values():
+        if implementation not in _MASKABLE_ATTENTION:
             return None
-        rows, cols = torch.arange(start, stop), torch.arange(stop)
-        prefix = _CleanPrefix(self._clean_keys, self._clean_values, start)
         calls = []
-        for layer, call in zip(self.taps.layers, self._calls):
-            named = _named_call(layer, call)
-            rewritten = None if named is None else _rewritten_call(
-                named, rows, cols, torch.ones(len(rows), len(cols), dtype=torch.bool), n_tokens,
-                implementation == "sdpa")
-            if rewritten is None or "past_key_values" not in rewritten.kwargs:
+        for index, call in enumerate(self._calls):
+            n_prefix, n_keys = self._n_prefix[index], self._n_prefix[index] + n_clean
+            if call.args or (n_keys and ("past_key_values" not in call.kwargs or index not in self._keys_values)):
                 return None
-            rewritten.kwargs["past_key_values"] = prefix
+            rewritten = _rewritten_call(call.kwargs, slots, visible, n_prefix, n_clean, self.trace.n_tokens,
+                                        implementation == "sdpa")
+            if rewritten is None:
+                return None
+            if "past_key_values" in call.kwargs:
+                rewritten.kwargs["past_key_values"] = self._prefix_cache(index, n_keys)
             calls.append(rewritten)
         view = copy.copy(self)
         view._calls = calls
         return view
-
-    @torch.no_grad()
-    def _record_keys_values(self) -> bool:
-        """Run each layer once on its clean input with a recorder as its cache (one forward's cost).
-
-        False when a layer's attention does not hand its keys / values to the cache, or the recording
-        call does not reproduce the clean layer output (then no suffix is built)."""
-        if getattr(self, "_clean_keys", None) is not None:
-            return bool(self._clean_keys)
-        self._clean_keys, self._clean_values = {}, {}
-        recorder = _KeyValueRecorder()
-        for layer, call in enumerate(self._calls):
-            named = _named_call(self.taps.layers[layer], call)
-            if named is None or "past_key_values" not in named:
-                return False
-            out = self.taps.layers[layer](self.trace.resid[layer][None].to(self.device, self.dtype),
-                                          **{**named, "past_key_values": recorder})
-            clean = self.trace.resid[layer + 1]
-            gap = float((first_tensor(out)[0].float().cpu() - clean).abs().max())
-            if len(recorder.keys) != layer + 1 or gap > 1e-3 * float(clean.abs().max()):
-                return False
-        self._clean_keys, self._clean_values = recorder.keys, recorder.values
-        return True
 
     @torch.no_grad()
     def run_layer(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
@@ -463,19 +449,20 @@ def skip_layer(model: nn.Module, layer: int, positions: torch.Tensor | slice | N
 def trust_checks(trace, model_taps, dtype: str, chunk: int = 256) -> dict:
     """The run's own invariants, measured on this model and text (stored with the run).
 
-    ``residual_closure``: max over (l, t) of ‖h_{l+1} − (h_l + a_l + m_l)‖ / ‖h_{l+1}‖;
+    ``residual_closure``: max over (l, t) of ‖h_{l+1} − (h_l + a_l + m_l)‖ / ‖h_{l+1}‖ (over every position
+    of the pass, as it ran, and over the trace's rows as kept);
     ``lens_last_max_abs``: max |lens(h_L) − model logits| (at the positions whose logits the trace kept)
     and ``logit_scale`` max |logits|. Both are
     float rounding for a clean capture; a capture that mixed two runs breaks them (effdepth.checks).
     """
-    closure = 0.0
+    closure = trace.closure or 0.0
     for layer in range(trace.n_layers):  # one layer at a time: no [L, T, d] temporaries
         target = trace.resid[layer + 1]  # [T, d]
         gap = (target - (trace.resid[layer] + trace.attn[layer] + trace.mlp[layer])).norm(dim=-1)
         closure = max(closure, float((gap / target.norm(dim=-1).clamp_min(1e-30)).max()))
     device = next(model_taps.unembed.parameters()).device
     lens_gap = 0.0
-    kept = torch.arange(trace.n_tokens) if trace.logit_positions is None else trace.logit_positions
+    kept = torch.arange(trace.n_tokens) if trace.logit_positions is None else trace.rows(trace.logit_positions)
     with torch.no_grad():
         for start in range(0, len(kept), chunk):  # [chunk, V] at a time (150k vocabularies)
             rows = kept[start:start + chunk]
@@ -483,4 +470,4 @@ def trust_checks(trace, model_taps, dtype: str, chunk: int = 256) -> dict:
             lens_gap = max(lens_gap, float((z - trace.logits[start:start + chunk]).abs().max()))
     return {"residual_closure": closure, "lens_last_max_abs": lens_gap,
             "logit_scale": float(trace.logits.abs().max()), "dtype": dtype,
-            "shape": [trace.n_layers, trace.n_tokens, int(trace.resid.shape[-1])]}
+            "shape": [trace.n_layers, trace.text_length, int(trace.resid.shape[-1])]}

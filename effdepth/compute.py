@@ -46,6 +46,26 @@ def check(request: Request) -> None:
         engine.check_answer(request.text, request.config.answer, request.chat_template)
 
 
+def check_fits(request: Request, spec) -> None:
+    """Before any weights load: the text against the model's context, and a range of measured positions
+    (``A:B``) against the text (PromptError). Reads the tokenizer alone, and only where it loads cheaply and
+    the question arises (a range, or a text that may pass the context); otherwise the run says it at load."""
+    from effdepth import estimate, models, positions
+
+    context = models.context_of(spec)
+    long = context is not None and len(request.text) / estimate.CHARS_PER_TOKEN > context / 2
+    if positions.span(request.config.positions) is None and not long:
+        return
+    tokenizer = models.load_tokenizer(spec)
+    if tokenizer is None:
+        return
+    ids = engine.encode(tokenizer, request.text, request.chat_template, spec.name)
+    if context is not None:
+        engine.check_length(tokenizer, request.text, request.chat_template, len(ids), context, spec.name)
+    if positions.span(request.config.positions) is not None:
+        positions.select(request.config.positions, len(ids))
+
+
 def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str | None = None,
             progress: Progress | None = None, keep_partial: bool = False,
             on_result: Callable[[Any], None] | None = None, reuse=None) -> tuple[Any, bool]:

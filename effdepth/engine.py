@@ -20,7 +20,7 @@ import torch
 
 import effdepth
 from effdepth import contract, depth, positions, stages, turns
-from effdepth.capture import Replayer, trust_checks
+from effdepth.capture import CleanPass, clean_pass, trust_checks
 from effdepth.contract import (  # noqa: F401 - the vocabulary the engine's callers read from it
     ANSWER_PROBES,
     DEFAULT_PROBES,
@@ -37,7 +37,6 @@ from effdepth.probes import igrad, skip
 from effdepth.probes._tables import layer_means
 from effdepth.stages import _BASELINES, ERASURE_BASELINE_ITEMS, erasure_baseline  # noqa: F401 - the engine's API
 
-DEFAULT_MAX_TOKENS = 2048  # a CPU-friendly cap on top of the model's own context
 MAX_IG_STEPS = 4096  # a bound on the work one request can start (P2 uses 256)
 
 
@@ -94,8 +93,10 @@ class ProbeConfig:
             out["shortcut_fit"] = lens.recipe()
         if self.positions != positions.ALL:
             out["positions"] = self.positions
-            if "skip" in self.probes:  # skips of windowed runs stored before they read the window measured all
-                out["skip_positions"] = "measured"
+            if "skip" in self.probes:  # windowed skips edit the window only (earlier runs: from position 1)
+                out["skip_positions"] = "window"
+            if "igrad" in self.probes:  # windowed IG interpolates from the first measured position on
+                out["ig_positions"] = "window"
         return out
 
 
@@ -132,27 +133,50 @@ def check_text(text, what: str = "The prompt") -> str:
     return text
 
 
-def tokenize(loaded, text: str, chat_template: bool = False,
-             max_tokens: int = DEFAULT_MAX_TOKENS) -> torch.Tensor:
-    """Token ids [T] exactly as fed to the model (no chat template unless asked; docs/SPEC.md §1)."""
+def tokenize(loaded, text: str, chat_template: bool = False) -> torch.Tensor:
+    """Token ids [T] exactly as fed to the model (no chat template unless asked; docs/SPEC.md §1), up to the
+    model's own context (PromptError past it, naming the part of the text that would fit)."""
+    ids = encode(loaded.tokenizer, text, chat_template, loaded.spec.name)
+    check_length(loaded.tokenizer, text, chat_template, len(ids), loaded.max_context, loaded.spec.name)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def encode(tokenizer, text: str, chat_template: bool, name: str) -> list[int]:
+    """The token ids of ``text`` as the model reads it (the chat template rendered where asked)."""
     check_text(text)
-    tokenizer = loaded.tokenizer
     if chat_template:
         if not getattr(tokenizer, "chat_template", None):
-            raise PromptError(f"{loaded.spec.name} has no chat template; switch the chat template off.")
-        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    else:
-        ids = tokenizer(text, add_special_tokens=True)["input_ids"]
-    limit = min(max_tokens, loaded.max_context)
-    if len(ids) > limit:
-        raise PromptError(f"The prompt is {len(ids)} tokens long; the limit here is {limit} "
-                          f"(model context {loaded.max_context}, effdepth cap {max_tokens}). "
-                          "Shorten it.")
-    if len(ids) < 2:
+            raise PromptError(f"{name} has no chat template; switch the chat template off.")
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+
+def check_length(tokenizer, text: str, chat_template: bool, n_tokens: int, max_context: int, name: str) -> None:
+    """PromptError unless 2 <= ``n_tokens`` <= the model's context; past it, one sentence with both numbers
+    and where the part of the text that fits starts."""
+    if n_tokens > max_context:
+        fits = ""
+        if not chat_template:
+            start = _fitting_start(tokenizer, text, n_tokens - max_context)
+            if start is not None:
+                fits = f"; its last {max_context:,} tokens (from character {start:,} on) would fit"
+        raise PromptError(f"The text is {n_tokens:,} tokens long, past {name}'s context of {max_context:,} "
+                          f"tokens{fits}.")
+    if n_tokens < 2:
         raise PromptError("The prompt has fewer than 2 tokens; the probes need at least 2.")
-    return torch.tensor(ids, dtype=torch.long)
+
+
+def _fitting_start(tokenizer, text: str, n_over: int) -> int | None:
+    """The character where the text's last (context) tokens start, or None without character offsets."""
+    try:
+        offsets = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)["offset_mapping"]
+    except (NotImplementedError, ValueError, TypeError, KeyError):
+        return None
+    # drop the first n_over + 1 tokens: the kept text is tokenised again with its own start token
+    index = min(n_over + 1, len(offsets) - 1)
+    return int(offsets[index][0])
 
 
 def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
@@ -163,7 +187,7 @@ def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
 
 
 def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_template: bool = False,
-               max_tokens: int = DEFAULT_MAX_TOKENS, progress: Progress | None = None,
+               progress: Progress | None = None,
                extra_meta: dict | None = None, on_result: Callable[[RunResult], None] | None = None,
                reuse: RunResult | None = None) -> RunResult:
     """Run the configured probes on one prompt; every number comes from one clean pass + replays.
@@ -180,7 +204,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     """
     config = config or ProbeConfig()
     notify = progress or (lambda stage, frac=None: None)
-    ids = tokenize(loaded, text, chat_template, max_tokens)
+    ids = tokenize(loaded, text, chat_template)
     answer_len = None
     if any(p in config.probes for p in ANSWER_PROBES) or config.positions == "answer":  # fails in ms: first
         answer_len = answer_length(loaded, text, config.answer, chat_template, ids)
@@ -222,9 +246,12 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
     clock = time.perf_counter()
     notify("forward pass", None)
     measured = None if measured is None or len(measured) == len(ids) else measured
-    replayer = Replayer(loaded.model, ids[None], logit_positions=_decoded_positions(config, measured, answer_len,
-                                                                                   len(ids)))
-    parts = stages.Parts(checks=trust_checks(replayer.trace, replayer.taps, loaded.dtype), measured=measured)
+    usable = stages.reusable(reuse, config, loaded, text, chat_template)
+    computed = [p for p in config.probes if p not in usable]
+    plan = stages.plan_pass(computed, measured, len(ids), answer_len)
+    clean = clean_pass(loaded.model, ids[None], rows=plan.rows, window=plan.window,
+                       logit_positions=_decoded_positions(config, measured, answer_len, len(ids)))
+    parts = stages.Parts(checks=trust_checks(clean.trace, clean.taps, loaded.dtype), measured=measured)
     parts.timings["forward"] = time.perf_counter() - clock
 
     def so_far() -> RunResult:
@@ -242,12 +269,11 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
     if on_result is not None:
         parts.on_partial = running
 
-    usable = stages.reusable(reuse, config, loaded, text, chat_template)
     try:
         for probe in (p for p in PROBES if p in config.probes):
             if probe in ANSWER_PROBES and answer_len is None:
                 continue
-            _one_probe(probe, loaded, replayer, config, answer_len, notify, parts, reuse if probe in usable else None)
+            _one_probe(probe, loaded, clean, config, answer_len, notify, parts, reuse if probe in usable else None)
             if on_result is not None and len(parts.finished) < len(config.probes):
                 on_result(so_far())
     except BaseException as err:
@@ -268,7 +294,7 @@ def _note_answer_span(parts: stages.Parts, answer_len: int | None, n_tokens: int
                            f"{n_tokens - answer_len - 1}–{n_tokens - 2} that predict them.")
 
 
-def _one_probe(probe: str, loaded, replayer: Replayer, config: ProbeConfig, answer_len: int | None,
+def _one_probe(probe: str, loaded, clean: CleanPass, config: ProbeConfig, answer_len: int | None,
                notify: Progress, parts: stages.Parts, reuse: RunResult | None) -> None:
     """Compute one probe into ``parts``, or take it from ``reuse`` (same model, text and options)."""
     clock = time.perf_counter()
@@ -277,7 +303,7 @@ def _one_probe(probe: str, loaded, replayer: Replayer, config: ProbeConfig, answ
         parts.timings[probe] = float((reuse.meta.get("timings") or {}).get(probe) or 0.0)
         parts.notes.append(f"{probe} taken from run {reuse.run_id} (same model, text and options).")
     else:
-        stages.STAGES[probe](loaded, replayer, config, answer_len, notify, parts)
+        stages.STAGES[probe](loaded, clean, config, answer_len, notify, parts)
         parts.timings[probe] = time.perf_counter() - clock
     parts.finished.append(probe)
 

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 import effdepth
-from effdepth.capture import Replayer
+from effdepth.capture import CleanPass
 from effdepth.contract import Progress, RunResult
 from effdepth.errors import PromptError
 from effdepth.probes import cosine, erasure, igrad, logit_lens, shortcut_lens, skip
@@ -52,7 +52,37 @@ class Parts:
 PROBE_OPTIONS = {"cosine": ("positions",), "logit_lens": ("positions",), "shortcut_lens": ("positions", "shortcut_fit"),
                  "skip": ("splits", "seed", "skip_variants", "positions", "skip_positions"),
                  "erasure": ("answer", "erasure_baseline", "positions"),
-                 "igrad": ("answer", "ig_steps", "ig_parts", "ig_baseline")}
+                 "igrad": ("answer", "ig_steps", "ig_parts", "ig_baseline", "positions", "ig_positions")}
+
+#: the probes that replay layers on edited residuals (they need the pass's replay window)
+REPLAY_PROBES = ("skip", "erasure", "igrad")
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What the clean pass of a run keeps: the activations' rows (None: every position) and the replay
+    window [start, stop) (None: no probe replays)."""
+
+    rows: list[int] | None
+    window: tuple[int, int] | None
+
+
+def plan_pass(probes, measured: list[int] | None, n_tokens: int, answer_len: int | None) -> PassPlan:
+    """The rows and replay window of a run's clean pass for the probes it computes.
+
+    Every probe reads the measured positions only, and an edit at positions >= t never changes positions
+    < t: the skip probe replays from the first measured position to the last, erasure and IG from there (or
+    from the first answer-predicting position, if earlier) to the end. Nothing before the window is
+    replayed or kept, so a long text costs its clean forward and little more."""
+    replays = [p for p in probes if p in REPLAY_PROBES]
+    if measured is None:
+        return PassPlan(None, (0, n_tokens) if replays else None)
+    if not replays:
+        return PassPlan(list(measured), None)
+    start, stop = min(measured), max(measured) + 1
+    if answer_len is not None and any(p in ("erasure", "igrad") for p in replays):
+        start, stop = min(start, n_tokens - answer_len - 1), n_tokens
+    return PassPlan(list(measured), (start, stop))
 
 
 def reusable(reuse: RunResult | None, config: ProbeConfig, loaded, text: str, chat_template: bool) -> set[str]:
@@ -93,9 +123,9 @@ def take_probe(probe: str, reuse: RunResult, parts: Parts) -> None:
         setattr(parts, probe, tables[probe])
 
 
-def measured(replayer: Replayer, parts: Parts):
+def measured(clean: CleanPass, parts: Parts):
     """The clean trace at the measured positions (the whole trace when every position is measured)."""
-    return replayer.trace if parts.measured is None else replayer.trace.at(parts.measured)
+    return clean.trace if parts.measured is None else clean.trace.at(parts.measured)
 
 
 def at_positions(frame: pd.DataFrame, measured: list[int] | None) -> pd.DataFrame:
@@ -107,52 +137,58 @@ def at_positions(frame: pd.DataFrame, measured: list[int] | None) -> pd.DataFram
     return frame
 
 
-def _stage_cosine(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+def _stage_cosine(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                   parts: Parts) -> None:
     notify("contribution norms and cosines", None)
-    parts.layer_token.append(at_positions(cosine.contributions(measured(replayer, parts)), parts.measured))
+    parts.layer_token.append(at_positions(cosine.contributions(measured(clean, parts)), parts.measured))
 
 
-def _stage_logit_lens(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+def _stage_logit_lens(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                       parts: Parts) -> None:
     notify("logit lens", None)
-    lens_frame, lens_top = logit_lens.logit_lens(measured(replayer, parts), replayer.taps, loaded.tokenizer,
+    lens_frame, lens_top = logit_lens.logit_lens(measured(clean, parts), clean.taps, loaded.tokenizer,
                                                  progress=notify)
     parts.layer_token.append(at_positions(lens_frame, parts.measured))
     parts.lens_top = at_positions(lens_top, parts.measured)
 
 
-def _stage_shortcut_lens(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+def _stage_shortcut_lens(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                          parts: Parts) -> None:
     from effdepth import models
     from effdepth.linear import lens
 
     fitted = lens.shortcut_lens(loaded, models.cache_dir() / "lenses", progress=notify)  # says so when it fits
     notify(shortcut_lens.STAGE, None)
-    frame = shortcut_lens.shortcut_lens(measured(replayer, parts), replayer.taps, fitted.transform, progress=notify)
+    frame = shortcut_lens.shortcut_lens(measured(clean, parts), clean.taps, fitted.transform, progress=notify)
     parts.layer_token.append(at_positions(frame, parts.measured))
     parts.shortcut_fit = {k: fitted.meta.get(k) for k in ("recipe", "n_fit_tokens", "n_held_tokens", "held_out_kl")}
 
 
-def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+def _stage_skip(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                 parts: Parts) -> None:
     notify("layer skipping", 0.0)
-    n_tokens = replayer.trace.n_tokens
+    n_tokens = clean.trace.text_length
     if parts.measured is not None:
-        parts.notes.append("Layer skipping reads the measured positions: R and the output change are maxima over "
-                           "them, and the drawn split points fall between the first and the last of them. The "
-                           "replay still runs every earlier position (the skipped layer changes those too).")
+        parts.notes.append("Layer skipping reads the measured positions: the layer is skipped from the first of "
+                           "them on (not from position 1), R and the output change are maxima over them, and "
+                           "the drawn split points fall between the first and the last of them. Only that "
+                           "window is replayed, against the clean keys / values of the text before it.")
     variants = config.skip_variants
     if not config.splits and not skip.draw_splits(n_tokens, config.seed, measured=parts.measured):
         # Too short for a split 8 <= t < T-4 (in the window): run the variants that need none, and say so.
         variants = tuple(v for v in variants if v.endswith("current"))
         ran = "only the current-effect variants ran" if variants else "no skip variant ran"
-        where = "" if parts.measured is None else " among the measured positions"
-        parts.notes.append(f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point "
-                           f"8 ≤ t < T−4{where} (at least 13 tokens), so {ran}.")
+        if parts.measured is None:
+            why = f"The prompt has {n_tokens} tokens; the future-effect skip needs a split point 8 ≤ t < T−4"
+            need = "at least 13 tokens"
+        else:
+            why = (f"The measured positions span {parts.measured[-1] - parts.measured[0] + 1} positions; the "
+                   "future-effect skip needs a split point A+8 ≤ t < B−3 inside A … B")
+            need = "at least 13 positions"
+        parts.notes.append(f"{why} ({need}), so {ran}.")
     if variants:
         try:
-            result = skip.skip_effects(replayer, config.splits, variants, config.seed,
+            result = skip.skip_effects(clean.replayer(), config.splits, variants, config.seed,
                                        progress=lambda stage, frac: notify(stage, frac), measured=parts.measured,
                                        on_partial=parts.on_partial and (lambda part: parts.on_partial("skip", part)))
         except ValueError as err:
@@ -160,18 +196,23 @@ def _stage_skip(loaded, replayer: Replayer, config: ProbeConfig, answer_len, not
         parts.skip_matrix, parts.skip_output, parts.splits_used = result.matrix, result.output, result.splits
 
 
-def _stage_erasure(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+def _stage_erasure(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                    parts: Parts) -> None:
     notify("residual erasure: baseline", None)
     baseline = erasure_baseline(loaded)
-    parts.erasure = erasure.residual_erasure(replayer, baseline, answer_len, positions=parts.measured,
+    parts.erasure = erasure.residual_erasure(clean.replayer(), baseline, answer_len, positions=parts.measured,
                                              progress=lambda stage, frac: notify(stage, frac))
 
 
-def _stage_igrad(loaded, replayer: Replayer, config: ProbeConfig, answer_len, notify: Progress,
+def _stage_igrad(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                  parts: Parts) -> None:
     notify("integrated gradients", 0.0)
-    parts.igrad = igrad.integrated_gradients(replayer, answer_len, parts=config.ig_parts, n_steps=config.ig_steps,
+    if parts.measured is not None:
+        parts.notes.append("Integrated gradients read the measured positions: the activation is interpolated from "
+                           "the first of them to the end (earlier positions stay clean), against the token mean "
+                           "of the whole text.")
+    parts.igrad = igrad.integrated_gradients(clean.replayer(), answer_len, parts=config.ig_parts,
+                                             n_steps=config.ig_steps, positions=parts.measured,
                                              progress=lambda stage, frac: notify(stage, frac))
 
 

@@ -57,7 +57,12 @@ def _draw_offer(view) -> None:
     what = f"This prompt continued by {view.generate} tokens" if view.generate else "This prompt"
     st.info(f"{what} on **{app.md(view.model)}** ({view.dtype}) is not in the cache yet.",
             icon=":material/hourglass_top:")
-    proposal = app.window_proposal(view.prompt, view.positions, app.model_shape(view.model))
+    proposal = app.window_proposal(view.prompt, view.positions, app.model_shape(view.model),
+                                   extra_tokens=view.generate)
+    cost = app.run_cost(view.prompt, view.positions, view.model, app.config_for(positions=view.positions).probes,
+                        view.dtype, extra_tokens=view.generate)
+    if cost is not None:
+        st.caption("Estimated before the run: " + app.md(cost))
     if proposal is not None:
         st.info(proposal.message, icon=":material/crop:")
         st.button(f"Measure the last {app.WINDOW} positions", key="use_window", icon=":material/crop:",
@@ -207,6 +212,48 @@ def _ed_section(result) -> None:
                 st.caption(app.ed_caption(ed, probe))
 
 
+def _along_the_trace(view, result):
+    """On a long trace: the EDR per segment along it over an overview strip, and the slider that picks the
+    window of positions the heatmaps below draw; returns that window (None: the run fits one heatmap)."""
+    meta, t = result.meta, result.tables
+    window = app.heatmap_window(meta, t, view.win)
+    view.seg = app.segment_size(view.seg)
+    segmented = app.has_segments(t, min(app.SEGMENT_CHOICES))
+    if window is None and not segmented:
+        return None
+    st.subheader("Along the trace")
+    marks = app.boundaries(meta)
+    span = (window.start, window.stop) if window is not None else None
+    if segmented:
+        ui.bind(st.select_slider, "seg", "Positions per segment", options=list(app.SEGMENT_CHOICES), key="w_seg",
+                help="The ED rules run on each segment's own layer curves (the token mean over its positions); "
+                     "the band is a 95 % bootstrap interval over the segment's positions.")
+        if app.has_segments(t, view.seg):
+            frame = app.trace_segments(result, view.seg)
+            n_tokens = int(meta["n_tokens"])
+            chart = app.memo_chart((result.run_id, "segments_chart", view.seg, view.ed_rule, span),
+                                   lambda: charts.segment_chart(frame, view.ed_rule, marks, span, n_tokens))
+            ui.chart(chart, f"{result.run_id}_segments_{view.seg}", "segments")
+            st.caption(f"EDR per segment of {view.seg} measured positions ({app.ED_RULES[view.ed_rule]} rule), not "
+                       "in the papers. `effdepth probe --positions A:B` re-runs one segment on its own and gives its "
+                       "ED. Dashed red rules: where the model's own continuation and the answer start.")
+        else:
+            st.caption(f"Fewer than two segments of {view.seg} measured positions: pick a smaller segment.")
+    if window is not None:
+        metric = "cos_layer" if (t["layer_token"]["metric"] == "cos_layer").any() else "kl"
+        overview = app.memo_chart((result.run_id, "overview", metric, span), lambda: charts.trace_overview(
+            t["layer_token"], metric, marks, span))
+        ui.chart(overview, f"{result.run_id}_overview", "overview")
+        starts = app.window_starts(window)
+        view.win = min(starts, key=lambda s: abs(s - window.start))
+        ui.bind(st.select_slider, "win", "Heatmap window (first position)", options=starts, key="w_win",
+                format_func=lambda s: f"{s} … {s + window.width - 1}",
+                help=f"The heatmaps below draw {window.width} positions at a time (at most {app.HEATMAP_CELLS:,} "
+                     "cells), so that a long trace stays readable; slide to move them along the trace.")
+        window = app.heatmap_window(meta, t, view.win)
+    return window
+
+
 def _on_cell(key: str):
     """A heatmap's selection callback: the clicked cell's token becomes the view's position (click → position)."""
     def callback() -> None:
@@ -229,9 +276,9 @@ def _generation_note(meta) -> None:
                   "at the boundary; the probes read the text."))
 
 
-def _contributions(view, result) -> None:
+def _contributions(view, result, window) -> None:
     """Draws the contributions heatmap (probe A) with its quantity and sublayer pickers."""
-    t, ed = result.tables, result.tables["ed"]
+    t, ed = app.window_tables(result.tables, window), result.tables["ed"]
     st.subheader("Contributions to the residual stream (probe A)")
     c1, c2 = st.columns(2)
     ui.bind(st.radio, "contrib", "Quantity", container=c1, options=list(app.CONTRIB_FAMILIES),
@@ -239,7 +286,7 @@ def _contributions(view, result) -> None:
     ui.bind(st.radio, "part", "Sublayer", container=c2, options=list(app.SUBLAYERS),
             format_func=app.SUBLAYERS.get, horizontal=True)
     metric = app.contrib_metric(view.contrib, view.part)
-    heat = app.memo_chart((result.run_id, "heat", metric, view.pos), lambda: charts.layer_token_heatmap(
+    heat = app.memo_chart((result.run_id, "heat", metric, view.pos, window), lambda: charts.layer_token_heatmap(
         t["layer_token"], t["tokens"], metric, ed, selected_pos=view.pos, boundary=app.continuation_start(result.meta)))
     ui.chart(heat, f"{result.run_id}_{metric}", "heat_contrib", on_select=_on_cell("heat_contrib"))
     st.caption("Cosine < 0: the sublayer erases what is in the residual; ≈ 0: writes something new; > 0: "
@@ -248,10 +295,10 @@ def _contributions(view, result) -> None:
                "token.")
 
 
-def _logit_lens(view, run_store, result) -> None:
+def _logit_lens(view, run_store, result, window) -> None:
     """Draws the logit-lens heatmap (probe B), beside or instead of the linear shortcut lens, the token-position
     slider and the top-5 per layer there."""
-    t, ed = result.tables, result.tables["ed"]
+    t, ed = {**result.tables, **app.window_tables(result.tables, window)}, result.tables["ed"]
     n_layers = int(result.meta["n_layers"])
     st.subheader("Logit lens (probe B)")
     left, right = st.columns([2, 3])
@@ -273,8 +320,9 @@ def _logit_lens(view, run_store, result) -> None:
             if len(shown) > 1:
                 st.markdown(f"**{app.LENS_VIEWS[kind].capitalize()}**")
             heat = app.memo_chart(
-                (run.run_id, "heat", metric, view.pos, len(shown)), lambda: charts.layer_token_heatmap(
-                    run.tables["layer_token"], t["tokens"], metric, run.tables["ed"], selected_pos=view.pos,
+                (run.run_id, "heat", metric, view.pos, len(shown), window), lambda: charts.layer_token_heatmap(
+                    app.window_tables(run.tables, window)["layer_token"], t["tokens"], metric, run.tables["ed"],
+                    selected_pos=view.pos,
                     boundary=app.continuation_start(result.meta), domain=domain))
             key = "heat_lens" if kind == "logit" else "heat_lens_shortcut"
             ui.chart(heat, f"{run.run_id}_{metric}", key, on_select=_on_cell(key))
@@ -283,9 +331,11 @@ def _logit_lens(view, run_store, result) -> None:
                "The rules mark the KL ED (entropy) or the overlap ED.")
     if shortcut is not None:
         _shortcut_report(result, shortcut)
-    _token_depth(result)
+    _token_depth(result, window)
 
     positions = app.position_options(t["tokens"])
+    if view.pos not in positions:
+        view.pos = positions[-1]
     ui.bind(st.select_slider, "pos", "Token position for the logit-lens read-out", options=positions,
             format_func=lambda p: app.position_label(t["tokens"], p))
     top_chart = app.memo_chart((result.run_id, "topk", view.pos), lambda: charts.lens_topk_chart(
@@ -333,14 +383,15 @@ def _shortcut_report(result, shortcut) -> None:
                  f"{shortcut.run_id}_lens_fit", "lens_fit")
 
 
-def _token_depth(result) -> None:
+def _token_depth(result, window) -> None:
     """Draws the commitment depth per token under the lens heatmap, and its histogram (not in the papers)."""
     t, n_layers = result.tables, int(result.meta["n_layers"])
     token_depth = app.token_depth(result)
     if not len(token_depth):
         return
-    ui.chart(app.memo_chart((result.run_id, "token_depth"), lambda: charts.token_depth_strip(
-        token_depth, t["tokens"], n_layers, boundary=app.continuation_start(result.meta))),
+    shown = app.window_tables({"tokens": t["tokens"], "depth": token_depth}, window, ("tokens", "depth"))
+    ui.chart(app.memo_chart((result.run_id, "token_depth", window), lambda: charts.token_depth_strip(
+        shown["depth"], shown["tokens"], n_layers, boundary=app.continuation_start(result.meta))),
         f"{result.run_id}_token_depth", "token_depth")
     ui.chart(app.memo_chart((result.run_id, "token_depth_hist"), lambda: charts.token_depth_histogram(
         token_depth, n_layers)), f"{result.run_id}_token_depth_hist", "token_depth_hist")
@@ -414,7 +465,7 @@ def _find_attribution(view, run_store, meta, answer: str):
     return attr
 
 
-def _attribution_heatmap(view, attr, answer: str, ed) -> None:
+def _attribution_heatmap(view, attr, answer: str, ed, window) -> None:
     """Draws the erasure / IG heatmap of an attribution run with its metric picker and caption."""
     attr_frame = app.attribution_layer_token(attr)
     choices = [m for m in app.ATTR_METRICS if m in set(attr_frame["metric"])]
@@ -422,8 +473,9 @@ def _attribution_heatmap(view, attr, answer: str, ed) -> None:
         view.attr = choices[0]
     ui.bind(st.radio, "attr", "Heatmap", options=choices, format_func=app.ATTR_METRICS.get, horizontal=True,
             key="w_attr")
-    attr_chart = app.memo_chart((attr.run_id, "attr", view.attr, view.pos), lambda: charts.layer_token_heatmap(
-        attr_frame, attr.tables["tokens"], view.attr, ed, domain=app.attribution_domain(attr_frame, view.attr),
+    shown = app.window_tables({"layer_token": attr_frame, "tokens": attr.tables["tokens"]}, window)
+    attr_chart = app.memo_chart((attr.run_id, "attr", view.attr, view.pos, window), lambda: charts.layer_token_heatmap(
+        shown["layer_token"], shown["tokens"], view.attr, ed, domain=app.attribution_domain(attr_frame, view.attr),
         selected_pos=view.pos))
     ui.chart(attr_chart, f"{attr.run_id}_{view.attr}", "heat_attr", on_select=_on_cell("heat_attr"))
     st.caption(f"Answer span {app.md(repr(answer))}. Erasure: row k erases h_k[t] (k = 0 is the embeddings, "
@@ -434,13 +486,13 @@ def _attribution_heatmap(view, attr, answer: str, ed) -> None:
                "probability; the colour scale leaves out position 0 as in P2. The horizontal rule is the cosine ED.")
 
 
-def _attribution(view, run_store, result) -> None:
+def _attribution(view, run_store, result, window) -> None:
     """Draws the residual erasure and integrated gradients section (probes E, F)."""
     st.subheader("Residual erasure and integrated gradients (probes E, F)")
     answer = app.answer_for(view)
     attr = _find_attribution(view, run_store, result.meta, answer)
     if attr is not None:
-        _attribution_heatmap(view, attr, answer, result.tables["ed"])
+        _attribution_heatmap(view, attr, answer, result.tables["ed"], window)
 
 
 def _talk(view, result) -> None:
@@ -477,10 +529,11 @@ def main() -> None:
     _header(view, result, run_store, computed)
     _talk(view, result)
     _ed_section(result)
-    _contributions(view, result)
-    _logit_lens(view, run_store, result)
+    window = _along_the_trace(view, result)
+    _contributions(view, result, window)
+    _logit_lens(view, run_store, result, window)
     _layer_skipping(view, result)
-    _attribution(view, run_store, result)
+    _attribution(view, run_store, result, window)
     ui.sync_url(view)
 
 

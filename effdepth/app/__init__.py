@@ -6,8 +6,8 @@ The room, bottom up: ``text`` (user text made safe for markdown), ``options`` (c
 memos), ``running`` (a session's run: progress, turns, stop notes, through ``effdepth.compute``),
 ``summary`` (what a page says about a run), ``runs`` (the Runs table), ``export`` (zips of tables and
 charts), ``difficulty`` (the Difficulty page's tables and commands), ``lenses`` (the shortcut lens beside the
-logit lens, the stored linear maps of a pair). Callers use the names below from
-``effdepth.app``.
+logit lens, the stored linear maps of a pair), ``trace`` (a long trace: ED per segment, the heatmaps'
+window). Callers use the names below from ``effdepth.app``.
 """
 
 from effdepth.app.difficulty import (
@@ -116,10 +116,38 @@ from effdepth.app.summary import (
 from effdepth.app.talk import KINDS as SLIDE_KINDS
 from effdepth.app.talk import RUN_KINDS, Slide, add_slides, default_talk, parse_slides, slide_view
 from effdepth.app.text import md, safe_name
-from effdepth.app.window import WINDOW, WINDOW_FROM_TOKENS, WindowProposal, model_shape, window_proposal
+from effdepth.app.trace import (
+    DEFAULT_SEGMENT,
+    HEATMAP_CELLS,
+    MAX_TRACE_FILE_MB,
+    SEGMENT_CHOICES,
+    TraceFile,
+    Window,
+    boundaries,
+    has_segments,
+    heatmap_window,
+    read_trace_file,
+    segment_size,
+    trace_segments,
+    window_starts,
+    window_tables,
+    window_width,
+)
+from effdepth.app.window import (
+    WINDOW,
+    WINDOW_FROM_TOKENS,
+    WindowProposal,
+    model_context,
+    model_shape,
+    run_cost,
+    window_proposal,
+)
 from effdepth.models.holder import WAITING_STAGE, ModelHolder
 
 __all__ = [
+    "DEFAULT_SEGMENT", "HEATMAP_CELLS", "SEGMENT_CHOICES", "Window", "boundaries", "has_segments",
+    "heatmap_window", "segment_size", "MAX_TRACE_FILE_MB", "TraceFile", "read_trace_file", "trace_segments",
+    "window_starts", "window_tables", "window_width",
     "SLIDE_KINDS",
     "RUN_KINDS",
     "Slide",
@@ -142,6 +170,8 @@ __all__ = [
     "WINDOW_FROM_TOKENS",
     "WindowProposal",
     "model_shape",
+    "model_context",
+    "run_cost",
     "window_proposal",
     "attribution_estimate",
     "skip_progress_caption",

@@ -53,7 +53,10 @@ DEFAULT_PROMPT = EXAMPLES["Two facts (P2)"]
 
 
 #: the continuation lengths Explore offers (a URL value snaps to the nearest): 0 = nothing is generated
-GENERATE_CHOICES = (0, 16, 32, 64, 128, 256, 512)
+GENERATE_CHOICES = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # up to generate.MAX_NEW_TOKENS
+#: the segment sizes Explore offers for the ED along a long trace (the URL's ``seg`` snaps to the nearest)
+SEGMENT_CHOICES = (32, 64, 128, 256, 512)
+DEFAULT_SEGMENT = 256
 
 
 #: Compare's first view: a shallower and a deeper model of one family, both embedded (offline), the pair

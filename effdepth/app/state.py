@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
-from effdepth import charts, engine, positions
+from effdepth import charts, positions
 from effdepth.app.options import (
     CONTRIB_FAMILIES,
     DEFAULT_PROMPT,
@@ -16,6 +16,7 @@ from effdepth.app.options import (
     IG_STEP_CHOICES,
     LENS_METRICS,
     LENS_VIEWS,
+    SEGMENT_CHOICES,
     SKIP_VARIANTS,
     SUBLAYERS,
     default_model,
@@ -59,6 +60,8 @@ class ViewState:
     temperature: float = 1.0
     slides: str = ""  # a talk: "kind:ref,kind:ref,…" (effdepth.app.talk)
     slide: int = 0  # Present: the slide shown
+    seg: int = 256  # Explore on a long trace: positions per segment of the ED along the trace
+    win: int = -1  # Explore on a long trace: the first position the heatmaps draw (-1: the last window)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -80,11 +83,13 @@ _BOOLS = {"chat", "demo"}
 
 #: numeric URL values, bounded on the server to what the widgets offer (a URL can start work: bound it)
 _NUMBERS: dict[str, Callable[[int], int]] = {
-    "pos": lambda v: min(max(0, v), engine.DEFAULT_MAX_TOKENS - 1),  # clamped to the run's T when drawn
+    "pos": lambda v: min(max(0, v), positions.MAX_POSITION),  # clamped to the run's T when drawn
     "ig_steps": lambda v: min(IG_STEP_CHOICES, key=lambda choice: (abs(choice - v), choice)),
     "generate": lambda v: min(GENERATE_CHOICES, key=lambda choice: (abs(choice - v), choice)),
     "sample_seed": lambda v: min(max(0, v), 2**31 - 1),
     "slide": lambda v: min(max(0, v), 39),  # talk.MAX_SLIDES - 1
+    "seg": lambda v: min(SEGMENT_CHOICES, key=lambda choice: (abs(choice - v), choice)),
+    "win": lambda v: min(max(-1, v), positions.MAX_POSITION),  # clamped to the run's span when drawn
 }
 
 #: real-valued URL values, bounded likewise
@@ -137,6 +142,8 @@ def _parse(name: str, raw: str) -> object:
         return raw if raw in _CHOICES[name] else _SKIP
     if name in ("run", "run_b", "item", "answer"):
         return raw.strip() or None
+    if name == "prompt" and len(raw) > MAX_URL_PROMPT_CHARS:
+        return _SKIP
     if name in _TEXT_PARSERS:
         return _TEXT_PARSERS[name](raw)
     return raw
@@ -160,13 +167,22 @@ def _slides_value(raw: str) -> str:
 _TEXT_PARSERS: dict[str, Callable[[str], object]] = {"positions": _positions_value, "slides": _slides_value}
 
 
+#: a prompt longer than this is not written into the URL (a link carries the run id instead), and one read
+#: from a URL may be at most ``MAX_URL_PROMPT_CHARS`` long (what a link can carry)
+URL_PROMPT_CHARS = 8_000
+MAX_URL_PROMPT_CHARS = 100_000
+
+
 def state_to_query(state: ViewState) -> dict[str, str]:
-    """The URL query of a view: model, prompt, dtype always; the rest only when not the default."""
+    """The URL query of a view: model, prompt, dtype always (a long trace's prompt: only while no run names
+    it, and only up to ``URL_PROMPT_CHARS``); the rest only when not the default."""
     default = ViewState(model=state.model)
     query: dict[str, str] = {"model": state.model, "prompt": state.prompt, "dtype": state.dtype}
+    if len(state.prompt) > URL_PROMPT_CHARS:
+        del query["prompt"]  # the run id reopens it
     for f in fields(ViewState):
         name = f.name
-        if name in query:
+        if name in ("model", "prompt", "dtype"):
             continue
         value = getattr(state, name)
         if value == getattr(default, name) or value is None:

@@ -303,6 +303,10 @@ def attribution_estimate(meta: Mapping, ig_steps: int) -> str:
     """The weight-FLOP estimate of erasure + IG on a run's shape (effdepth.estimate), before they start."""
     from effdepth import estimate
 
+    measured = meta.get("measured") or None
     shape = estimate.Shape(int(meta["n_layers"]), int(meta["d_model"]), int(meta.get("vocab_size") or 0),
-                           int(meta["n_tokens"]))
-    return estimate.describe(shape, ("erasure", "igrad"), ig_steps) + " on this project's CPU in float32"
+                           int(meta["n_tokens"]), measured=len(measured) if measured else None,
+                           first_measured=min(measured) if measured else 0,
+                           last_measured=max(measured) if measured else None)
+    return estimate.describe(shape, ("erasure", "igrad"), ig_steps, dtype=str(meta.get("dtype") or "float32"),
+                             memory=True)

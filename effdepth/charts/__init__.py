@@ -16,7 +16,7 @@ Conventions shared by every chart, so a person reads them all the same way:
 
 The room: ``style`` (what every chart shares) <- ``run`` (one run) <- ``compare`` (two runs), ``sweep``
 (aggregates over items: the Difficulty page, Compare's items mode), ``linear`` (the linear maps and the
-shortcut lens's fit), ``export`` (PNG / SVG files).
+shortcut lens's fit), ``trace`` (a long trace: ED per segment, the overview strip), ``export`` (PNG / SVG files).
 Callers use the names below from ``effdepth.charts``.
 """
 
@@ -90,8 +90,10 @@ from effdepth.charts.sweep import (
     item_ed_strip,
     selected_item,
 )
+from effdepth.charts.trace import overview_frame, segment_chart, segment_frame, trace_overview
 
 __all__ = [
+    "overview_frame", "segment_chart", "segment_frame", "trace_overview",
     "projector_spec",
     "lens_fit_chart",
     "lens_fit_frame",

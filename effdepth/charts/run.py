@@ -25,6 +25,7 @@ from effdepth.charts.style import (
     _layer_ticks,
     colour_scale,
     ed_rows,
+    first_position,
     heatmap_height,
     token_axis,
     token_labels,
@@ -36,7 +37,7 @@ from effdepth.contract import SPLIT_MAX
 def _token_frame(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = layer_token[layer_token["metric"] == metric][["layer", "pos", "value"]].copy()
     toks = tokens.sort_values("pos")
-    labels = dict(zip(toks["pos"], token_labels(toks["token"].tolist())))
+    labels = dict(zip(toks["pos"], token_labels(toks["token"].tolist(), first_position(toks))))
     visible = dict(zip(toks["pos"], [visible_token(t, 40) for t in toks["token"]]))
     rows["layer"] = rows["layer"].astype(int)
     rows["pos"] = rows["pos"].astype(int)
@@ -59,7 +60,8 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
     the model wrote itself (generate, then probe), marked by a vertical rule at its left edge.
     """
     frame = _token_frame(layer_token, tokens, metric)
-    labels = token_labels(tokens.sort_values("pos")["token"].tolist())
+    first = first_position(tokens)
+    labels = token_labels(tokens.sort_values("pos")["token"].tolist(), first)
     n_layers = int(frame["layer"].max()) + 1 if len(frame) else 1
     name, kind, default_probe = METRICS.get(metric, (metric, "seq", None))
     probe = ed_probe or default_probe
@@ -89,8 +91,8 @@ def layer_token_heatmap(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric:
         sel = frame[frame["pos"] == selected_pos].head(1)
         layers.append(alt.Chart(sel).mark_rect(fill=None, stroke="#111", strokeWidth=1.5).encode(
             x=alt.X("label:O", sort=labels), y=alt.value(0), y2=alt.value("height")))
-    if boundary is not None and 0 < boundary < len(labels):
-        layers.append(continuation_rule(labels, boundary))
+    if boundary is not None and first < boundary < first + len(labels):
+        layers.append(continuation_rule(labels, boundary, first))
     if probe:
         dark = kind in ("kl", "entropy", "rank", "ratio", "unit", "seq")
         layers += _ed_rules(ed_rows(ed, probe), "y", field_type="ordinal", label=True,
@@ -110,17 +112,18 @@ def unmeasured_band(tokens: pd.DataFrame, frame: pd.DataFrame, labels: list[str]
     missing = sorted(set(tokens["pos"].astype(int)) - set(frame["pos"].astype(int)))
     if not missing:
         return None
-    band = pd.DataFrame({"label": [labels[p] for p in missing], "pos": missing,
+    first = first_position(tokens)
+    band = pd.DataFrame({"label": [labels[p - first] for p in missing], "pos": missing,
                          "what": ["not measured (outside the measured positions)"] * len(missing)})
     return alt.Chart(band).mark_rect(color="#e8e8e8").encode(
         x=alt.X("label:O", sort=labels), y=alt.value(0), y2=alt.value("height"),
         tooltip=[alt.Tooltip("pos:O", title="position"), alt.Tooltip("what:N", title="")])
 
 
-def continuation_rule(labels: list[str], boundary: int) -> alt.Chart:
-    """A vertical rule at the left edge of position ``boundary`` on a token axis: where the model's own
-    continuation starts."""
-    frame = pd.DataFrame({"label": [labels[boundary]], "pos": [boundary], "what": ["model's continuation →"]})
+def continuation_rule(labels: list[str], boundary: int, first: int = 0) -> alt.Chart:
+    """A vertical rule at the left edge of position ``boundary`` on a token axis (whose first label is
+    position ``first``): where the model's own continuation starts."""
+    frame = pd.DataFrame({"label": [labels[boundary - first]], "pos": [boundary], "what": ["model's continuation →"]})
     return alt.Chart(frame).mark_rule(color="#d62728", strokeWidth=2, strokeDash=[5, 3]).encode(
         x=alt.X("label:O", sort=labels, bandPosition=0), tooltip=[alt.Tooltip("what:N", title="")])
 
@@ -307,7 +310,8 @@ def token_depth_strip(token_depth: pd.DataFrame, tokens: pd.DataFrame, n_layers:
                       boundary: int | None = None, max_labels: int = MAX_TOKEN_LABELS) -> alt.LayerChart:
     """The commitment depth c(i) per token as bars on the heatmaps' token axis (0..L, L = only the output)."""
     toks = tokens.sort_values("pos")
-    labels = token_labels(toks["token"].tolist())
+    first = first_position(toks)
+    labels = token_labels(toks["token"].tolist(), first)
     by_pos = dict(zip(toks["pos"].astype(int), labels))
     shown = dict(zip(toks["pos"].astype(int), [visible_token(t, 40) for t in toks["token"]]))
     pos = token_depth["pos"].astype(int)
@@ -319,8 +323,8 @@ def token_depth_strip(token_depth: pd.DataFrame, tokens: pd.DataFrame, n_layers:
         tooltip=[alt.Tooltip("pos:O", title="position"), alt.Tooltip("token:N", title="token"),
                  alt.Tooltip("value:Q", title="commitment depth c(i)")])
     layers: list[alt.Chart] = [bars]
-    if boundary is not None and 0 < boundary < len(labels):
-        layers.append(continuation_rule(labels, boundary))
+    if boundary is not None and first < boundary < first + len(labels):
+        layers.append(continuation_rule(labels, boundary, first))
     return alt.layer(*layers).properties(
         autosize=FIT_X, width="container", height=120,
         title=alt.Title("commitment depth c(i): from which layer on the lens's top-1 is the output's",

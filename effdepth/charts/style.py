@@ -101,9 +101,15 @@ def visible_token(text: str, max_chars: int = LABEL_CHARS) -> str:
     return shown if len(shown) <= max_chars else shown[: max_chars - 1] + "…"
 
 
-def token_labels(tokens: Sequence[str]) -> list[str]:
-    """Unique axis labels ``"{pos}:{visible token}"`` (position first so duplicates never merge)."""
-    return [f"{pos}:{visible_token(tok)}" for pos, tok in enumerate(tokens)]
+def token_labels(tokens: Sequence[str], first: int = 0) -> list[str]:
+    """Unique axis labels ``"{pos}:{visible token}"`` (position first so duplicates never merge); ``first``:
+    the position of the first token (a window of a long trace)."""
+    return [f"{first + i}:{visible_token(tok)}" for i, tok in enumerate(tokens)]
+
+
+def first_position(tokens: pd.DataFrame) -> int:
+    """The first position of a tokens table (0 unless it is a window of the text)."""
+    return int(tokens["pos"].min()) if len(tokens) else 0
 
 
 def label_stride(n_tokens: int, max_labels: int = MAX_TOKEN_LABELS) -> int:

@@ -10,13 +10,13 @@ from typing import Any
 
 from effdepth.cli.inputs import _answer, _read_text, _store
 from effdepth.cli.progress import TqdmProgress
-from effdepth.cli.report import print_with_json, ready_line, summarize, to_json
+from effdepth.cli.report import print_with_json, ready_line, segment_lines, segment_table, summarize, to_json
 from effdepth.errors import EffdepthError, PromptError
 
 
 def cmd_probe(args) -> int:
     from effdepth import engine, models
-    from effdepth.compute import Request, check, compute
+    from effdepth.compute import Request, check, check_fits, compute
 
     text = _read_text(args)
     if not text.strip():
@@ -31,6 +31,8 @@ def cmd_probe(args) -> int:
     request = Request(text, args.dtype, args.chat_template, config, extra)
     check(request)  # before the model is even resolved
     spec = models.resolve_model(args.model)
+    if not args.generate:
+        check_fits(request, spec)  # a range past the text, or a text past the context: before any load
     progress = TqdmProgress(enabled=not args.quiet)
     store = None if args.no_cache else _store(args)
     held = None
@@ -65,7 +67,11 @@ def cmd_probe(args) -> int:
 
 def _report(args, result, from_cache: bool, load_seconds: float | None) -> int:
     """Print the summary, and the JSON document where ``--json`` asks for it."""
-    return print_with_json(args, summarize(result, from_cache, load_seconds), to_json(result, from_cache))
+    summary = summarize(result, from_cache, load_seconds)
+    segments = segment_table(result, args.segments) if getattr(args, "segments", None) else None
+    if segments is not None:
+        summary += "\n" + "\n".join(segment_lines(segments))
+    return print_with_json(args, summary, to_json(result, from_cache, segments))
 
 
 #: beyond this many tokens, or with erasure / IG, the CLI says what the run will cost before it starts
@@ -73,7 +79,8 @@ ESTIMATE_FROM_TOKENS = 512
 
 
 def _say_estimate(args, progress, loaded, request) -> None:
-    """One line with the weight-FLOP estimate of the slow probes (effdepth.estimate), before they start."""
+    """One line with the estimated time and peak memory of the run (effdepth.estimate), before it starts: for
+    the slow probes, and for a text longer than ``ESTIMATE_FROM_TOKENS``."""
     from effdepth import engine, estimate, positions
 
     config = request.config
@@ -85,9 +92,12 @@ def _say_estimate(args, progress, loaded, request) -> None:
         selected = positions.select(config.positions, n_tokens, 1)
     except Exception:  # noqa: BLE001 - an estimate never stops a run (the run says what is wrong)
         selected = range(n_tokens)
-    shape = estimate.Shape(loaded.n_layers, loaded.d_model, loaded.vocab_size, n_tokens, len(selected),
-                           first_measured=min(selected, default=0))
-    progress.write(f"estimate  {estimate.describe(shape, config.probes, config.ig_steps)}")
+    windowed = len(selected) < n_tokens
+    shape = estimate.Shape.of(loaded, n_tokens, measured=len(selected) if windowed else None,
+                              first_measured=min(selected, default=0) if windowed else 0,
+                              last_measured=max(selected, default=n_tokens - 1) if windowed else None)
+    said = estimate.describe(shape, config.probes, config.ig_steps, dtype=loaded.dtype, memory=True)
+    progress.write(f"estimate  {said}")
 
 
 def _generated(args, spec, request, store, progress):

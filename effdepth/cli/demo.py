@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from effdepth import estimate
 from effdepth.cli.inputs import _store
 from effdepth.errors import EffdepthError, PromptError
 
 #: the sweeps of the demo pair: (dataset, items)
 DEMO_SWEEPS = (("gsm8k", 20), ("aime2025", 30), ("hops", 40))
 DEMO_PROBES = ("cosine", "logit_lens", "skip")
-CHARS_PER_TOKEN = 3.5  # for the estimate only (no tokenizer is loaded to plan)
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Step:
 
 
 def _shape_seconds(model: str, n_tokens: int, probes) -> float:
-    from effdepth import app, estimate
+    from effdepth import app
 
     shape = app.model_shape(model)
     if shape is None:
@@ -51,6 +51,11 @@ def _shape_seconds(model: str, n_tokens: int, probes) -> float:
     sizes = estimate.Shape(shape[0], shape[1], shape[2], max(2, n_tokens))
     total = estimate.flops(sizes, "forward") + sum(estimate.flops(sizes, p) for p in probes)
     return estimate.seconds(total)
+
+
+def _tokens(text: str) -> int:
+    """A text's tokens from its characters (no tokenizer is loaded to plan)."""
+    return int(len(text) / estimate.CHARS_PER_TOKEN)
 
 
 def plan(models: list[str], sweep_n: int | None, pair: tuple[str, str]) -> list[Step]:
@@ -61,13 +66,13 @@ def plan(models: list[str], sweep_n: int | None, pair: tuple[str, str]) -> list[
     for model in dict.fromkeys([*models, *pair]):
         if model in models:
             texts = list(app.EXAMPLES.values())
-            seconds = sum(_shape_seconds(model, int(len(t) / CHARS_PER_TOKEN), DEMO_PROBES) for t in texts)
+            seconds = sum(_shape_seconds(model, _tokens(t), DEMO_PROBES) for t in texts)
             steps.append(Step("examples", model, texts=texts, seconds=seconds))
         if model in pair:
             for dataset, n in DEMO_SWEEPS:
                 n = min(n, sweep_n) if sweep_n else n
                 items = datasets.items(dataset, n=n)
-                seconds = sum(_shape_seconds(model, int(len(it.text) / CHARS_PER_TOKEN), DEMO_PROBES) for it in items)
+                seconds = sum(_shape_seconds(model, _tokens(it.text), DEMO_PROBES) for it in items)
                 steps.append(Step("sweep", model, dataset=dataset, n=len(items), seconds=seconds))
         if model == pair[0]:  # the map reads the source, then the target: before the target's own steps
             steps.append(Step("linmap", pair[0], target=pair[1], seconds=_linmap_seconds(pair)))
@@ -76,7 +81,7 @@ def plan(models: list[str], sweep_n: int | None, pair: tuple[str, str]) -> list[
 
 def _linmap_seconds(pair: tuple[str, str]) -> float:
     """Both forwards over the corpus plus the float64 normal equations (~half the float32 rate)."""
-    from effdepth import app, estimate
+    from effdepth import app
 
     source, target = app.model_shape(pair[0]), app.model_shape(pair[1])
     if source is None or target is None:

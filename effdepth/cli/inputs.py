@@ -70,6 +70,17 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _segment_size(text: str) -> int:
+    """--segments N: a whole number of positions, at least 2 (an ED of one position has no interval)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of positions like 256, not {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a segment needs at least 2 positions, not {value}")
+    return value
+
+
 def _name_list(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.replace(" ", "").split(",") if part)
 

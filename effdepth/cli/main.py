@@ -8,7 +8,7 @@ import sys
 
 from effdepth.cli.commands import cmd_cache, cmd_export, cmd_install_default, cmd_probe, cmd_runs
 from effdepth.cli.demo import add_parser as add_demo_parser
-from effdepth.cli.inputs import _int_list, _name_list
+from effdepth.cli.inputs import _int_list, _name_list, _segment_size
 from effdepth.cli.linmap import add_parser as add_linmap_parser
 from effdepth.cli.sweep import cmd_sweep
 from effdepth.contract import DEFAULT_PROBES, SKIP_VARIANTS
@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="auto: spread a big model over the GPUs and RAM with accelerate "
                                  "(default: one device)")
     probe_opts.add_argument("--positions", default="all",
-                            help="the positions the per-position probes read: all, last:N, from:A, stride:K or "
-                                 "answer (the forward pass always covers the whole text; default all)")
+                            help="the positions every probe reads: all, last:N, A:B (positions A … B-1), from:A, "
+                                 "stride:K or answer (the forward pass always covers the whole text; default all)")
+    probe_opts.add_argument("--segments", type=_segment_size, default=None, metavar="N",
+                            help="also the ED of every rule on each segment of N consecutive measured positions, "
+                                 "with a bootstrap interval over its positions (effective depth along a trace)")
     probe_opts.add_argument("--ig-parts", type=_name_list, default=("layer",),
                             help="comma-separated subset of layer,attn,mlp (P1: layer; P2: all three)")
 

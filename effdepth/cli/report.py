@@ -87,8 +87,11 @@ def ed_rows(result) -> dict[str, dict[str, Any]]:
     return out
 
 
-def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one flat JSON document, one branch per optional table
-    """The ``--json`` document of a run (only the parts of the probes that ran; null, never NaN)."""
+def to_json(result, from_cache: bool,  # noqa: C901 - one flat JSON document, one branch per optional table
+            segments=None) -> dict[str, Any]:
+    """The ``--json`` document of a run (only the parts of the probes that ran; null, never NaN).
+
+    ``segments``: (size, frame) of ``segment_table``: the ED of every segment of that many measured positions."""
     meta = result.meta
     tables = result.tables
     doc: dict[str, Any] = {
@@ -142,6 +145,11 @@ def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one fla
             doc["igrad"][str(part)] = [[_clean(v) for v in row] for row in grid.to_numpy()]  # [L, T]
     if meta.get("measured"):
         doc["measured_positions"] = list(meta["measured"])
+    if segments is not None:
+        from effdepth import sweeps
+
+        doc["segment_size"] = int(segments[0])
+        doc["segments"] = sweeps.segments_json(segments[1])
     if meta.get("generation") is not None:  # generate, then probe: what the model wrote, and where it starts
         doc["generation"] = meta["generation"]
         doc["prompt_tokens"] = meta.get("prompt_tokens")
@@ -153,6 +161,32 @@ def to_json(result, from_cache: bool) -> dict[str, Any]:  # noqa: C901 - one fla
     doc["total_seconds"] = _clean(meta.get("total_seconds"))
     doc["created"] = meta.get("created")
     return doc
+
+
+def segment_table(result, size: int):
+    """(size, frame): every ED rule per segment of ``size`` measured positions of a run (``sweeps.segments``)."""
+    from effdepth import sweeps
+
+    return size, sweeps.segments(result.tables["layer_token"], size)
+
+
+def segment_lines(segments) -> list[str]:
+    """The summary's table of EDR per segment (P1's rules, with the bootstrap interval over positions)."""
+    size, frame = segments
+    if not len(frame):
+        return []
+    p1 = frame[frame["rule"] == "p1"]
+    probes = [p for p, _ in ED_PROBES if p in set(p1["probe"])]
+    lines = ["", f"EDR per segment of {size} positions (P1 rule, 95 % interval over the segment's positions)",
+             f"  {'positions':<15}" + "".join(f"{dict(ED_PROBES)[p]:<24}" for p in probes)]
+    for (start, stop), group in p1.groupby(["start", "stop"], sort=True):
+        cells = []
+        for probe in probes:
+            row = group[group["probe"] == probe].iloc[0]
+            cells.append("no transition" if pd_isna(row["ed"]) else
+                         f"{row['edr']:.3f} [{row['edr_lo']:.2f}, {row['edr_hi']:.2f}]")
+        lines.append(f"  {f'{start}–{stop - 1}':<15}" + "".join(f"{c:<24}" for c in cells))
+    return lines
 
 
 def _fmt_ed(ed: Any, edr: Any) -> str:

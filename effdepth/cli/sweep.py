@@ -74,8 +74,14 @@ def cmd_sweep(args) -> int:
     _print_token_depth(store, ids)
     if ids and "skip" in config.probes:
         _print_depth_scores(store, ids, counts, config)
+    segments = _print_segments(store, ids, args.segments, args.n_boot) if args.segments else None
     if args.json:
-        _write_json(args.json, sweeps.sweep_document(store, ids, n_boot=args.n_boot))
+        document = sweeps.sweep_document(store, ids, n_boot=args.n_boot)
+        if segments is not None:
+            document["segment_size"] = int(args.segments)
+            document["segments"] = [{k: (None if pd_isna(v) else v) for k, v in row.items()}
+                                    for row in segments.to_dict("records")]
+        _write_json(args.json, document)
     if summary:
         print(f"\n{summary}.")
     return 0
@@ -118,8 +124,10 @@ def _token_filter(args, items):
     if not max_tokens:
         return items, load
     loaded = models.load_model(args.model, args.dtype, device_map=args.device_map)
-    items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, max_tokens)
-    print(f"token filter ≤ {max_tokens}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
+    limit = min(int(max_tokens), loaded.max_context)  # past the context the engine refuses an item anyway
+    items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, limit)
+    capped = " (the model's context)" if limit < int(max_tokens) else ""
+    print(f"token filter ≤ {limit}{capped}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
     return items, (lambda *_a, **_k: loaded)
 
 
@@ -140,6 +148,26 @@ def _print_aggregates(frames, counts, n_boot: int) -> None:
             else:
                 print(f"  {r.probe:8s} {r.rule:8s} ED {int(r.ed):3d}  EDR {r.edr:.2f} "
                       f"[{r.edr_lo:.2f}, {r.edr_hi:.2f}]  (no transition in {r.frac_none:.0%})")
+
+
+def _print_segments(store, ids, size: int, n_boot: int):
+    """The EDR per segment of ``size`` measured positions along the items (segment k: each item's k-th), the
+    mean over the items that reach it with a bootstrap CI over them (P1's rules); returns the table."""
+    from effdepth import sweeps
+
+    table = sweeps.segments_over_items({rid: store.table(rid, "layer_token") for rid in ids}, size, n_boot)
+    rows = table[table["rule"] == "p1"]
+    if not len(rows):
+        return table
+    print(f"\nEDR per segment of {size} measured positions along the items (P1 rule): mean [95% CI over items]")
+    for segment, group in rows.groupby("segment", sort=True):
+        cells = []
+        for r in group.itertuples():
+            value = "no transition" if pd_isna(r.edr_mean) else f"{r.edr_mean:.2f} [{r.edr_lo:.2f}, {r.edr_hi:.2f}]"
+            cells.append(f"{r.probe} {value}")
+        count = int(group["n_items"].max())
+        print(f"  positions {segment * size:>6}–{(segment + 1) * size - 1:<6} ({count} items)  " + "; ".join(cells))
+    return table
 
 
 def _print_item_eds(frames) -> None:

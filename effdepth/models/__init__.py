@@ -24,7 +24,7 @@ held model, with turns). Callers import the names below from ``effdepth.models``
 """
 
 from effdepth.models.install import ensure_embedded
-from effdepth.models.load import LoadedModel, check_tap_points, load_model
+from effdepth.models.load import LoadedModel, check_tap_points, context_of, load_model, load_tokenizer
 from effdepth.models.memory import (
     accelerator_memory_bytes,
     available_memory_bytes,
@@ -52,6 +52,8 @@ __all__ = [
     "resolve_model",
     "weights_stamp",
     "load_model",
+    "load_tokenizer",
+    "context_of",
     "check_tap_points",
     "available_memory_bytes",
     "accelerator_memory_bytes",

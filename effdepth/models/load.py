@@ -278,3 +278,44 @@ def load_model(
         loaded_from=loaded_from,
         load_s=time.perf_counter() - start,
     )
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def load_tokenizer(spec: ModelSpec):
+    """The model's tokenizer alone, where it loads cheaply (a model directory, the HF cache, an embedded
+    model's converted copy; None for a GGUF file or an embedded model not installed yet): what a check of the
+    text before any weights load reads. Kept per fingerprint."""
+    from transformers import AutoTokenizer
+
+    if spec.fingerprint in _TOKENIZERS:
+        return _TOKENIZERS[spec.fingerprint]
+    if spec.kind == "embedded":
+        path = _copy_dir(spec.name) if _copy_valid(spec.name) else None
+    else:
+        path = None if spec.kind == "gguf" else spec.path
+    if path is None:
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                  trust_remote_code=getattr(spec, "trust_remote_code", False))
+    except Exception:  # noqa: BLE001 - no cheap tokenizer: the check waits for the model load
+        return None
+    _TOKENIZERS[spec.fingerprint] = tokenizer
+    return tokenizer
+
+
+def context_of(spec: ModelSpec) -> int | None:
+    """The model's context in tokens from its spec (registry or config; None where it needs the weights)."""
+    from effdepth import arch
+
+    if spec.embedded is not None:
+        return spec.embedded.context
+    if spec.kind == "gguf":
+        return None
+    try:
+        value = arch.config_value(spec.config, "max_context")
+    except Exception:  # noqa: BLE001
+        return None
+    return int(value) if value else None

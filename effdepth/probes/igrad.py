@@ -76,12 +76,15 @@ def frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def make_baseline(x: torch.Tensor, baseline: Baseline = "p2") -> torch.Tensor:
-    """The IG baseline for a clean activation x [T, d], returned broadcast to [T, d]."""
+def make_baseline(x: torch.Tensor, baseline: Baseline = "p2", text_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The IG baseline for a clean activation x [T, d], returned broadcast to [T, d].
+
+    ``text_mean`` [d]: the token mean of the activation over the whole text, when x holds a window of it
+    only (the p2 baseline is the text's mean, not the window's)."""
     if callable(baseline):
         b = torch.as_tensor(baseline(x), dtype=x.dtype)
     elif baseline == "p2":
-        b = x.mean(dim=0, keepdim=True)  # mean over positions: one d-vector
+        b = x.mean(dim=0, keepdim=True) if text_mean is None else text_mean.to(x.dtype)[None]  # one d-vector
     elif baseline == "p1":
         b = x.mean(dim=-1, keepdim=True)  # mean over hidden dims: one scalar per token (P1, §9)
     else:
@@ -99,6 +102,16 @@ def clean_activation(replayer: Replayer, part: str, layer: int) -> torch.Tensor:
     if part == "mlp":
         return trace.mlp[layer]
     raise ValueError(f"unknown IG part {part!r}; choose from {', '.join(PARTS)}")
+
+
+def text_mean(replayer: Replayer, part: str, layer: int) -> torch.Tensor | None:
+    """The token mean over the whole text of ``part``'s activation [d], where the replay holds a window of
+    the text only (None where it holds the whole text: the mean of the activation itself)."""
+    trace = replayer.trace
+    if getattr(replayer, "n_text", trace.n_tokens) == trace.n_tokens or not trace.token_mean:
+        return None
+    name, row = ("resid", layer + 1) if part == "layer" else (part, layer)
+    return trace.token_mean[name][row]
 
 
 def _layer_call(replayer: Replayer, layer: int, hidden: torch.Tensor) -> torch.Tensor:
@@ -131,7 +144,7 @@ def patched_target(replayer: Replayer, part: str, layer: int, values: torch.Tens
     """
     trace = replayer.trace
     n_layers = trace.n_layers
-    answer = answer_positions(trace.n_tokens, answer_len)
+    answer = _answer_rows(replayer, answer_len)
     gold = trace.input_ids[answer + 1].to(replayer.device)  # [A]
     batch = values.shape[0]
     if part == "layer":
@@ -149,19 +162,32 @@ def patched_target(replayer: Replayer, part: str, layer: int, values: torch.Tens
     return probs.gather(-1, gold[None, :, None].expand(batch, -1, 1))[..., 0].sum(-1).cpu()
 
 
+def _answer_rows(replayer: Replayer, answer_len: int) -> torch.Tensor:
+    """The rows of the replay that predict the answer tokens (positions T-alen-1 … T-2 of the text)."""
+    offset, n_rows = getattr(replayer, "offset", 0), replayer.trace.n_tokens
+    rows = answer_positions(getattr(replayer, "n_text", n_rows), answer_len) - offset
+    if int(rows[0]) < 0 or int(rows[-1]) + 1 >= n_rows:
+        raise ValueError(f"the replayed window {offset}…{offset + n_rows - 1} does not hold the answer span")
+    return rows
+
+
 def ig_one(replayer: Replayer, part: str, layer: int, answer_len: int, n_steps: int = N_STEPS,
-           block: int = BLOCK, baseline: Baseline = "p2") -> torch.Tensor:
-    """IG_l[t] for one (part, layer) -> fp32 [T]."""
+           block: int = BLOCK, baseline: Baseline = "p2", first: int = 0) -> torch.Tensor:
+    """IG_l[t] for one (part, layer) -> fp32 [T] over the replay's rows.
+
+    ``first``: the first row interpolated; the rows before it keep their clean value (their IG is 0)."""
     if n_steps < 1 or block < 1:
         raise ValueError("n_steps and block must be >= 1")
     x = clean_activation(replayer, part, layer).float()
-    b = make_baseline(x, baseline)
+    b = make_baseline(x, baseline, text_mean(replayer, part, layer))
     delta = x - b
+    delta[:first] = 0.0  # x_alpha = x there: not interpolated
+    clean_part = x - delta  # b where interpolated, x elsewhere
     grad_sum = torch.zeros_like(x, dtype=torch.float64)
     with frozen(replayer.model), torch.enable_grad():
         for start in range(0, n_steps, block):
             alphas = torch.arange(start, min(start + block, n_steps), dtype=torch.float32) / n_steps
-            values = (b[None] + alphas[:, None, None] * delta[None]).requires_grad_(True)
+            values = (clean_part[None] + alphas[:, None, None] * delta[None]).requires_grad_(True)
             target = patched_target(replayer, part, layer, values, answer_len)
             (grad,) = torch.autograd.grad(target.sum(), values)
             grad_sum += grad.double().sum(dim=0)
@@ -171,26 +197,34 @@ def ig_one(replayer: Replayer, part: str, layer: int, answer_len: int, n_steps: 
 def integrated_gradients(replayer: Replayer, answer_len: int, parts: Sequence[str] = PARTS,
                          layers: Sequence[int] | None = None, n_steps: int = N_STEPS,
                          block: int = BLOCK, baseline: Baseline = "p2",
-                         progress: Callable[[str, float], None] | None = None) -> pd.DataFrame:
+                         progress: Callable[[str, float], None] | None = None,
+                         positions: Sequence[int] | None = None) -> pd.DataFrame:
     """IG for every requested part and layer -> DataFrame[part, layer, pos, value].
 
     P2 computes all three parts; P1 only ``parts=("layer",)`` (with ``baseline="p1"``).
+    ``positions`` (text positions; None: every row of the replay): where IG is reported; the activation is
+    interpolated from the first of them to the end (earlier positions stay clean, and by causality a
+    Replayer over a window from there on is exact), against the p2 baseline of the whole text.
     """
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown IG parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    n_layers, n_tokens = replayer.trace.n_layers, replayer.trace.n_tokens
+    n_layers, n_rows = replayer.trace.n_layers, replayer.trace.n_tokens
+    offset = getattr(replayer, "offset", 0)
     layers = list(range(n_layers)) if layers is None else [int(l) for l in layers]
     bad = [l for l in layers if not 0 <= l < n_layers]
     if bad:
         raise ValueError(f"layers {bad} are outside 0..{n_layers - 1}")
-    answer_positions(n_tokens, answer_len)  # validate early
+    _answer_rows(replayer, answer_len)  # validate early
+    rows = torch.arange(n_rows) if positions is None else torch.as_tensor(sorted(positions), dtype=torch.long) - offset
+    if len(rows) == 0 or int(rows[0]) < 0 or int(rows[-1]) >= n_rows:
+        raise ValueError(f"IG positions must lie in the replayed window {offset}…{offset + n_rows - 1}")
     frames = []
     jobs = [(part, layer) for part in parts for layer in layers]
     for done, (part, layer) in enumerate(jobs, 1):
-        values = ig_one(replayer, part, layer, answer_len, n_steps, block, baseline)
-        frames.append(pd.DataFrame({"part": part, "layer": layer, "pos": range(n_tokens),
-                                    "value": values.double().numpy()}))
+        values = ig_one(replayer, part, layer, answer_len, n_steps, block, baseline, first=int(rows[0]))
+        frames.append(pd.DataFrame({"part": part, "layer": layer, "pos": (rows + offset).numpy(),
+                                    "value": values[rows].double().numpy()}))
         if progress:
             progress(f"integrated gradients {part} layer {layer}", done / len(jobs))
     return pd.concat(frames, ignore_index=True)

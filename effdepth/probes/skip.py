@@ -29,7 +29,6 @@ How it is fast:
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,57 +38,28 @@ import torch
 from effdepth import contract
 from effdepth.capture import Replayer
 from effdepth.probes.skip_tables import Partial, SkipResult, frames, reduce_splits
+from effdepth.probes.skip_windows import (  # noqa: F401 - the probe's face for its callers
+    MAX_SPLITS,
+    SEED_FUTURE,
+    _packed_layout,
+    _Window,
+    _windows,
+    check_splits,
+    draw_splits,
+)
 
 EPS = 1e-6
-SEED_FUTURE = 123  # P2's random.seed for split positions
-MAX_SPLITS = 4
 PARTIAL_EVERY_S = 1.0  # the shortest gap between two partial results handed to on_partial
 VARIANTS = contract.SKIP_VARIANTS
-
-
-def draw_splits(n_tokens: int, seed: int = SEED_FUTURE, max_splits: int = MAX_SPLITS,
-                rng: random.Random | None = None, measured: Sequence[int] | None = None) -> list[int]:
-    """Split points as in P2: candidates 8, 16, ... below T-4, shuffled with ``seed``, first 4 kept.
-    With measured positions, only candidates between the first and the last measured position."""
-    rng = rng or random.Random(seed)
-    candidates = list(range(8, n_tokens - 4, 8))
-    if measured is not None and len(measured):
-        candidates = [t for t in candidates if min(measured) <= t <= max(measured)]
-    rng.shuffle(candidates)
-    return candidates[:max_splits]
-
-
-def check_splits(splits: Sequence[int], n_tokens: int, measured: Sequence[int] | None = None) -> list[int]:
-    """Validate explicit split points: 2 <= t <= T-1 (a window 1..t-1 and at least one measured token,
-    which with measured positions must be one of them)."""
-    bad = [t for t in splits if not 2 <= int(t) <= n_tokens - 1]
-    if bad:
-        raise ValueError(f"split points {bad} are outside 2..{n_tokens - 1} for a {n_tokens}-token prompt")
-    unmeasured = [t for t in splits if measured is not None and not any(p >= int(t) for p in measured)]
-    if unmeasured:
-        raise ValueError(f"split points {unmeasured} have no measured position at or after them")
-    return list(dict.fromkeys(int(t) for t in splits))  # a repeated split point is one split
 
 
 @dataclass
 class _Variant:
     kind: str
-    split: int  # t, or 0 for "all positions"
+    split: int  # t (a text position), or 0 for "all positions"
     skipped: int  # s, or -1 for a noise variant
     start: int  # first layer to run
     measure: torch.Tensor  # [T] bool
-
-
-def _windows(n_tokens: int, split: int | None,
-             keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(edited positions, measured positions) as [T] bool masks; split None = current effect. ``keep``
-    [T] bool: the run's measured positions (None: all), which the measured positions stay within."""
-    pos = torch.arange(n_tokens)
-    if split is None:
-        edited, measured = pos >= 1, torch.ones(n_tokens, dtype=torch.bool)
-    else:
-        edited, measured = (pos >= 1) & (pos < split), pos >= split
-    return edited, measured if keep is None else measured & keep
 
 
 class _CleanProbs:
@@ -181,10 +151,10 @@ def _output_distances(replayer: Replayer, resid: torch.Tensor, clean_probs: _Cle
 
 
 def _skip_variants(n_layers: int, n_tokens: int, splits: Sequence[int | None],
-                   keep: torch.Tensor | None = None) -> list[_Variant]:
+                   keep: torch.Tensor | None = None, where: _Window = _Window()) -> list[_Variant]:
     variants = []
     for split in splits:
-        _, measure = _windows(n_tokens, split, keep)
+        _, measure = _windows(n_tokens, split, keep, where)
         kind = "future" if split is not None else "current"
         variants.append(_Variant("noise_" + kind, split or 0, -1, 0, measure))
         for s in range(n_layers):
@@ -203,15 +173,15 @@ def _localise(variants: list[_Variant]) -> list[_Variant]:
 def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_tokens: int,
                progress: Callable[[str, float], None] | None,
                watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc,
-               keep: torch.Tensor | None = None) -> _Accumulator:
+               keep: torch.Tensor | None = None, where: _Window = _Window()) -> _Accumulator:
     trace = replayer.trace
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
-    variants = _skip_variants(n_layers, n_tokens, splits, keep)
+    variants = _skip_variants(n_layers, n_tokens, splits, keep, where)
     acc = watch(_Accumulator(replayer, variants))
     clean_probs = _CleanProbs(trace)
     inputs = torch.empty(len(variants), n_tokens, trace.resid.shape[-1])
     for k, v in enumerate(variants):
-        edited, _ = _windows(n_tokens, v.split or None)
+        edited, _ = _windows(n_tokens, v.split or None, where=where)
         if v.skipped < 0:
             inputs[k] = trace.resid[0]
             continue
@@ -240,16 +210,16 @@ def _run_skips(replayer: Replayer, splits: Sequence[int | None], max_batch_token
 def _run_local(replayer: Replayer, splits: Sequence[int | None], max_batch_tokens: int,
                progress: Callable[[str, float], None] | None,
                watch: Callable[[_Accumulator], _Accumulator] = lambda acc: acc,
-               keep: torch.Tensor | None = None) -> _Accumulator:
+               keep: torch.Tensor | None = None, where: _Window = _Window()) -> _Accumulator:
     """§6.3: layer i >= s runs on h_i - c_s (in the window) with no cascade between layers."""
     trace = replayer.trace
     n_layers, n_tokens = trace.n_layers, trace.n_tokens
-    variants = _localise(_skip_variants(n_layers, n_tokens, splits, keep))
+    variants = _localise(_skip_variants(n_layers, n_tokens, splits, keep, where))
     acc = watch(_Accumulator(replayer, variants))
     clean_probs = _CleanProbs(trace)
     edits = torch.stack([  # what is removed from every later residual, [K, T, d]
         torch.zeros_like(trace.resid[0]) if v.skipped < 0 else
-        trace.contrib[v.skipped] * _windows(n_tokens, v.split or None)[0][:, None].float()
+        trace.contrib[v.skipped] * _windows(n_tokens, v.split or None, where=where)[0][:, None].float()
         for v in variants])
     batch = max(1, max_batch_tokens // n_tokens)
     for layer in range(n_layers):
@@ -277,11 +247,12 @@ class _Packing:
     """
 
     def __init__(self, acc: _Accumulator, splits: Sequence[int], with_current: bool, view: Replayer,
-                 pos: torch.Tensor, group: torch.Tensor, keep: torch.Tensor | None = None):
+                 pos: torch.Tensor, group: torch.Tensor, keep: torch.Tensor | None = None,
+                 where: _Window = _Window()):
         trace = acc.replayer.trace
-        self.acc, self.view, self.splits = acc, view, list(splits)
-        self.pos, self.group = pos, group  # [N], [N]: see _packed_layout
-        self.in_window = ((self.group == 0) & (self.pos >= 1))[:, None]  # [N, 1]: the edited prefix slots
+        self.acc, self.view, self.splits = acc, view, list(splits)  # splits: text positions
+        self.pos, self.group = pos, group  # [N], [N]: see _packed_layout (rows of the replay)
+        self.in_window = ((self.group == 0) & (self.pos + where.offset >= where.first_edit))[:, None]  # [N, 1]
         device = acc.replayer.device
         self.clean_contrib = acc.clean_contrib[:, self.pos.to(device)]  # [L, N, d]
         self.clean_norm = acc.clean_norm[:, self.pos.to(device)]  # [L, N]
@@ -330,15 +301,6 @@ class _Packing:
         self.acc.set_output(touched, best[touched])
 
 
-def _packed_layout(n_tokens: int, splits: Sequence[int], with_current: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clean position, group) of every slot; the prefix is cut at the largest split without ``current``."""
-    prefix = n_tokens if with_current else max(splits)
-    pos = torch.cat([torch.arange(prefix), *(torch.arange(t, n_tokens) for t in splits)])
-    group = torch.cat([torch.zeros(prefix, dtype=torch.long),
-                       *(torch.full((n_tokens - t,), k + 1) for k, t in enumerate(splits))])
-    return pos, group
-
-
 def _packed_view(replayer: Replayer, splits: Sequence[int], pos: torch.Tensor,
                  group: torch.Tensor) -> Replayer | None:
     """The packed Replayer for this layout, or None where the model's layer calls cannot be packed."""
@@ -348,18 +310,22 @@ def _packed_view(replayer: Replayer, splits: Sequence[int], pos: torch.Tensor,
 
 
 def _packed_variants(replayer: Replayer, splits: Sequence[int], with_current: bool, local: bool,
-                     keep: torch.Tensor | None = None) -> tuple[_Accumulator, _Packing] | None:
-    """The accumulator (variant rows as unpacked) and the packing, or None if the model cannot be packed."""
-    pos, group = _packed_layout(replayer.trace.n_tokens, splits, with_current)
-    view = _packed_view(replayer, splits, pos, group)
+                     keep: torch.Tensor | None = None,
+                     where: _Window = _Window()) -> tuple[_Accumulator, _Packing] | None:
+    """The accumulator (variant rows as unpacked) and the packing, or None if the model cannot be packed.
+    ``splits`` are text positions; the layout is in the replay's rows."""
+    rows = [t - where.offset for t in splits]
+    pos, group = _packed_layout(replayer.trace.n_tokens, rows, with_current)
+    view = _packed_view(replayer, rows, pos, group)
     if view is None:
         return None
     trace = replayer.trace
-    variants = _skip_variants(trace.n_layers, trace.n_tokens, [*splits, *([None] if with_current else [])], keep)
+    variants = _skip_variants(trace.n_layers, trace.n_tokens, [*splits, *([None] if with_current else [])], keep,
+                              where)
     if local:
         _localise(variants)
     acc = _Accumulator(replayer, variants)
-    return acc, _Packing(acc, splits, with_current, view, pos, group, keep)
+    return acc, _Packing(acc, splits, with_current, view, pos, group, keep, where)
 
 
 @torch.no_grad()
@@ -427,6 +393,41 @@ def _run_local_packed(acc: _Accumulator, pack: _Packing, max_batch_tokens: int,
     return acc
 
 
+def _run_family(replayer: Replayer, family, variants, split_list, pack: bool, keep, where: _Window,
+                partial: Partial, max_batch_tokens: int, progress) -> _Accumulator:
+    """The plain or the direct-path skips (``family``: future, current, packed run, plain run), packed
+    where the model's layer calls allow it."""
+    future, current, packed_run, plain_run = family
+    chosen = [t for t in split_list if (t is None and current in variants) or (t is not None and future in variants)]
+    future_splits = [t for t in chosen if t is not None]
+    packing = None
+    if pack and future_splits:
+        packing = _packed_variants(replayer, future_splits, current in variants, future != "future", keep, where)
+    if packing is not None:
+        partial.watch(packing[0])
+        return packed_run(*packing, max_batch_tokens, progress)
+    return plain_run(replayer, chosen, max_batch_tokens, progress, partial.watch, keep, where)
+
+
+def _placement(replayer: Replayer, measured: Sequence[int] | None
+               ) -> tuple[torch.Tensor | None, _Window, list[int] | None]:
+    """(measured rows [T] bool or None for all, where the replay sits and edits, the measured positions
+    as a window or None)."""
+    n_rows, offset = replayer.trace.n_tokens, getattr(replayer, "offset", 0)
+    n_tokens = getattr(replayer, "n_text", n_rows)
+    if measured is None or len(measured) >= n_tokens:
+        if offset or n_rows < n_tokens:
+            raise ValueError("a Replayer over part of the text needs the measured positions inside it")
+        return None, _Window(0, 1), None
+    measured = sorted(int(p) for p in measured)
+    if measured[0] < offset or measured[-1] >= offset + n_rows:
+        raise ValueError(f"measured positions {measured[0]}…{measured[-1]} are outside the replayed window "
+                         f"{offset}…{offset + n_rows - 1}")
+    keep = torch.zeros(n_rows, dtype=torch.bool)
+    keep[torch.as_tensor(measured, dtype=torch.long) - offset] = True
+    return keep, _Window(offset, max(measured[0], 1)), measured
+
+
 def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
                  variants: Sequence[str] = VARIANTS, seed: int = SEED_FUTURE,
                  max_batch_tokens: int = 8192, pack: bool = True,
@@ -435,26 +436,23 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
                  partial_every_s: float | None = None, measured: Sequence[int] | None = None) -> SkipResult:
     """Run the requested skip variants on the replayer's prompt; see the module docstring.
 
-    ``measured``: the run's measured positions (None: all). R and O are then maxima over the measured
-    positions only (the output is decoded only there), and the drawn splits fall inside the window, so
-    the split suffixes and the decode cost in proportion; the replay still runs every position before
-    them, which the skipped layer changes too.
+    ``measured``: the run's measured positions (text positions; None: all). R and O are then maxima over
+    the measured positions only (the output is decoded only there), the layer is skipped from the first
+    measured position on (not from position 1) and the drawn splits fall inside the window, so nothing
+    before the window changes: a Replayer over the window (``Replayer.offset``) replays it alone, against
+    the clean keys / values of the text before it, at a cost that does not grow with the text.
 
     ``pack=False`` runs every split as its own full-length sequence (the unpacked path).
     ``on_partial(result)`` hears the cells measured so far while the replay advances layer by layer
     (every affected layer fills for all skipped layers at once), at most every ``partial_every_s``
     (default ``PARTIAL_EVERY_S``).
     """
-    n_tokens = replayer.trace.n_tokens
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown skip variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    keep = None
-    if measured is not None and len(measured) < n_tokens:
-        keep = torch.zeros(n_tokens, dtype=torch.bool)
-        keep[torch.as_tensor(list(measured), dtype=torch.long)] = True
-    splits = check_splits(splits, n_tokens, measured if keep is not None else None) if splits \
-        else draw_splits(n_tokens, seed, measured=measured if keep is not None else None)
+    n_tokens = getattr(replayer, "n_text", replayer.trace.n_tokens)
+    keep, where, window = _placement(replayer, measured)
+    splits = check_splits(splits, n_tokens, window) if splits else draw_splits(n_tokens, seed, measured=window)
     wants_future = any(v.endswith("future") for v in variants)
     if wants_future and not splits:
         raise ValueError(f"the prompt has {n_tokens} tokens; the future-effect skip needs a split point "
@@ -467,23 +465,11 @@ def skip_effects(replayer: Replayer, splits: Sequence[int] | None = None,
     every_s = PARTIAL_EVERY_S if partial_every_s is None else partial_every_s
     partial = Partial(on_partial, list(splits) if wants_future else [], every_s)
     done = partial.done
-    for future, current, packed_run, plain_run in (
-            ("future", "current", _run_skips_packed, _run_skips),
-            ("local_future", "local_current", _run_local_packed, _run_local)):
-        if future not in variants and current not in variants:
-            continue
-        chosen = [t for t in split_list if (t is None and current in variants)
-                  or (t is not None and future in variants)]
-        future_splits = [t for t in chosen if t is not None]
-        packing = None
-        if pack and future_splits:
-            packing = _packed_variants(replayer, future_splits, current in variants, future != "future", keep)
-        if packing is not None:
-            partial.watch(packing[0])
-            acc = packed_run(*packing, max_batch_tokens, progress)
-        else:
-            acc = plain_run(replayer, chosen, max_batch_tokens, progress, partial.watch, keep)
-        done.append(frames(acc))
+    for family in (("future", "current", _run_skips_packed, _run_skips),
+                   ("local_future", "local_current", _run_local_packed, _run_local)):
+        if family[0] in variants or family[1] in variants:
+            done.append(frames(_run_family(replayer, family, variants, split_list, pack, keep, where, partial,
+                                           max_batch_tokens, progress)))
     matrix = pd.concat([f[0] for f in done], ignore_index=True)
     output = pd.concat([f[1] for f in done], ignore_index=True)
     matrix = reduce_splits(matrix, ["variant", "skipped", "affected"])

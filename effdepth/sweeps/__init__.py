@@ -4,7 +4,8 @@ The room, bottom up: ``run`` (a resumable sweep) <- ``shard`` (ranks writing the
 after) ; ``curves`` (aggregate curves over items, bootstrap intervals, per-item ED) and ``depth_score``
 (P2's depth score per bin) are pure functions on stored tables; ``items`` reads the item runs of the
 store as sweep sets of merged items; ``difficulty`` aggregates them by bin for the Difficulty page and
-Compare's items mode; ``token_depth`` splits each item's per-token commitment depth by token
+Compare's items mode; ``segments`` runs the ED rules on segments of one long trace's positions;
+``token_depth`` splits each item's per-token commitment depth by token
 class. Callers use the names below from ``effdepth.sweeps``.
 """
 
@@ -16,6 +17,7 @@ from effdepth.sweeps.curves import (
     BootstrapCI,
     aggregate,
     bootstrap_ci,
+    bootstrap_stacked,
     collect,
     ed_distribution,
     per_item_ed,
@@ -72,6 +74,15 @@ from effdepth.sweeps.items import (
     sweep_sets,
 )
 from effdepth.sweeps.run import item_config, item_keys, item_meta, sweep
+from effdepth.sweeps.segments import (
+    SEGMENT_BOOT,
+    Segment,
+    boundaries,
+    segment_bounds,
+    segments,
+    segments_json,
+    segments_over_items,
+)
 from effdepth.sweeps.shard import (
     dist_env,
     merge_shards,
@@ -157,4 +168,12 @@ __all__ = [
     "shared_datasets",
     "shared_items",
     "compare_aggregate",
+    "bootstrap_stacked",
+    "SEGMENT_BOOT",
+    "Segment",
+    "segment_bounds",
+    "segments",
+    "segments_json",
+    "segments_over_items",
+    "boundaries",
 ]

@@ -116,10 +116,16 @@ def bootstrap_ci(layer_frames: Mapping[str, pd.DataFrame], token_counts: Mapping
                  level: float = LEVEL) -> BootstrapCI:
     """Percentile bootstrap over items of the aggregate curves and of their ED/EDR (see module doc)."""
     ids, columns, values = _stack(layer_frames)
-    weights = _weights(ids, token_counts, how)
+    return bootstrap_stacked(columns, values, _weights(ids, token_counts, how), how, n_boot, seed, level)
+
+
+def bootstrap_stacked(columns: pd.MultiIndex, values: np.ndarray, weights: np.ndarray, how: str = "prompt",
+                      n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = LEVEL) -> BootstrapCI:
+    """``bootstrap_ci`` on units already stacked: values [n_units, n_cells] over (metric, layer) ``columns``,
+    one weight per unit (items of a sweep, or the positions of one trace's segment)."""
     point = _combine(values, weights, how)
     rng = np.random.default_rng(seed)
-    n = len(ids)
+    n = values.shape[0]
     draws = rng.integers(0, n, size=(n_boot, n))
     multiplicity = np.zeros((n_boot, n))
     np.add.at(multiplicity, (np.arange(n_boot)[:, None], draws), 1.0)

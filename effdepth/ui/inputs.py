@@ -6,7 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from effdepth import app
-from effdepth.ui.state import OTHER, bind
+from effdepth.errors import EffdepthError
+from effdepth.ui.state import OTHER, bind, set_view
 
 
 def model_input(view: app.ViewState, container=None, which: str = "a", label: str = "Model") -> None:
@@ -75,6 +76,8 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110, continu
          height=height, clears_run=True, clears_run_b=True,
          help="The text is fed to the model as is (no chat template unless switched on); nothing is generated "
               "unless the model is let to continue it.")
+    if continuation:
+        trace_file(target)
     bind(st.toggle, "chat", "Apply the chat template", container=target, clears_run=True, clears_run_b=True,
          help="Off in both papers. With a template, ED values are not comparable to the papers' tables.")
     if continuation:
@@ -93,10 +96,34 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110, continu
                      min_value=0.1, max_value=2.0, step=0.1)
         bind(st.text_input, "positions", "Measured positions", container=target, clears_run=True,
              transform=lambda v: (v or "all").strip() or "all",
-             help="all, last:N, from:A, stride:K or answer. The forward pass covers the whole text; the "
-                  "contributions, the logit lens and their layer means read these positions only (their cost "
-                  "follows), and the heatmaps shade the others. Layer skipping measures them too, and draws its "
-                  "split points inside them; its replay still runs the text before them.")
+             help="all, last:N, A:B (positions A … B−1), from:A, stride:K or answer. The forward pass covers the "
+                  "whole text; every probe reads these positions only (its cost follows), and the heatmaps shade "
+                  "the others. Layer skipping skips the layer from the first of them on and draws its split "
+                  "points inside them; it, erasure and IG replay only this window, against the clean keys / "
+                  "values of the text before it.")
+
+
+def trace_file(target) -> None:
+    """A long trace from a file: a .txt file, or one line of a .jsonl file of {"prompt", "response"}; the
+    button makes it the prompt (the file's text is shown as text, never rendered)."""
+    uploaded = target.file_uploader("Or read a long trace from a file", type=["txt", "jsonl"], key="w_trace_file",
+                                    max_upload_size=app.MAX_TRACE_FILE_MB,
+                                    help="A .txt file is read as it is; a .jsonl file holds one trace per line as "
+                                         '{"prompt": ..., "response": ...}, read as prompt + response.')
+    if uploaded is None:
+        return
+    line = 1
+    if uploaded.name.lower().endswith(".jsonl"):
+        line = target.number_input("Line of the file", min_value=1, value=1, step=1, key="w_trace_line")
+    try:
+        trace = app.read_trace_file(uploaded.name, uploaded.getvalue(), int(line))
+    except EffdepthError as err:
+        target.error(app.md(str(err)), icon=":material/error:")
+        return
+    lines = f", line {int(line)} of {trace.n_lines}" if trace.n_lines > 1 or trace.prompt is not None else ""
+    target.caption(f"{app.md(uploaded.name)}{lines}: {len(trace.text):,} characters.")
+    target.button("Use this text as the prompt", key="w_trace_use", icon=":material/input:", on_click=set_view,
+                  args=("prompt", trace.text))
 
 
 def item_picker(view: app.ViewState, container=None) -> None:

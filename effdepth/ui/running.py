@@ -58,14 +58,23 @@ def compute(run_store, name: str, text: str, dtype: str, chat: bool, label: str 
     return _in_status_box(f"{label} on {name} ({dtype})…", (name, text, dtype, chat), work, preview)
 
 
+#: the shortest gap between two redraws of a continuation as it is written
+STREAM_EVERY_S = 0.3
+
+
 def continue_and_compute(run_store, name: str, text: str, dtype: str, chat: bool, n_new: int,
                          preview: Callable | None = None, positions: str = "all", seed: int | None = None,
                          temperature: float = 1.0):
     """Like :func:`compute`, after the model has continued ``text`` by ``n_new`` tokens (shown as they come);
     returns the run of text + continuation."""
     def work(tracker, on_result, slot):
-        def heard(so_far: str) -> None:
-            slot.code(text + so_far, language=None, wrap_lines=True)  # the model's own text, shown as text
+        shown = {"at": 0.0}
+
+        def heard(so_far: str) -> None:  # at most every STREAM_EVERY_S: a 2,048-token text is resent whole
+            now = time.monotonic()
+            if now - shown["at"] >= STREAM_EVERY_S:
+                shown["at"] = now
+                slot.code(text + so_far, language=None, wrap_lines=True)  # the model's own text, shown as text
 
         return app.continue_and_compute(run_store, name, text, dtype, chat, n_new, model_holder(), tracker,
                                         on_text=heard, on_result=on_result if preview else None,

@@ -174,8 +174,9 @@ def test_explore_says_what_erasure_and_ig_will_cost(cache, tiny_run):
     at = page(EXPLORE, run=run.run_id)
     no_problems(at)
     captions = app_support.unescape(" ".join(c.value for c in at.caption))
-    assert "Estimated cost on this text: erasure ~" in captions and "igrad ~" in captions
-    assert "GFLOP/s on this project's CPU in float32" in captions
+    assert "Estimated cost on this text: forward pass ~" in captions
+    assert "erasure ~" in captions and "igrad ~" in captions and "peak memory ~" in captions
+    assert "GFLOP/s (float32, measured here)" in captions
 
 
 # ------------------------------------------------------------------------------ a window for long texts

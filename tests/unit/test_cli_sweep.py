@@ -154,13 +154,13 @@ def test_sweep_cli_skips_bad_items_and_carries_on(tiny, tmp_path, capsys):
     captured = capsys.readouterr()
     surrogate = r"line 2: the text contains a lone surrogate (\ud800) that is not valid Unicode; skipped"
     assert "1 of 4 items of" in captured.err and surrogate in captured.err
-    too_long = "items[2] failed and is skipped: The prompt is "
-    assert too_long in captured.err and "tokens long; the limit here is 128" in captured.err
+    too_long = "items[2] failed and is skipped: The text is "
+    assert too_long in captured.err and "tokens long, past " in captured.err and "context of 128 tokens" in captured.err
     assert "2 items of" in captured.out and "token-weighted (P1)" in captured.out
     summary = captured.out.strip().splitlines()[-1]
     assert summary.startswith(r"2 items skipped: line 2: the text contains a lone surrogate (\ud800) that is not "
-                              "valid Unicode; items[2]: The prompt is ")
-    assert "tokens long; the limit here is 128" in summary
+                              "valid Unicode; items[2]: The text is ")
+    assert "context of 128 tokens" in summary
     assert summary.endswith(".") and not summary.endswith("..")
     runs = Store(cache).runs()
     assert sorted(runs["item_index"]) == [0, 3]

@@ -33,7 +33,7 @@ def _hook_count(model):
 
 # ------------------------------------------------------------------------------------ erasure
 
-def _reference_erasure(model, ids, baseline, answer_len):
+def _reference_erasure(model, ids, baseline, answer_len, positions=None):
     """Per (k, t): full forward with h_k[t] overwritten by baseline[k] (pre-hook on layer k; for k = L
     a forward hook on the last layer); effect = max over answer-predicting positions of the L2 distance
     of the probability vectors."""
@@ -44,7 +44,7 @@ def _reference_erasure(model, ids, baseline, answer_len):
     measured = list(range(n_tokens - answer_len - 1, n_tokens - 1))
     out = np.zeros((n_layers + 1, n_tokens))
     for k in range(n_layers + 1):
-        for t in range(n_tokens):
+        for t in range(n_tokens) if positions is None else positions:
             if k < n_layers:
                 def pre(_m, args, kwargs, k=k, t=t):
                     if args:
@@ -204,9 +204,11 @@ def _hooked_target(model, ids, part, layer, value, answer_len):
     return _gold_prob(logits, ids[0], answer_len)
 
 
-def _reference_ig(model, ids, trace, part, layer, n_steps, answer_len):
+def _reference_ig(model, ids, trace, part, layer, n_steps, answer_len, first=0):
+    """Plain IG: the positions from ``first`` on interpolated from the text's token mean, the others clean."""
     x = {"layer": trace.resid[layer + 1], "attn": trace.attn[layer], "mlp": trace.mlp[layer]}[part]
-    b = x.mean(dim=0, keepdim=True).expand_as(x)
+    b = x.mean(dim=0, keepdim=True).expand_as(x).clone()
+    b[:first] = x[:first]
     total = torch.zeros_like(x, dtype=torch.float64)
     for k in range(n_steps):
         value = (b + (k / n_steps) * (x - b))[None].clone().requires_grad_(True)
@@ -231,6 +233,47 @@ def test_ig_matches_reference(family):
             np.testing.assert_allclose(got.to_numpy(), expected, atol=1e-5, err_msg=f"{part} {layer}")
             assert np.abs(expected).max() > 1e-6
     assert got.iloc[-1] == 0  # the last position predicts nothing measured
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_windowed_ig_equals_the_plain_loop_from_the_first_position(family):
+    """IG reported at positions from t0 on: the plain loop interpolating those positions only (the others
+    clean) against the text's token mean, whether the replay covers the whole text or the window t0.. alone."""
+    model = tiny_model(family)
+    ids = random_ids(T, seed=4)
+    trace = capture(model, ids)
+    first, wanted = 5, [5, 6, 8, 10]
+    expected = {(part, layer): _reference_ig(model, ids, trace, part, layer, 4, ALEN, first=first)[wanted]
+                for part in igrad.PARTS for layer in (1, 4)}
+    for replayer in (Replayer(model, ids), Replayer(model, ids, window=(first, T), chunk=2)):
+        frame = igrad.integrated_gradients(replayer, ALEN, layers=[1, 4], n_steps=4, block=3, positions=wanted)
+        for (part, layer), want in expected.items():
+            got = frame[(frame.part == part) & (frame.layer == layer)].sort_values("pos")
+            assert got["pos"].tolist() == wanted
+            np.testing.assert_allclose(got["value"].to_numpy(), want, atol=1e-5, rtol=1e-5,
+                                       err_msg=f"{family} {part} {layer} offset {replayer.offset}")
+    assert max(np.abs(v).max() for v in expected.values()) > 1e-6
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_windowed_erasure_equals_the_reference(family):
+    """Erasure of positions inside a window, replayed over the window alone (against the clean keys /
+    values before it, the pass run in chunks), gives the full hooked forwards' numbers."""
+    model = tiny_model(family)
+    ids = random_ids(T, seed=3)
+    base = erasure.erasure_baseline(model, [random_ids(20, seed=7)])
+    wanted = [4, 6, 9, 10, 11]
+    replayer = Replayer(model, ids, window=(4, T), chunk=3)
+    frame = erasure.residual_erasure(replayer, base, ALEN, positions=wanted)
+    got = erasure.erasure_matrix(frame).numpy()
+    want = _reference_erasure(model, ids, base, ALEN, positions=wanted)[:, wanted]
+    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=family)
+    assert want.max() > 1e-3
+    with pytest.raises(ValueError, match="outside 4..11"):
+        erasure.residual_erasure(replayer, base, ALEN, positions=[2])
+    short = Replayer(model, ids, window=(4, 8))
+    with pytest.raises(ValueError, match="does not hold the answer-predicting"):
+        erasure.residual_erasure(short, base, ALEN)
 
 
 def test_patched_target_at_clean_value_is_model_output():

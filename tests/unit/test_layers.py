@@ -19,7 +19,7 @@ PACKAGE = ROOT / "effdepth"
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("contract", "errors", "turns", "memo", "tokens"),
     ("arch",),
-    ("capture", "checks", "depth", "datasets", "estimate", "positions", "ridge"),
+    ("capture", "checks", "depth", "datasets", "estimate", "positions", "ridge", "trace"),
     ("probes",),
     ("models",),
     ("engine", "generate", "linear", "stages"),

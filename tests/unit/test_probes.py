@@ -174,9 +174,10 @@ def _measured(n_tokens, split, keep):
     return mask if keep is None else mask & keep
 
 
-def _reference_skip(model, ids, trace, s, split, keep=None):
-    """Plain loop: one full hooked forward with layer s skipped; R(s, ·) and O(s)."""
-    window = slice(1, split) if split else slice(1, None)
+def _reference_skip(model, ids, trace, s, split, keep=None, first=1):
+    """Plain loop: one full hooked forward with layer s skipped at positions first..split-1 (first.. for
+    the current effect); R(s, ·) and O(s)."""
+    window = slice(first, split) if split else slice(first, None)
     with skip_layer(model, s, window):
         edited = capture(model, ids)
     measured = _measured(trace.n_tokens, split, keep)
@@ -186,11 +187,11 @@ def _reference_skip(model, ids, trace, s, split, keep=None):
     return diff.amax(-1).numpy(), float(out.max())
 
 
-def _reference_local(model, ids, trace, s, split, keep=None):
+def _reference_local(model, ids, trace, s, split, keep=None, first=1):
     """Hooks: every layer i > s gets input h_i - c_s in the window; its contribution is read there."""
     model_taps = taps(model)
     window = torch.zeros(trace.n_tokens, dtype=torch.bool)
-    window[1:split if split else None] = True
+    window[first:split if split else None] = True
     removed = trace.contrib[s] * window[:, None]
     contribs = trace.contrib.clone()
     handles = []
@@ -254,32 +255,41 @@ def test_skip_matches_plain_loop(family_model, variant):
 
 @pytest.mark.parametrize("variant", ["future", "current", "local_future", "local_current"])
 def test_windowed_skip_matches_plain_loop_at_the_measured_positions(family_model, variant):
-    """With measured positions, R and O are the plain loop's maxima over those positions only (packed and
-    unpacked), and the drawn splits fall inside the window."""
+    """With measured positions, the layer is skipped from the first measured position on, and R and O are
+    the plain loop's maxima over the measured positions only: packed and unpacked, with a Replayer over the
+    whole text or over the window alone (its queries attend to the clean keys / values before it)."""
     family, model, ids, trace = family_model
     measured = list(range(20, T, 3))  # 20, 23, ..., a stride inside the last part of the text
     keep = torch.zeros(T, dtype=torch.bool)
     keep[measured] = True
-    replayer = Replayer(model, ids, logit_positions=measured)  # the clean logits only where measured
+    whole = Replayer(model, ids, logit_positions=measured)  # the clean logits only where measured
+    window = Replayer(model, ids, logit_positions=measured, window=(18, T), chunk=7)  # starts before them
+    assert window.offset == 18 and window.trace.n_tokens == T - 18 and window.n_text == T
     reference = _reference_local if variant.startswith("local") else _reference_skip
-    for pack in (True, False):
+    expected = {(split, s): reference(model, ids, trace, s, split, keep, first=20)
+                for split in ([24, 32] if variant.endswith("future") else [None]) for s in range(trace.n_layers)}
+    for replayer, pack in ((whole, True), (whole, False), (window, True), (window, False)):
         result = skip.skip_effects(replayer, splits=[24, 32], variants=[variant], measured=measured, pack=pack)
-        for split in ([24, 32] if variant.endswith("future") else [None]):
-            for s in range(trace.n_layers):
-                ref_r, ref_o = reference(model, ids, trace, s, split, keep)
-                if variant.startswith("local"):
-                    ref_r[: s + 1] = 0.0
-                key = ((result.matrix.variant == variant) & (result.matrix.split == (split or 0))
-                       & (result.matrix.skipped == s))
-                got = result.matrix[key].sort_values("affected")["value"].to_numpy()
-                np.testing.assert_allclose(got, ref_r, atol=1e-4, err_msg=f"{family} {variant} s={s} t={split}")
-                out = result.output
-                got_o = out[(out.variant == variant) & (out.split == (split or 0)) & (out.skipped == s)]["value"]
-                assert got_o.item() == pytest.approx(ref_o, abs=1e-5)
+        for (split, s), (ref_r, ref_o) in expected.items():
+            ref_r = ref_r.copy()
+            if variant.startswith("local"):
+                ref_r[: s + 1] = 0.0
+            key = ((result.matrix.variant == variant) & (result.matrix.split == (split or 0))
+                   & (result.matrix.skipped == s))
+            got = result.matrix[key].sort_values("affected")["value"].to_numpy()
+            where = f"{family} {variant} s={s} t={split} offset={replayer.offset} pack={pack}"
+            np.testing.assert_allclose(got, ref_r, atol=1e-5, rtol=1e-5, err_msg=where)
+            out = result.output
+            got_o = out[(out.variant == variant) & (out.split == (split or 0)) & (out.skipped == s)]["value"]
+            assert got_o.item() == pytest.approx(ref_o, abs=1e-5), where
     drawn = skip.draw_splits(T, measured=measured)
-    assert drawn and all(20 <= t <= measured[-1] for t in drawn)
+    assert drawn and all(28 <= t <= measured[-1] - 4 for t in drawn)
     with pytest.raises(ValueError, match="no measured position at or after"):
-        skip.skip_effects(replayer, splits=[T - 1], variants=["future"], measured=measured[:2])
+        skip.skip_effects(whole, splits=[T - 1], variants=["future"], measured=measured[:2])
+    with pytest.raises(ValueError, match="no measured position before them"):
+        skip.skip_effects(whole, splits=[20], variants=["future"], measured=measured)
+    with pytest.raises(ValueError, match="outside the replayed window"):
+        skip.skip_effects(window, splits=[24], variants=["future"], measured=[10, *measured])
 
 
 def test_packed_skips_equal_one_sequence_per_split(family_model):

@@ -17,7 +17,7 @@ import pytest
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
-from effdepth import app, checks, cli, engine, models, verify
+from effdepth import app, checks, cli, engine, models, positions, verify
 from effdepth.arch import taps
 from effdepth.capture import capture, trust_checks
 from effdepth.errors import CacheError, PromptError, RunCheckError
@@ -112,7 +112,7 @@ def test_the_engine_bounds_ig_steps_too():
 
 
 def test_position_from_the_url_is_bounded():
-    assert app.state_from_query({"pos": "10" * 30}).pos == engine.DEFAULT_MAX_TOKENS - 1
+    assert app.state_from_query({"pos": "10" * 30}).pos == positions.MAX_POSITION
     assert app.state_from_query({"pos": "-7"}).pos == 0
 
 
