@@ -3,6 +3,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.effdepth-installed
 PORT    ?= 8501
+DEMO    ?=
 
 .PHONY: run test setup setup-browser bench clean-cache
 
@@ -22,8 +23,9 @@ setup-browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
+# `make run DEMO=1`: every visitor is in demo mode (read-only, cache only), whatever the link says
 run: setup
-	$(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+	EFFDEPTH_DEMO=$(DEMO) $(PY) -m streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: setup setup-browser
 	$(PY) -m ruff check .

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from effdepth.contract import DEFAULT_PROBES, Progress
+from effdepth.contract import DEFAULT_PROBES, DEFAULT_SWEEP_N, DEFAULT_SWEEP_PROBES, Progress
 from effdepth.errors import PromptError
 from effdepth.models.holder import ModelHolder
 
@@ -34,6 +34,7 @@ class Run:
     result: object  # engine.RunResult
     from_cache: bool
     segment_size: int | None = None  # ``probe(..., segments=N)``: the default of ``segments()``
+    generation: object | None = None  # ``effdepth.generate``: the model's continuation the run read
 
     @property
     def run_id(self) -> str:
@@ -116,11 +117,10 @@ def probe(model, text: str, *, probes: Sequence[str] = DEFAULT_PROBES, dtype: st
     Any text up to the model's context is taken. Bad input raises ``effdepth.errors.EffdepthError`` with a
     sentence saying what to do, before any work.
     """
-    from contextlib import nullcontext
+    import dataclasses
 
     from effdepth import engine, models
-    from effdepth.compute import Request, check_fits, compute
-    from effdepth.store import Store
+    from effdepth.compute import Request, check_fits
 
     unknown = sorted(set(options) - _CONFIG_OPTIONS)
     if unknown:
@@ -129,19 +129,147 @@ def probe(model, text: str, *, probes: Sequence[str] = DEFAULT_PROBES, dtype: st
                           "cache, progress and segments.")
     if segments is not None and (not isinstance(segments, int) or segments < 2):
         raise PromptError(f"segments is a number of positions, at least 2, not {segments!r}.")
-    config = engine.ProbeConfig(probes=tuple(probes), answer=answer, **options)
-    store = None if cache is False else Store(None if cache is True else cache)
-    if isinstance(model, models.LoadedModel):
-        request = Request(text, model.dtype, chat_template, config)
-        result, from_cache = compute(store, request, lambda notify: nullcontext(model),
-                                     fingerprint=model.spec.fingerprint, progress=progress)
-    else:
-        request = Request(text, dtype, chat_template, config)
-        spec = models.resolve_model(model)
-        check_fits(request, spec)
-        result, from_cache = compute(store, request, lambda notify: _HOLDER.lease(str(model), dtype, notify),
-                                     fingerprint=spec.fingerprint, progress=progress)
+    config = engine.ProbeConfig(probes=probes, answer=answer, **options)
+    if any(p in config.probes for p in engine.ANSWER_PROBES) and config.answer is None and isinstance(text, str):
+        config = dataclasses.replace(config, answer=engine.answer_span(None, None, text))  # as the CLI and the app
+    store = None if cache is False else _store(cache)
+    loaded = isinstance(model, models.LoadedModel)
+    request = Request(text, model.dtype if loaded else dtype, chat_template, config)
+    if not loaded:
+        check_fits(request, models.resolve_model(model))
+    result, from_cache = _compute(model, request, store, progress)
     return Run(result, from_cache=from_cache, segment_size=segments)
+
+
+def _cache_path(cache) -> str:
+    """A cache file the caller named: its folder must exist (a typo is not silently created)."""
+    from pathlib import Path
+
+    if isinstance(cache, bool) or not isinstance(cache, (str, os.PathLike)):
+        raise PromptError(f"cache is True (the project cache), False (none) or a file path, not {cache!r}.")
+    path = Path(cache).expanduser()
+    if not path.parent.is_dir():
+        raise PromptError(f"The cache folder {path.parent} does not exist; create it, or give another file.")
+    return str(path)
+
+
+def generate(model, text: str, new_tokens: int, *, seed: int | None = None, temperature: float = 1.0,
+             chat_template: bool = False, probes: Sequence[str] = DEFAULT_PROBES, dtype: str = "float32",
+             cache: bool | str | os.PathLike = True, progress: Progress | None = None, on_text=None,
+             segments: int | None = None, **options) -> Run:
+    """Let ``model`` continue ``text`` by ``new_tokens`` tokens (greedy, or sampled with ``seed`` at
+    ``temperature``; with the chat template rendered where asked), then run the probes on text + continuation:
+    the flow of ``effdepth probe --generate`` and Explore's "Let the model continue", cached alike.
+    ``on_text(so_far)`` hears the continuation as it is written; ``run.generation`` is what it wrote."""
+    from effdepth import engine, models
+    from effdepth import generation as generating
+    from effdepth.compute import Request, continuation, reading
+
+    if isinstance(model, models.LoadedModel):
+        raise PromptError("effdepth.generate takes a model name or path (it holds the model between calls).")
+    unknown = sorted(set(options) - _CONFIG_OPTIONS)
+    if unknown:
+        raise PromptError(f"effdepth.generate() takes no option {', '.join(map(repr, unknown))}.")
+    config = engine.ProbeConfig(probes=probes, answer=options.pop("answer", None), **options)
+    request = Request(text, dtype, chat_template, config)
+    settings = generating.settings_for(new_tokens, seed, temperature, chat_template)
+    spec = models.resolve_model(model)
+    store = None if cache is False else _store(cache)
+    written = continuation(store, request, settings, lambda notify: _HOLDER.lease(str(model), request.dtype, notify),
+                           spec.fingerprint, progress=progress, on_text=on_text)
+    read = reading(request, written, answer_given=config.answer is not None)
+    run = _compute(model, read, store, progress)
+    return Run(run[0], from_cache=run[1], segment_size=segments, generation=written)
+
+
+@dataclass
+class Sweep:
+    """A sweep's runs (one per item, in item order) and what they say together."""
+
+    run_ids: list[str]
+    store: object  # effdepth.store.Store
+    failed: list  # (item, error) of the items that could not be probed
+
+    def ed(self, how: str = "token", n_boot: int = 1000) -> pd.DataFrame:
+        """ED / EDR of the aggregate curves with 95 % bootstrap intervals over items (``token``: P1's token
+        weighting, ``prompt``: P2's per-prompt mean)."""
+        from effdepth import sweeps
+
+        frames, counts = sweeps.collect(self.store, self.run_ids)
+        return sweeps.bootstrap_ci(frames, counts, how=how, n_boot=n_boot).ed
+
+    def segments(self, size: int, n_boot: int = 1000) -> pd.DataFrame:
+        """The EDR per segment index of ``size`` measured positions along the items (``sweeps.segments_over_items``)."""
+        from effdepth import sweeps
+
+        return sweeps.segments_over_items({r: self.store.table(r, "layer_token") for r in self.run_ids}, size, n_boot)
+
+    def run(self, index: int) -> Run:
+        """The ``index``-th item's run."""
+        return Run(self.store.get(self.run_ids[index]), from_cache=True)
+
+
+def sweep(model, dataset: str | None = None, *, jsonl: str | os.PathLike | None = None, n: int = DEFAULT_SWEEP_N,
+          start: int = 0, probes: Sequence[str] = DEFAULT_SWEEP_PROBES, dtype: str = "float32",
+          cache: bool | str | os.PathLike = True, max_tokens: int | None = None, progress: Progress | None = None,
+          **options) -> Sweep:
+    """Run the probes on ``n`` items of a built-in ``dataset`` (or of a ``jsonl`` file of {"prompt", "answer"}),
+    each cached (a second call computes only what is missing): the flow of ``effdepth sweep`` and of the
+    Difficulty page, with their defaults. AIME items keep P1's 400-token filter, every item the model's context."""
+    from effdepth import datasets, engine, sweeps
+    from effdepth.errors import EffdepthError
+
+    unknown = sorted(set(options) - _CONFIG_OPTIONS)
+    if unknown:
+        raise PromptError(f"effdepth.sweep() takes no option {', '.join(map(repr, unknown))}.")
+    if (dataset is None) == (jsonl is None):
+        raise PromptError("effdepth.sweep takes a built-in dataset name or a jsonl file, one of the two.")
+    config = engine.ProbeConfig(probes=probes, **options)
+    dtype = _dtype_name(dtype)
+    if jsonl is not None:
+        items = datasets.load_jsonl(jsonl).items[start:start + n]
+    else:
+        items = datasets.items(dataset, n=n, start=start)
+    if cache is False:
+        raise PromptError("A sweep stores every item's run: give cache=True (the project cache) or a file path.")
+    store = _store(cache)
+    failed: list = []
+    with _HOLDER.lease(str(model), dtype, progress or (lambda *a: None)) as loaded:
+        items, _dropped, _limit = datasets.sweep_filter(items, loaded.tokenizer, dataset, max_tokens,
+                                                        loaded.max_context)
+        ids = sweeps.sweep(str(model), items, store, config, dtype, progress=progress or (lambda *a: None),
+                           load=lambda *a, **k: loaded, skip_errors=(EffdepthError,), failed=failed)
+    return Sweep(ids, store, failed)
+
+
+def _dtype_name(dtype) -> str:
+    from effdepth.contract import dtype_name
+
+    try:
+        return dtype_name(dtype)
+    except ValueError as err:
+        raise PromptError(f"The {err}.") from None
+
+
+def _store(cache):
+    from effdepth.store import Store
+
+    return Store(None if cache is True else _cache_path(cache))
+
+
+def _compute(model, request, store, progress):
+    """(RunResult, from_cache) of a request on a model name (held between calls) or a loaded model."""
+    from contextlib import nullcontext
+
+    from effdepth import models
+    from effdepth.compute import compute
+
+    if isinstance(model, models.LoadedModel):
+        return compute(store, request, lambda notify: nullcontext(model), fingerprint=model.spec.fingerprint,
+                       progress=progress)
+    spec = models.resolve_model(model)
+    return compute(store, request, lambda notify: _HOLDER.lease(str(model), request.dtype, notify),
+                   fingerprint=spec.fingerprint, progress=progress)
 
 
 #: the ``engine.ProbeConfig`` options ``probe`` passes on

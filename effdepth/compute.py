@@ -13,10 +13,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from effdepth import engine
+from effdepth import contract, engine
 from effdepth.contract import Progress
+from effdepth.errors import PromptError
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,15 @@ class Request:
     chat_template: bool = False
     config: engine.ProbeConfig = field(default_factory=engine.ProbeConfig)
     extra_meta: Mapping[str, Any] | None = None  # e.g. a benchmark item's dataset and index
+
+    def __post_init__(self) -> None:
+        """The dtype by its canonical name before any key is built (``bf16`` finds the ``bfloat16`` runs)."""
+        try:
+            object.__setattr__(self, "dtype", contract.dtype_name(self.dtype))
+        except ValueError as err:
+            raise PromptError(f"The {err}.") from None
+        if not isinstance(self.chat_template, bool):
+            raise PromptError(f"chat_template is True or False, not {self.chat_template!r}.")
 
     def key(self, fingerprint: str) -> str:
         """The run id this request is stored under for a model of that fingerprint."""
@@ -52,6 +63,7 @@ def check_fits(request: Request, spec) -> None:
     the question arises (a range, or a text that may pass the context); otherwise the run says it at load."""
     from effdepth import estimate, models, positions
 
+    check(request)
     context = models.context_of(spec)
     long = context is not None and len(request.text) / estimate.CHARS_PER_TOKEN > context / 2
     if positions.span(request.config.positions) is None and not long:
@@ -94,6 +106,7 @@ def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str 
 
         def run():
             return engine.run_probes(loaded, request.text, request.config, request.chat_template, progress=notify,
+                                     derived_dir=None if store is None else Path(store.path).parent,
                                      extra_meta=dict(request.extra_meta) if request.extra_meta else None,
                                      on_result=on_result, reuse=reuse)
 
@@ -105,6 +118,35 @@ def compute(store, request: Request, take_model: TakeModel, *, fingerprint: str 
             if keep_partial:
                 _keep_partial(store, err)
             raise
+
+
+def continuation(store, request: Request, settings: dict, take_model: TakeModel, fingerprint: str,
+                 progress: Progress | None = None, on_text: Callable[[str], None] | None = None):
+    """The model's continuation of the request's text with ``settings`` (``generate.settings_for``), cached
+    beside ``store`` (None: not cached): the one generate step of the CLI, the app and the API. A cache that
+    could not keep the run is refused before a token is written."""
+    from effdepth import generation as generate
+
+    check(Request(request.text, request.dtype, request.chat_template))
+    if store is not None:
+        store.check_writable()
+    key = generate.cache_key(fingerprint, request.dtype, request.text, settings)
+
+    def write():
+        with take_model(progress or _quiet) as loaded:
+            return generate.continue_text(loaded, request.text, settings, on_text=on_text, progress=progress)
+
+    return generate.cached_or_written(None if store is None else generate.directory_for(store), key, write)
+
+
+def reading(request: Request, generation, answer_given: bool) -> Request:
+    """The request that probes text + the model's continuation (raw text: a chat template is rendered in it);
+    without an answer given, erasure / IG measure the continuation's last word."""
+    extra = {**(request.extra_meta or {}), **generation.run_meta()}
+    config = request.config
+    if any(p in config.probes for p in engine.ANSWER_PROBES) and not answer_given:
+        config = dataclasses.replace(config, answer=engine.answer_span(None, None, generation.full_text))
+    return Request(generation.full_text, request.dtype, False, config, extra)
 
 
 def stored_probes(store, request: Request, loaded):

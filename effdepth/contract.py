@@ -26,12 +26,44 @@ ANSWER_PROBES = ("erasure", "igrad")  # the probes that measure the answer span 
 #: whole network or the direct path only
 SKIP_VARIANTS = ("future", "current", "local_future", "local_current")
 
+#: One set of defaults, read by the CLI, the app and the Python API alike (so the same request finds the same
+#: cached run from all three): P2's 256 integrated-gradient steps, P2's seed for the skip's split points,
+#: a sweep's items and probes, and the longest continuation a request can ask for.
+DEFAULT_IG_STEPS = 256
+DEFAULT_SEED = 123
+DEFAULT_SWEEP_N = 20
+DEFAULT_SWEEP_PROBES = ("cosine", "logit_lens", "skip")
+MAX_NEW_TOKENS = 4096
+#: the weight dtypes a run may use, and the names each is also asked by (normalised before any cache key)
+DTYPES = ("float32", "bfloat16")
+DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def dtype_name(dtype) -> str:
+    """The canonical name of a dtype (``bf16`` -> ``bfloat16``); ValueError naming the choices otherwise."""
+    name = DTYPE_ALIASES.get(str(dtype).strip().lower()) if isinstance(dtype, str) else None
+    if name is None:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_ALIASES)}, not {dtype!r}")
+    return name
+
+
 #: ``split`` of the skip tables for variants without a split point (current effect: every position)
 SPLIT_NONE = 0
 #: ``split`` of the rows that hold the maximum over all split points (the reduced matrix)
 SPLIT_MAX = -1
 #: ``skipped`` of the noise-floor rows: variants whose edit changes nothing
 SKIPPED_NOISE = -1
+
+
+def reduced_rows(frame: pd.DataFrame, variant: str | None = None, noise: bool = True) -> pd.DataFrame:
+    """The rows of a skip table (``skip`` / ``skip_output``) that hold the max over split points, of one
+    ``variant`` (None: every variant); ``noise=False`` leaves out the noise-floor rows."""
+    keep = frame["split"] == SPLIT_MAX
+    if variant is not None:
+        keep &= frame["variant"] == variant
+    if not noise:
+        keep &= frame["skipped"] != SKIPPED_NOISE
+    return frame[keep]
 
 #: Long tables: (column, DuckDB type, pandas dtype as the engine produces it). Columns the engine adds
 #: later are accepted by the store too (added to its table on the fly).

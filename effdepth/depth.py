@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from effdepth.contract import SPLIT_MAX
+from effdepth.contract import reduced_rows
 
 KL_TAU = 0.5
 OVERLAP_TAU = 0.3
@@ -149,7 +149,7 @@ def _curve(layer: pd.DataFrame, metric: str) -> np.ndarray | None:
 
 def future_matrix(skip: pd.DataFrame, variant: str = "future") -> np.ndarray | None:
     """The reduced (split = -1) matrix M[s, j] of one variant as an [L, L] array."""
-    rows = skip[(skip["variant"] == variant) & (skip["split"] == SPLIT_MAX)]
+    rows = reduced_rows(skip, variant)
     if not len(rows):
         return None
     return rows.pivot(index="skipped", columns="affected", values="value").sort_index().to_numpy()

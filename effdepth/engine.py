@@ -55,6 +55,10 @@ class ProbeConfig:
     positions: str = positions.ALL  # the measured positions (effdepth.positions); the forward covers the text
 
     def __post_init__(self) -> None:
+        if self.probes is None:
+            self.probes = DEFAULT_PROBES
+        if isinstance(self.probes, str):  # "cosine" or "cosine,logit_lens": names, not letters
+            self.probes = tuple(p.strip() for p in self.probes.split(",") if p.strip())
         self.probes = tuple(self.probes)
         unknown = set(self.probes) - set(PROBES)
         if unknown or not self.probes:
@@ -73,6 +77,9 @@ class ProbeConfig:
                               f"choose from {', '.join(igrad.PARTS)}.")
         if self.answer is not None:  # " Yoko Ono" and "Yoko Ono" pick the same tokens: one cache key
             self.answer = self.answer.strip() or None
+        if isinstance(self.ig_steps, bool) or not isinstance(self.ig_steps, (int, float)) \
+                or int(self.ig_steps) != self.ig_steps:
+            raise PromptError(f"ig_steps is a whole number of steps (P2 uses 256), not {self.ig_steps!r}.")
         if not 1 <= int(self.ig_steps) <= MAX_IG_STEPS:
             raise PromptError(f"Integrated gradients need at least 1 step and at most {MAX_IG_STEPS} "
                               f"(P2 uses 256), not {int(self.ig_steps)}.")
@@ -118,7 +125,9 @@ def check_text(text, what: str = "The prompt") -> str:
     Checked before any model loads: a lone surrogate (from invalid UTF-8 bytes on a command line, or a
     ``\\ud800`` escape in JSON) cannot be tokenized and would otherwise fail deep in the tokenizer.
     """
-    if text is None or not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        raise PromptError(f"{what} must be text (a str), not {type(text).__name__}.")
+    if text is None or not text.strip():
         raise PromptError(f"{what} is empty. Type some text or pick an example / benchmark item.")
     try:
         text.encode("utf-8")
@@ -189,7 +198,7 @@ def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
 def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_template: bool = False,
                progress: Progress | None = None,
                extra_meta: dict | None = None, on_result: Callable[[RunResult], None] | None = None,
-               reuse: RunResult | None = None) -> RunResult:
+               reuse: RunResult | None = None, derived_dir=None) -> RunResult:
     """Run the configured probes on one prompt; every number comes from one clean pass + replays.
 
     The run holds the model alone (``effdepth.turns``): hooks and replays of two runs never mix. A run
@@ -201,6 +210,8 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
     finished probes), so a page or the CLI shows each probe as soon as it is done. ``reuse``: an earlier
     run of the same model, text and dtype whose probes (those run with the same options) are taken
     instead of computed again; the clean forward pass always runs (the invariants are measured anew).
+    ``derived_dir``: where fits a probe derives once per model are kept (the shortcut lens, the erasure
+    baseline): beside the result cache the caller chose (None: the project's cache folder).
     """
     config = config or ProbeConfig()
     notify = progress or (lambda stage, frac=None: None)
@@ -216,7 +227,7 @@ def run_probes(loaded, text: str, config: ProbeConfig | None = None, chat_templa
 
     with turns.turn_on(loaded.model, on_wait=on_wait):
         return _run_probes(loaded, text, ids, config, chat_template, answer_len, notify, extra_meta, on_result,
-                           reuse, measured)
+                           reuse, measured, derived_dir)
 
 
 def _with_answer_tokens(loaded, text: str, extra_meta: dict | None, chat_template: bool,
@@ -239,7 +250,7 @@ WAITING_STAGE = "waiting for another run on this model"
 def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_template: bool,
                 answer_len: int | None, notify: Progress, extra_meta: dict | None,
                 on_result: Callable[[RunResult], None] | None = None,
-                reuse: RunResult | None = None, measured: list[int] | None = None) -> RunResult:
+                reuse: RunResult | None = None, measured: list[int] | None = None, derived_dir=None) -> RunResult:
     """The probes in order; a run stopped after some of them (an exception from ``notify``: the stop
     button, a closed tab) carries the finished ones as ``err.partial_result``, a complete run of a config
     with just those probes, which the caller may keep."""
@@ -251,7 +262,8 @@ def _run_probes(loaded, text: str, ids: torch.Tensor, config: ProbeConfig, chat_
     plan = stages.plan_pass(computed, measured, len(ids), answer_len)
     clean = clean_pass(loaded.model, ids[None], rows=plan.rows, window=plan.window,
                        logit_positions=_decoded_positions(config, measured, answer_len, len(ids)))
-    parts = stages.Parts(checks=trust_checks(clean.trace, clean.taps, loaded.dtype), measured=measured)
+    parts = stages.Parts(checks=trust_checks(clean.trace, clean.taps, loaded.dtype), measured=measured,
+                         derived_dir=derived_dir)
     parts.timings["forward"] = time.perf_counter() - clock
 
     def so_far() -> RunResult:
@@ -379,6 +391,14 @@ def default_answer(text: str) -> str:
     return words[-1] if words else ""
 
 
+def answer_span(given: str | None, item_answer: str | None, text: str) -> str:
+    """The erasure / IG answer span, the same in the CLI, the app and the API: the one given, else a
+    benchmark item's gold answer, else the text's last word."""
+    if given and given.strip():
+        return given
+    return item_answer if item_answer else default_answer(text)
+
+
 def check_answer(text: str, answer: str | None, chat_template: bool = False) -> str:
     """The stripped answer span if erasure / IG can measure it on ``text`` (PromptError otherwise).
 
@@ -430,7 +450,7 @@ def _skip_curves(matrix: pd.DataFrame, output: pd.DataFrame) -> pd.DataFrame:
         rows += [{"metric": "skip_layer_effect", "layer": s, "value": float(v)}
                  for s, v in enumerate(depth.layer_effect(fut))]
     for variant, metric in (("future", "skip_output"), ("current", "skip_output_current")):
-        sel = output[(output["variant"] == variant) & (output["split"] == SPLIT_MAX)]
+        sel = contract.reduced_rows(output, variant)
         rows += [{"metric": metric, "layer": int(r.skipped), "value": float(r.value)}
                  for r in sel.itertuples()]
     return pd.DataFrame(rows, columns=["metric", "layer", "value"])

@@ -41,7 +41,19 @@ class PromptError(EffdepthError):
 
 
 class CacheError(EffdepthError):
-    """The on-disk cache (embedded model files, safetensors copies, result store) is unusable."""
+    """The on-disk cache (embedded model files, safetensors copies, result store) is unusable.
+
+    ``kind`` says how, for a page to offer the right way out: ``read-only`` (cannot be written), ``locked``
+    (another process holds it), ``damaged`` (not a readable cache: it can be moved aside), ``missing`` (a run
+    or a file that is not there), ``other``."""
+
+    KINDS = ("read-only", "locked", "damaged", "missing", "other")
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown CacheError kind {kind!r}; one of {', '.join(self.KINDS)}")
+        super().__init__(message)
+        self.kind = kind
 
 
 class RunCheckError(EffdepthError):

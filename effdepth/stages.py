@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,6 +45,7 @@ class Parts:
     notes: list[str] = field(default_factory=list)
     shortcut_fit: dict | None = None  # the shortcut lens's fit report (recipe, tokens, held-out KL)
     measured: list[int] | None = None  # the measured positions (None: all)
+    derived_dir: object = None  # where per-model fits are kept (None: the project's cache folder)
     #: hears a probe's results so far while it runs (the skip matrix as its layers fill); set by the engine
     on_partial: Callable[[str, object], None] | None = None
 
@@ -154,10 +156,9 @@ def _stage_logit_lens(loaded, clean: CleanPass, config: ProbeConfig, answer_len,
 
 def _stage_shortcut_lens(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                          parts: Parts) -> None:
-    from effdepth import models
     from effdepth.linear import lens
 
-    fitted = lens.shortcut_lens(loaded, models.cache_dir() / "lenses", progress=notify)  # says so when it fits
+    fitted = lens.shortcut_lens(loaded, derived(parts) / "lenses", progress=notify)  # says so when it fits
     notify(shortcut_lens.STAGE, None)
     frame = shortcut_lens.shortcut_lens(measured(clean, parts), clean.taps, fitted.transform, progress=notify)
     parts.layer_token.append(at_positions(frame, parts.measured))
@@ -199,7 +200,7 @@ def _stage_skip(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notif
 def _stage_erasure(loaded, clean: CleanPass, config: ProbeConfig, answer_len, notify: Progress,
                    parts: Parts) -> None:
     notify("residual erasure: baseline", None)
-    baseline = erasure_baseline(loaded)
+    baseline = erasure_baseline(loaded, derived(parts))
     parts.erasure = erasure.residual_erasure(clean.replayer(), baseline, answer_len, positions=parts.measured,
                                              progress=lambda stage, frac: notify(stage, frac))
 
@@ -224,9 +225,17 @@ STAGES = {"cosine": _stage_cosine, "logit_lens": _stage_logit_lens, "shortcut_le
 _BASELINES: dict[tuple[str, str], torch.Tensor] = {}
 
 
-def erasure_baseline(loaded) -> torch.Tensor:
+def derived(parts: Parts):
+    """The folder of the run's per-model fits: beside the result cache, else the project's cache folder."""
+    from effdepth import models
+
+    return Path(parts.derived_dir) if parts.derived_dir is not None else models.cache_dir()
+
+
+def erasure_baseline(loaded, directory=None) -> torch.Tensor:
     """P2's erasure baseline for this model: mean h_k over all positions of the first 10 GSM8K
-    prompts, fp32 [L+1, d]; kept in memory and in ``cache/baselines/`` (safetensors) per weights."""
+    prompts, fp32 [L+1, d]; kept in memory and in ``<directory>/baselines/`` (safetensors) per weights
+    (``directory`` None: the project's cache folder)."""
     from safetensors.torch import load_file, save_file
 
     from effdepth import datasets, models
@@ -234,7 +243,8 @@ def erasure_baseline(loaded) -> torch.Tensor:
     key = (loaded.spec.fingerprint, loaded.dtype)
     if key in _BASELINES:
         return _BASELINES[key]
-    path = models.cache_dir() / "baselines" / f"{key[0]}-{key[1]}.safetensors"
+    folder = Path(directory) if directory is not None else models.cache_dir()
+    path = folder / "baselines" / f"{key[0]}-{key[1]}.safetensors"
     expected = (loaded.n_layers + 1, loaded.d_model)
     if path.exists():
         try:

@@ -103,7 +103,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CacheError(f"Cannot create the cache directory {self.path.parent} ({exc}). "
-                             "Use --cache to pick another file.") from exc
+                             "Use --cache to pick another file.", kind="read-only") from exc
         if self.path.is_dir():
             raise CacheError(f"The cache path {self.path} is a directory; give a file path with --cache.")
 
@@ -131,7 +131,8 @@ class Store:
         if not self.writable():
             raise CacheError(f"The cache {self.path} is read-only (its file or directory cannot be written), so "
                              "a new result could not be stored: nothing was computed. Cached runs can still be "
-                             "viewed and exported. Use --cache (or EFFDEPTH_CACHE) to pick a writable file.")
+                             "viewed and exported. Use --cache (or EFFDEPTH_CACHE) to pick a writable file.",
+                             kind="read-only")
 
     # ------------------------------------------------------------------------------------------
     # Connections
@@ -152,7 +153,7 @@ class Store:
         return CacheError(
             f"The cache file {self.path} is not a readable DuckDB cache ({detail}). Nothing was deleted. "
             f"Run `{self.reset_command}` to move it aside (to {self.path.name}.corrupt-<timestamp>) and "
-            "start a new cache, or use --cache to pick another file.")
+            "start a new cache, or use --cache to pick another file.", kind="damaged")
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         """Connect, retrying on lock conflicts for up to ``lock_timeout`` seconds."""
@@ -170,13 +171,15 @@ class Store:
                 if not _is_lock_error(exc):
                     if "permission denied" in str(exc).lower():
                         raise CacheError(f"The cache file {self.path} cannot be opened ({exc}). Check its "
-                                         "permissions or use --cache to pick another file.") from exc
+                                         "permissions or use --cache to pick another file.",
+                                         kind="read-only") from exc
                     raise self._corrupt_error(exc) from exc
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise CacheError(
                         f"The cache file {self.path} is locked by another process ({_lock_holder(exc)}) for more "
-                        f"than {self.lock_timeout:g} s. Close it or use --cache to pick another file.") from exc
+                        f"than {self.lock_timeout:g} s. Close it or use --cache to pick another file.",
+                        kind="locked") from exc
                 time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
                 delay = min(delay * 2, 0.5)
             except OSError as exc:
@@ -217,18 +220,19 @@ class Store:
                 raise CacheError(
                     f"The cache file {self.path} has schema version {version}, this effdepth uses "
                     f"{SCHEMA_VERSION}. Nothing was changed. Run `{self.reset_command}` to move it aside and "
-                    "start a new cache, or use --cache to pick another file.")
+                    "start a new cache, or use --cache to pick another file.", kind="damaged")
         elif existing:
             raise CacheError(
                 f"The cache file {self.path} is a DuckDB database but not an effdepth cache (tables: "
                 f"{', '.join(sorted(existing))}). Nothing was changed. Use --cache to pick another file, or "
-                f"`{self.reset_command}` to move it aside.")
+                f"`{self.reset_command}` to move it aside.", kind="damaged")
         else:
             con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
             con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         if self.read_only:
             if "runs" not in existing:
-                raise CacheError(f"The read-only cache file {self.path} holds no runs table; nothing to show.")
+                raise CacheError(f"The read-only cache file {self.path} holds no runs table; nothing to show.",
+                                 kind="read-only")
             return  # viewing only: tables an older cache lacks read as empty
         if "runs" not in existing:
             cols = ", ".join(f"{_quote(c)} {t}" for c, t, _ in RUN_COLUMNS)
@@ -428,7 +432,8 @@ class Store:
         with self.transaction() as con:
             meta = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
             if not len(meta):
-                raise CacheError(f"No run {run_id!r} in the cache {self.path}. `effdepth runs` lists the runs.")
+                raise CacheError(f"No run {run_id!r} in the cache {self.path}. `effdepth runs` lists the runs.",
+                                 kind="missing")
             frames = {"meta": meta}
             for name in TABLES:
                 frame = self._read_table(con, name, run_id)
@@ -477,7 +482,8 @@ class Store:
             except duckdb.Error as exc:
                 if _is_lock_error(exc):
                     raise CacheError(f"The cache file {self.path} is locked by another process "
-                                     f"({_lock_holder(exc)}); close it before resetting the cache.") from exc
+                                     f"({_lock_holder(exc)}); close it before resetting the cache.",
+                                     kind="locked") from exc
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             n = 1

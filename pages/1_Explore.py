@@ -358,8 +358,9 @@ def _shortcut_run(view, run_store, result):
         offer = st.empty()  # the run is drawn where the offer stood (no stale button above the result)
         with offer.container():
             st.caption("The linear shortcut lens of this text is not in the cache. Its first run on a model fits "
-                       "the lens (one forward pass over the shipped text, ~16k tokens, and a ridge fit per layer; a "
-                       "minute or more on a CPU), which is kept for every later text.")
+                       f"the lens (one forward pass over the shipped text, ~{app.corpus_tokens() / 1000:.0f}k "
+                       "tokens, and a ridge fit per layer; a minute or more on a CPU), which is kept for every later "
+                       "text.")
             if view.demo:
                 st.info("Demo mode loads no model; pick the logit lens.", icon=":material/block:")
                 return None

@@ -31,6 +31,7 @@ def _sidebar(view) -> None:
                     format_func=lambda n: "no" if n == 0 else str(n),
                     help="A thinks, both read: model A writes this many tokens after the prompt (greedy), then "
                          "both models are probed on the prompt followed by A's continuation.")
+            ui.positions_input(st.sidebar, both=True)
             st.divider()
         ui.demo_toggle(view)
 
@@ -58,7 +59,7 @@ def _model_run(view, run_store, which: str, name: str, dtype: str, results: dict
     text, chat = (generation.full_text, False) if generation is not None else (view.prompt, view.chat)
     if results[which] is None and not (view.generate and generation is None):
         app.check_prompt(text)
-        _, results[which] = app.find_cached(run_store, name, text, dtype, chat)
+        _, results[which] = app.find_cached(run_store, name, text, dtype, chat, positions=view.positions)
     if results[which] is not None:
         meta = results[which].meta
         st.caption(f"run `{meta['run_id']}` · L = {meta['n_layers']} · T = {meta['n_tokens']} · "
@@ -82,21 +83,24 @@ def _offer_compute(view, run_store, which: str, name: str, dtype: str, results: 
     notice.info(f"{app.md(name)} ({dtype}) on this " + ("prompt + continuation" if view.generate else "prompt")
                 + " is not in the cache yet.", icon=":material/hourglass_top:")
     label = f"Continue with {which.upper()}, then compute it" if writes else f"Compute {which.upper()}"
+    config = app.config_for(positions=view.positions)
     if not button.button(label, key=f"compute_{which}", type="primary", icon=":material/play_arrow:"):
         return
     notice.empty()
     button.empty()
     if writes:
         results[which] = ui.continue_and_compute(run_store, name, view.prompt, dtype, view.chat, view.generate,
-                                                 seed=view.sample_seed or None, temperature=view.temperature)
+                                                 seed=view.sample_seed or None, temperature=view.temperature,
+                                                 positions=view.positions)
         computed[results[which].run_id] = True
         st.rerun()  # model B's offer now reads the continuation
     elif generation is not None:
         extra = generation.run_meta() if which == "a" else app.reader_meta(generation, view.model, name)
         results[which] = ui.compute(run_store, name, generation.full_text, dtype, False,
-                                    label=f"Model {which.upper()}", extra_meta=extra)
+                                    label=f"Model {which.upper()}", extra_meta=extra, config=config)
     else:
-        results[which] = ui.compute(run_store, name, view.prompt, dtype, view.chat, label=f"Model {which.upper()}")
+        results[which] = ui.compute(run_store, name, view.prompt, dtype, view.chat, label=f"Model {which.upper()}",
+                                    config=config)
     computed[results[which].run_id] = True
 
 
@@ -180,26 +184,31 @@ def _heatmaps(view, a, b, label_a: str, label_b: str) -> str:
     metric = view.cmp_metric
     domain = charts.shared_domain(metric, a.tables["layer_token"], b.tables["layer_token"])
     heat_a, heat_b = st.columns(2, gap="medium")
-    with heat_a:
-        ui.chart(charts.layer_token_heatmap(a.tables["layer_token"], a.tables["tokens"], metric, a.tables["ed"],
-                                            domain=domain, title=f"{label_a}: {charts.METRICS[metric][0]}",
-                                            select=False, max_labels=24, boundary=app.continuation_start(a.meta)),
-                 f"{label_a}_{metric}", "cmp_heat_a")
-    with heat_b:
-        ui.chart(charts.layer_token_heatmap(b.tables["layer_token"], b.tables["tokens"], metric, b.tables["ed"],
-                                            domain=domain, title=f"{label_b}: {charts.METRICS[metric][0]}",
-                                            select=False, max_labels=24, boundary=app.continuation_start(b.meta)),
-                 f"{label_b}_{metric}", "cmp_heat_b")
-    st.caption(f"Both heatmaps use one colour domain: {app.domain_text(metric, domain)}.")
+    shown = {}
+    for column, run, label, key in ((heat_a, a, label_a, "cmp_heat_a"), (heat_b, b, label_b, "cmp_heat_b")):
+        window = app.heatmap_window(run.meta, run.tables, view.win)  # a long trace: the last window
+        shown[key] = window
+        cut = app.window_tables(run.tables, window)
+        with column:
+            ui.chart(charts.layer_token_heatmap(cut["layer_token"], cut["tokens"], metric, run.tables["ed"],
+                                                domain=domain, title=f"{label}: {charts.METRICS[metric][0]}",
+                                                select=False, max_labels=24,
+                                                boundary=app.continuation_start(run.meta)),
+                     f"{label}_{metric}", key)
+    st.caption(f"Both heatmaps use one colour domain: {app.domain_text(metric, domain)}."
+               + ("" if not any(shown.values()) else " A long trace: each heatmap draws its last "
+                  f"{app.window_width(int(a.meta['n_layers']))} measured positions (Explore moves the window)."))
     return metric
 
 
-def _delta(a, b, label_a: str, label_b: str, metric: str) -> None:
+def _delta(view, a, b, label_a: str, label_b: str, metric: str) -> None:
     """Draws the Δ heatmap B − A, or says why the two grids do not correspond."""
     mismatch = app.grid_mismatch(a, b)
     if mismatch is None:
         st.subheader(f"Δ = {app.md(label_b)} − {app.md(label_a)}")
-        ui.chart(charts.delta_heatmap(a.tables["layer_token"], b.tables["layer_token"], a.tables["tokens"], metric,
+        window = app.heatmap_window(a.meta, a.tables, view.win)
+        cut_a, cut_b = app.window_tables(a.tables, window), app.window_tables(b.tables, window)
+        ui.chart(charts.delta_heatmap(cut_a["layer_token"], cut_b["layer_token"], cut_a["tokens"], metric,
                                       (label_a, label_b)), f"delta_{metric}", "cmp_delta")
         st.caption("Diverging scale centred at 0, symmetric around it (clipped at the 98th percentile of |Δ| for "
                    "unbounded quantities).")
@@ -255,7 +264,7 @@ def main() -> None:
         _ed_table(a, b, label_a, label_b)
         _curves(a, b, label_a, label_b)
         metric = _heatmaps(view, a, b, label_a, label_b)
-        _delta(a, b, label_a, label_b, metric)
+        _delta(view, a, b, label_a, label_b, metric)
     _linear_maps(view, run_store)
     ui.sync_url(view)
 

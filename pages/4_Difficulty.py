@@ -157,7 +157,9 @@ def _item_picker(view, item_set, options: list, selected, eds) -> None:
     pick, link = st.columns([3, 1], gap="medium", vertical_alignment="bottom")
 
     def _on_item() -> None:
-        st.session_state[ui.STATE].item = st.session_state["w_diff_item"]
+        picked = st.session_state.get("w_diff_item")
+        if picked is not None:  # dropped by a live sweep's rerun meanwhile: keep the item shown
+            st.session_state[ui.STATE].item = picked
 
     st.session_state["w_diff_item"] = selected
     pick.selectbox("Item", options, key="w_diff_item", on_change=_on_item,

@@ -54,6 +54,11 @@ def main() -> None:
     st.html(_CSS)
     slides = app.parse_slides(view.slides)
     made = not slides
+    asked = str(st.query_params.get("slides") or "")
+    if made and asked.strip():  # the link's slides were all malformed (the URL parser left them out)
+        st.warning(f"The link's slides ({app.md(asked[:80])}) name nothing this page can show: each is kind:ref, "
+                   f"kind one of {', '.join(app.SLIDE_KINDS)}. Showing a talk made from the cache instead.",
+                   icon=":material/link_off:")
     if made:
         with ui.guard():
             slides = app.default_talk(run_store)

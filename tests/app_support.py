@@ -72,14 +72,28 @@ def compute_run(model: str, text: str, dtype: str = "float32"):
     return engine.run_probes(loaded, text, config)
 
 
+def code_hash() -> str:
+    """A hash of every source file of the package: a run memoised by an older engine is never reused."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1] / "effdepth"
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cached_run(cache_dir: Path, model: str, text: str, dtype: str = "float32"):
-    """``compute_run`` memoised on disk under ``cache_dir`` by the run id (no model load on a hit)."""
+    """``compute_run`` memoised on disk under ``cache_dir`` by the run id and the code's own hash (no model load
+    on a hit; a change anywhere in the engine runs it again, even one that keeps the probe version)."""
     from effdepth import app
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    code = code_hash()
     for key in app.run_keys(model, text, dtype, False):
-        path = cache_dir / f"{key}.pkl"
+        path = cache_dir / f"{key}-{code}.pkl"
         if path.is_file():
             try:
                 result = pickle.loads(path.read_bytes())
@@ -87,8 +101,11 @@ def cached_run(cache_dir: Path, model: str, text: str, dtype: str = "float32"):
                 return type(result)(meta=result.meta, tables=dict(result.tables))
             except Exception:  # a stale or truncated pickle: recompute
                 path.unlink(missing_ok=True)
+    for stale in cache_dir.glob("*.pkl"):  # pickles of other code
+        if not stale.name.endswith(f"-{code}.pkl"):
+            stale.unlink(missing_ok=True)
     result = compute_run(model, text, dtype)
-    (cache_dir / f"{result.run_id}.pkl").write_bytes(pickle.dumps(result))
+    (cache_dir / f"{result.run_id}-{code}.pkl").write_bytes(pickle.dumps(result))
     return result
 
 

@@ -40,6 +40,7 @@ from effdepth.app.inputs import (
     run_keys,
 )
 from effdepth.app.lenses import (
+    corpus_tokens,
     fit_caption,
     held_out_kl,
     lens_domain,
@@ -83,6 +84,8 @@ from effdepth.app.state import (
     adopt_meta,
     clamp_position,
     compare_models,
+    demo_locked,
+    public_model_name,
     query_for_pair,
     query_for_run,
     state_from_query,
@@ -156,6 +159,7 @@ __all__ = [
     "parse_slides",
     "slide_view",
     "fit_caption",
+    "corpus_tokens",
     "held_out_kl",
     "lens_domain",
     "lens_ed_table",
@@ -215,6 +219,8 @@ __all__ = [
     "COMPARE_METRICS",
     "ViewState",
     "state_from_query",
+    "demo_locked",
+    "public_model_name",
     "state_to_query",
     "query_for_run",
     "query_for_pair",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from effdepth import generate
+from effdepth import generation as generate
 from effdepth.app.inputs import check_prompt, config_for, resolve
 from effdepth.app.running import compute_run
 from effdepth.contract import Progress
@@ -34,18 +34,15 @@ def continue_and_compute(store, name: str, text: str, dtype: str, chat: bool, n_
     """(Generation, RunResult): the model continues ``text`` by ``n_new`` tokens (greedy, or sampled with
     ``seed``; cached), then the probes read text + continuation as raw text (a chat template is already
     rendered into it)."""
-    text = check_prompt(text)
-    store.check_writable()  # neither the continuation nor the run is computed for a cache that cannot keep them
-    settings, key = _settings_and_key(name, dtype, text, chat, n_new, seed, temperature)
+    from effdepth.compute import Request, continuation, reading
 
-    def write():
-        with holder.lease(name, dtype, progress) as loaded:
-            return generate.continue_text(loaded, text, settings, on_text=on_text, progress=progress)
-
-    generation = generate.cached_or_written(generate.directory_for(store), key, write)
-    extra = generation.run_meta()
-    result = compute_run(store, name, generation.full_text, dtype, False, holder, progress,
-                         config=config_for(positions=positions), on_result=on_result, extra_meta=extra)
+    request = Request(check_prompt(text), dtype, chat, config_for(positions=positions))
+    settings = generate.settings_for(n_new, seed, temperature, chat)
+    generation = continuation(store, request, settings, lambda notify: holder.lease(name, dtype, notify),
+                              resolve(name).fingerprint, progress=progress, on_text=on_text)
+    read = reading(request, generation, answer_given=False)
+    result = compute_run(store, name, read.text, read.dtype, False, holder, progress, config=read.config,
+                         on_result=on_result, extra_meta=dict(read.extra_meta))
     return generation, result
 
 

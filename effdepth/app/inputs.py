@@ -76,10 +76,8 @@ def current_item(view: ViewState):
 
 def answer_for(view: ViewState) -> str:
     """The erasure / IG answer span: the view's own, else the item's gold answer, else the last word."""
-    if view.answer and view.answer.strip():
-        return view.answer
-    item = current_item(view)
-    return item.answer if item is not None else engine.default_answer(view.prompt or "")
+    item = current_item(view) if not (view.answer and view.answer.strip()) else None
+    return engine.answer_span(view.answer, item.answer if item is not None else None, view.prompt or "")
 
 
 def attribution_config(answer: str, ig_steps: int, probes: Sequence[str] = ("erasure", "igrad"),

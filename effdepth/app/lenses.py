@@ -104,3 +104,10 @@ def maps_listing(store) -> pd.DataFrame:
     listing = mapstore.maps(store).drop(columns=["source_fingerprint", "target_fingerprint"])
     return listing.rename(columns={"source_name": "source", "target_name": "target", "n_fit_tokens": "fit tokens",
                                    "n_held_tokens": "held-out tokens"})
+
+
+def corpus_tokens() -> int:
+    """The shipped fit text's size in tokens (estimated from its characters), as the page says it."""
+    from effdepth.datasets import corpus
+
+    return corpus.estimated_tokens()

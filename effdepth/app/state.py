@@ -21,6 +21,7 @@ from effdepth.app.options import (
     SUBLAYERS,
     default_model,
 )
+from effdepth.contract import DEFAULT_IG_STEPS
 from effdepth.errors import PromptError
 
 
@@ -45,7 +46,7 @@ class ViewState:
     cmp_metric: str = "cos_layer"
     demo: bool = False
     answer: str | None = None  # erasure / IG answer span (None: the item's gold answer or the last word)
-    ig_steps: int = 64
+    ig_steps: int = DEFAULT_IG_STEPS  # the CLI's and the API's too (effdepth.contract)
     attr: str = "erasure"  # which attribution heatmap Explore shows: erasure | ig_layer | ig_attn | ig_mlp
     # Difficulty page and Compare's benchmark-items mode (effdepth/difficulty.py)
     cmp_mode: str = "prompt"  # Compare: "prompt" (one prompt) | "items" (benchmark items)
@@ -107,8 +108,25 @@ def _first(value) -> str | None:
     return str(value)
 
 
+def demo_locked() -> bool:
+    """Whether this server runs in demo mode for every visitor (``EFFDEPTH_DEMO=1``, ``make run DEMO=1``): no URL
+    or widget lifts it, so a talk's or a lab's server never loads a model, starts work or deletes a run."""
+    import os
+
+    return os.environ.get("EFFDEPTH_DEMO", "").strip().lower() in _TRUE
+
+
+def public_model_name(name: str) -> str:
+    """A model's name as a visitor of a demo server may see it: an embedded name as is, a path or hub id as
+    "a local model" (the server's folders are not the visitor's business)."""
+    from effdepth.models import EMBEDDED
+
+    return name if name in EMBEDDED else "a local model"
+
+
 def state_from_query(query: Mapping[str, object]) -> ViewState:
-    """Parse URL query parameters; unknown or invalid values fall back to defaults (never raise)."""
+    """Parse URL query parameters; unknown or invalid values fall back to defaults (never raise). On a server
+    locked in demo mode (``demo_locked``) the view is in demo mode whatever the URL says."""
     values: dict[str, object] = {}
     for f in fields(ViewState):
         raw = _first(query.get(f.name))
@@ -117,6 +135,8 @@ def state_from_query(query: Mapping[str, object]) -> ViewState:
             values[f.name] = value
     if "model" in values and "model_b" not in values:
         values["model_b"] = values["model"]
+    if demo_locked():
+        values["demo"] = True
     return ViewState(**values)
 
 

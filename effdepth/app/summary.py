@@ -285,18 +285,10 @@ def lens_topk_table(lens_topk: pd.DataFrame, pos: int) -> pd.DataFrame:
 
 
 def error_kind(err: BaseException) -> str:
-    """"corrupt" | "locked" | "other" for a CacheError (decides whether to offer moving the file aside)."""
-    if not isinstance(err, CacheError):
-        return "other"
-    kind = getattr(err, "kind", None) or getattr(err, "reason", None)
-    if kind in ("corrupt", "locked"):
-        return kind
-    text = str(err).lower()
-    if "corrupt" in text or ("move" in text and "aside" in text) or "not a valid" in text:
-        return "corrupt"
-    if "lock" in text or "in use" in text or "busy" in text:
-        return "locked"
-    return "other"
+    """"corrupt" | "locked" | "other" for a CacheError (decides whether to offer moving the file aside), read
+    from the error's ``kind``."""
+    kind = getattr(err, "kind", None) if isinstance(err, CacheError) else None
+    return {"damaged": "corrupt", "locked": "locked"}.get(kind, "other")
 
 
 def attribution_estimate(meta: Mapping, ig_steps: int) -> str:

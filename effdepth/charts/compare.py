@@ -23,6 +23,7 @@ from effdepth.charts.style import (
     _layer_ticks,
     default_domain,
     ed_rows,
+    first_position,
     heatmap_height,
     token_axis,
     token_labels,
@@ -91,7 +92,7 @@ def delta_heatmap(layer_token_a: pd.DataFrame, layer_token_b: pd.DataFrame, toke
         bound = float(np.quantile(np.abs(diff["value"]), 0.98)) if len(diff) else 1.0
     bound = bound if bound > 0 else 1.0
     frame = _token_frame(diff, tokens, metric)
-    toks = token_labels(tokens.sort_values("pos")["token"].tolist())
+    toks = token_labels(tokens.sort_values("pos")["token"].tolist(), first_position(tokens))
     n_layers = int(frame["layer"].max()) + 1 if len(frame) else 1
     rect = alt.Chart(frame).mark_rect().encode(
         x=alt.X("label:O", sort=toks, axis=token_axis(toks, max_labels=max_labels), scale=alt.Scale(paddingInner=0)),

@@ -31,7 +31,7 @@ from effdepth.charts.style import (
     token_labels,
     visible_token,
 )
-from effdepth.contract import SPLIT_MAX
+from effdepth.contract import reduced_rows
 
 
 def _token_frame(layer_token: pd.DataFrame, tokens: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -138,7 +138,7 @@ def noise_floor(skip: pd.DataFrame, variant: str) -> float | None:
 
 
 def skip_matrix_frame(skip: pd.DataFrame, variant: str) -> pd.DataFrame:
-    rows = skip[(skip["variant"] == variant) & (skip["split"] == SPLIT_MAX) & (skip["skipped"] >= 0)]
+    rows = reduced_rows(skip, variant, noise=False)
     rows = rows[["skipped", "affected", "value"]].copy()
     for col in ("skipped", "affected"):
         rows[col] = rows[col].astype(int)
@@ -175,8 +175,7 @@ def skip_chart(skip: pd.DataFrame, skip_output: pd.DataFrame, variant: str = "fu
         width=height if width == "container" else width, height=height,
         title=alt.Title(title or f"max relative change of later layers' contributions ({variant})",
                         anchor="start", fontSize=13))
-    out = skip_output[(skip_output["variant"] == variant) & (skip_output["split"] == SPLIT_MAX)
-                      & (skip_output["skipped"] >= 0)][["skipped", "value"]].copy()
+    out = reduced_rows(skip_output, variant, noise=False)[["skipped", "value"]].copy()
     out["skipped"] = out["skipped"].astype(int)
     out["value"] = out["value"].astype(float)
     bars = alt.Chart(out).mark_bar(color="#4c78a8").encode(

@@ -102,33 +102,29 @@ def _say_estimate(args, progress, loaded, request) -> None:
 
 def _generated(args, spec, request, store, progress):
     """(Generation, the model that wrote it, or None when it came from the cache) for ``--generate``."""
-    from effdepth import generate, models
+    from effdepth import generation as generate
+    from effdepth import models
+    from effdepth.compute import continuation
 
     settings = generate.settings_for(args.generate, args.sample_seed, args.temperature, request.chat_template)
-    key = generate.cache_key(spec.fingerprint, args.dtype, request.text, settings)
     writer: dict = {}
 
-    def write():
-        writer["model"] = models.load_model(spec, args.dtype, progress=progress, device_map=args.device_map)
-        generation = generate.continue_text(writer["model"], request.text, settings, progress=progress)
-        progress.close()
-        return generation
+    @contextmanager
+    def take(notify):
+        writer["model"] = models.load_model(spec, args.dtype, progress=notify, device_map=args.device_map)
+        try:
+            yield writer["model"]
+        finally:
+            progress.close()
 
-    directory = None if store is None else generate.directory_for(store)
-    return generate.cached_or_written(directory, key, write), writer.get("model")
+    return continuation(store, request, settings, take, spec.fingerprint, progress=progress), writer.get("model")
 
 
 def _with_continuation(args, request, generation):
-    """The request for the text + continuation (raw text: a chat template is already rendered in it)."""
-    import dataclasses
+    """The request for the text + continuation (``compute.reading``)."""
+    from effdepth.compute import reading
 
-    from effdepth.compute import Request
-
-    extra = {**(request.extra_meta or {}), **generation.run_meta()}
-    config = request.config
-    if config.answer is not None and args.answer is None:  # the default answer: the continuation's last word
-        config = dataclasses.replace(config, answer=_answer(args, generation.full_text))
-    return Request(generation.full_text, request.dtype, False, config, extra)
+    return reading(request, generation, answer_given=args.answer is not None)
 
 
 def _shorten(text: Any, width: int) -> str:

@@ -86,9 +86,11 @@ def _linmap_seconds(pair: tuple[str, str]) -> float:
     source, target = app.model_shape(pair[0]), app.model_shape(pair[1])
     if source is None or target is None:
         return 0.0
-    tokens = 16_000
+    from effdepth.datasets import corpus
+
+    tokens, fit = corpus.estimated_tokens(), corpus.estimated_tokens(held_out=False)
     forward = sum(tokens * shape[0] * 2 * 12 * shape[1] ** 2 for shape in (source, target))
-    normal = 2 * 13_000 * (source[1] + 1) * (target[0] + 1) * target[1] * (source[0] + 1)
+    normal = 2 * fit * (source[1] + 1) * (target[0] + 1) * target[1] * (source[0] + 1)
     return estimate.seconds(forward) + 2 * estimate.seconds(normal)
 
 
@@ -99,12 +101,16 @@ def cmd_demo(args) -> int:
     pair = tuple(m.strip() for m in args.pair.split(",")) if args.pair else tuple(app.DEMO_PAIR)
     if len(pair) != 2 or not all(pair):
         raise PromptError(f"--pair takes two models, shallow first: A,B (not {args.pair!r}).")
+    _check_names(models, pair, args.dtype)  # every name and the pair, before any plan or work
     steps = plan(models, args.sweep_n, pair)
     total = sum(s.seconds for s in steps)
-    print(f"talk set: {len(steps)} steps, roughly {total / 60:.0f} min at ~100 GFLOP/s (weight FLOPs only: "
-          "attention and per-item overheads are left out; cached steps take no time)")
+    print(f"talk set: {len(steps)} steps, roughly {total / 60:.0f} min at {estimate.rate(args.dtype) / 1e9:.0f} "
+          f"GFLOP/s ({args.dtype}, measured here; per-item overheads are left out; cached steps take no time)")
     for step in steps:
         print(f"  {step.label:<55} ~{step.seconds / 60:5.1f} min")
+    peak = _peak_bytes(steps, args.dtype)
+    if peak is not None:
+        print(f"peak memory ~{peak / 2**30:.1f} GB (one model in memory at a time; the largest step's load or fit)")
     if args.plan:
         return 0
     store = _store(args)
@@ -125,6 +131,33 @@ def cmd_demo(args) -> int:
     print(f"talk set ready in {time.perf_counter() - clock:.0f} s; `make run` and switch demo mode on "
           "(or open any page with ?demo=1)")
     return 0
+
+
+def _check_names(names: list[str], pair: tuple[str, str], dtype: str) -> None:
+    """Every model resolves and the pair can be mapped (PromptError / ModelNotFoundError), before any work."""
+    from effdepth import linear
+    from effdepth import models as registry
+
+    specs = {name: registry.resolve_model(name) for name in dict.fromkeys([*names, *pair])}
+    linear.check_pair(specs[pair[0]], specs[pair[1]], dtype, dtype)
+
+
+def _peak_bytes(steps: list[Step], dtype: str) -> int | None:
+    """The estimated peak of the largest step: a model's load (``models.memory``) or the map's fit."""
+    from effdepth import linear
+    from effdepth import models as registry
+    from effdepth.datasets import corpus
+    from effdepth.models.memory import estimate_memory_bytes
+
+    peaks = []
+    for step in steps:
+        spec = registry.resolve_model(step.model)
+        if step.kind == "linmap":
+            peaks.append(linear.peak_bytes(spec, registry.resolve_model(step.target), dtype, dtype,
+                                           corpus.estimated_tokens()))
+        else:
+            peaks.append(estimate_memory_bytes(spec, dtype))
+    return max((p for p in peaks if p is not None), default=None)
 
 
 def _embedded() -> list[str]:
@@ -159,9 +192,8 @@ def _run_step(step: Step, store, dtype: str, loaded: dict) -> None:
                     lambda notify: nullcontext(_model(step.model, dtype, loaded)), fingerprint=fingerprint)
     elif step.kind == "sweep":
         items = datasets.items(step.dataset, n=step.n)
-        limit = datasets.token_limit(step.dataset)
-        if limit:
-            items, _ = datasets.filter_by_tokens(items, _model(step.model, dtype, loaded).tokenizer, limit)
+        model = _model(step.model, dtype, loaded)
+        items, _, _ = datasets.sweep_filter(items, model.tokenizer, step.dataset, context=model.max_context)
         sweeps.sweep(step.model, items, store, engine.ProbeConfig(probes=DEMO_PROBES), dtype,
                      progress=lambda *a: None, load=lambda *a, **k: _model(step.model, dtype, loaded),
                      skip_errors=(EffdepthError,))
@@ -170,8 +202,9 @@ def _run_step(step: Step, store, dtype: str, loaded: dict) -> None:
         key = linear.map_key(source.fingerprint, target.fingerprint, dtype, dtype, corpus.corpus_id(), None,
                              DEFAULT_ALPHA)
         if mapstore.get_map(store, key) is None:
-            mapstore.put_map(store, linear.linear_map(lambda: _model(step.model, dtype, loaded),
-                                                      lambda: _model(step.target, dtype, loaded)))
+            loaded.clear()  # the map holds one model at a time and none while it fits: keep no other reference
+            mapstore.put_map(store, linear.linear_map(lambda: models.load_model(step.model, dtype),
+                                                      lambda: models.load_model(step.target, dtype)))
 
 
 def add_parser(sub, cache_opt) -> None:

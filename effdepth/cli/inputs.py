@@ -29,10 +29,8 @@ def _answer(args, text: str) -> str | None:
 
     if not any(p in args.probes for p in engine.ANSWER_PROBES):
         return None
-    if getattr(args, "answer", None):
-        return args.answer
-    item = _item(args)
-    return item.answer if item is not None else engine.default_answer(text)
+    item = _item(args) if not getattr(args, "answer", None) else None
+    return engine.answer_span(getattr(args, "answer", None), item.answer if item is not None else None, text)
 
 
 def _read_text(args) -> str:

@@ -25,6 +25,7 @@ def cmd_linmap(args) -> int:
         raise PromptError(f"--alpha must be a small positive number (default {DEFAULT_ALPHA:g}), not {args.alpha}.")
     source_spec, target_spec = models.resolve_model(args.source), models.resolve_model(args.target)
     source_dtype, target_dtype = args.source_dtype or args.dtype, args.target_dtype or args.dtype
+    linear.check_pair(source_spec, target_spec, source_dtype, target_dtype)  # before any install or load
     store = None if args.no_cache else _store(args)
     map_id = linear.map_key(source_spec.fingerprint, target_spec.fingerprint, source_dtype, target_dtype,
                             corpus.corpus_id(), args.tokens, alpha)
@@ -34,6 +35,11 @@ def cmd_linmap(args) -> int:
         if store is not None:
             store.check_writable()  # before minutes of work
         progress = TqdmProgress(enabled=not args.quiet)
+        peak = linear.peak_bytes(source_spec, target_spec, source_dtype, target_dtype,
+                                 args.tokens or corpus.estimated_tokens())
+        if peak is not None:  # before minutes of loading and fitting
+            progress.write(f"estimate  peak memory ~{peak / 2**30:.1f} GB (loading the larger model; the residual "
+                           "rows go to a temporary file, the fit holds one source depth's sums)")
         try:
             found = linear.linear_map(lambda: models.load_model(source_spec, source_dtype, progress=progress),
                                       lambda: models.load_model(target_spec, target_dtype, progress=progress),

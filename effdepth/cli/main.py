@@ -11,9 +11,18 @@ from effdepth.cli.demo import add_parser as add_demo_parser
 from effdepth.cli.inputs import _int_list, _name_list, _segment_size
 from effdepth.cli.linmap import add_parser as add_linmap_parser
 from effdepth.cli.sweep import cmd_sweep
-from effdepth.contract import DEFAULT_PROBES, SKIP_VARIANTS
+from effdepth.contract import DEFAULT_IG_STEPS, DEFAULT_PROBES, DEFAULT_SEED, DEFAULT_SWEEP_N, DTYPES, SKIP_VARIANTS
 from effdepth.contract import PROBES as PROBE_CHOICES
 from effdepth.errors import EffdepthError
+
+
+def _dtype(text: str) -> str:
+    from effdepth.contract import dtype_name
+
+    try:
+        return dtype_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,14 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     probe_opts.add_argument("--probes", type=_name_list, default=DEFAULT_PROBES,
                             help="comma-separated subset of " + ",".join(PROBE_CHOICES)
                                  + " (default: " + ",".join(DEFAULT_PROBES) + "; erasure and igrad are slow)")
-    probe_opts.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    probe_opts.add_argument("--dtype", type=_dtype, default=DTYPES[0],
+                            help="float32 or bfloat16 (also fp32, bf16; default float32)")
     probe_opts.add_argument("--splits", type=_int_list, default=None,
                             help="split points t for the future-effect skip, e.g. 8,16 (default: drawn as in P2)")
-    probe_opts.add_argument("--seed", type=int, default=123, help="seed for drawing split points (default 123)")
+    probe_opts.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                            help=f"seed for drawing split points (default {DEFAULT_SEED}, P2's)")
     probe_opts.add_argument("--skip-variants", type=_name_list, default=SKIP_VARIANTS,
                             help="comma-separated subset of " + ",".join(SKIP_VARIANTS)
                                  + " (default: all; each adds its noise floor)")
-    probe_opts.add_argument("--ig-steps", type=int, default=256,
+    probe_opts.add_argument("--ig-steps", type=int, default=DEFAULT_IG_STEPS,
                             help="integrated-gradient steps (P2: 256; fewer is faster and less exact)")
     probe_opts.add_argument("--device-map", choices=("auto", "cpu"), default=None,
                             help="auto: spread a big model over the GPUs and RAM with accelerate "
@@ -103,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     items_src.add_argument("--dataset", help="gsm8k, aime2025, manual, addition or multiplication")
     items_src.add_argument("--jsonl", metavar="FILE",
                            help='your own items: one {"prompt"|"question": ..., "answer": ..., "bin"?: ...} per line')
-    sweep_p.add_argument("--n", type=int, default=20, help="number of items (default 20)")
+    sweep_p.add_argument("--n", type=int, default=DEFAULT_SWEEP_N, help=f"number of items (default {DEFAULT_SWEEP_N})")
     sweep_p.add_argument("--start", type=int, default=0, help="index of the first item")
     sweep_p.add_argument("--max-tokens", type=int, default=None,
                          help="drop items longer than this (default: 400 for AIME as in P1, else none)")

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from effdepth import checks, depth, positions
-from effdepth.contract import SPLIT_MAX
+from effdepth.contract import reduced_rows
 
 ED_PROBES = (("cosine", "cosine"), ("kl", "logit-lens KL"), ("overlap", "top-5 overlap"),
              ("shortcut_kl", "shortcut-lens KL"), ("shortcut_overlap", "shortcut overlap"), ("skip", "layer skipping"))
@@ -43,7 +43,7 @@ def _clean(value: Any) -> Any:
 
 def _matrix(skip, variant: str) -> list[list[float | None]] | None:
     """The split = -1 matrix of one variant as L×L nested lists (rows skipped, cols affected)."""
-    rows = skip[(skip["variant"] == variant) & (skip["split"] == SPLIT_MAX)]
+    rows = reduced_rows(skip, variant)
     if not len(rows):
         return None
     grid = rows.pivot(index="skipped", columns="affected", values="value").sort_index().sort_index(axis=1)
@@ -51,7 +51,7 @@ def _matrix(skip, variant: str) -> list[list[float | None]] | None:
 
 
 def _vector(output, variant: str) -> list[float | None] | None:
-    rows = output[(output["variant"] == variant) & (output["split"] == SPLIT_MAX)].sort_values("skipped")
+    rows = reduced_rows(output, variant).sort_values("skipped")
     return [_clean(v) for v in rows["value"]] if len(rows) else None
 
 

@@ -120,14 +120,12 @@ def _token_filter(args, items):
     from effdepth import datasets, models
 
     load = functools.partial(models.load_model, device_map=args.device_map) if args.device_map else None
-    max_tokens = args.max_tokens if args.max_tokens is not None else datasets.token_limit(args.dataset)
-    if not max_tokens:
-        return items, load
+    if not (args.max_tokens if args.max_tokens is not None else datasets.token_limit(args.dataset or "")):
+        return items, load  # no filter asked for: a resumed sweep loads nothing (items past the context fail)
     loaded = models.load_model(args.model, args.dtype, device_map=args.device_map)
-    limit = min(int(max_tokens), loaded.max_context)  # past the context the engine refuses an item anyway
-    items, dropped = datasets.filter_by_tokens(items, loaded.tokenizer, limit)
-    capped = " (the model's context)" if limit < int(max_tokens) else ""
-    print(f"token filter ≤ {limit}{capped}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
+    items, dropped, limit = datasets.sweep_filter(items, loaded.tokenizer, args.dataset, args.max_tokens,
+                                                  loaded.max_context)
+    print(f"token filter ≤ {limit}: kept {len(items)}, dropped {dropped}", file=sys.stderr)
     return items, (lambda *_a, **_k: loaded)
 
 

@@ -85,6 +85,7 @@ from effdepth.datasets.registry import (
     get_item,
     items,
     list_datasets,
+    sweep_filter,
     token_limit,
 )
 
@@ -104,6 +105,7 @@ __all__ = [
     "aime_item",
     "arithmetic_items",
     "filter_by_tokens",
+    "sweep_filter",
     "token_limit",
     "AIME_MAX_TOKENS",
     "load_jsonl",

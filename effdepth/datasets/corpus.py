@@ -37,6 +37,15 @@ def documents() -> tuple[Document, ...]:
                           held_out=(index + 1) % HELD_OUT_EVERY == 0) for index, p in enumerate(paths))
 
 
+def estimated_tokens(held_out: bool | None = None) -> int:
+    """The corpus's size in tokens, estimated from its characters (no tokenizer at hand): the whole corpus,
+    or its fit (``held_out=False``) or held-out part."""
+    from effdepth.estimate import CHARS_PER_TOKEN
+
+    docs = documents() if held_out is None else part(held_out)
+    return round(sum(len(doc.text) for doc in docs) / CHARS_PER_TOKEN)
+
+
 def part(held_out: bool) -> tuple[Document, ...]:
     """The fit part (``held_out=False``) or the held-out part."""
     return tuple(doc for doc in documents() if doc.held_out == held_out)

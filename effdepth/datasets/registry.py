@@ -183,6 +183,20 @@ def token_limit(dataset: str) -> int | None:
     return AIME_MAX_TOKENS if (dataset or "").startswith("aime") else None
 
 
+def sweep_filter(items: Sequence[Item], tokenizer: Any, dataset: str | None, max_tokens: int | None = None,
+                 context: int | None = None) -> tuple[list[Item], int, int | None]:
+    """The one token filter of a sweep (the CLI, the Difficulty page, the API, ``effdepth demo``): at most
+    ``max_tokens`` if given, else the dataset's own (``token_limit``: P1's 400 for AIME), and never past the
+    model's ``context``. Returns (kept items, dropped count, the limit applied or None)."""
+    limit = max_tokens if max_tokens is not None else token_limit(dataset or "")
+    if context is not None:
+        limit = min(int(limit), int(context)) if limit else int(context)
+    if not limit:
+        return list(items), 0, None
+    kept, dropped = filter_by_tokens(items, tokenizer, limit)
+    return kept, dropped, int(limit)
+
+
 def filter_by_tokens(items: Sequence[Item], tokenizer: Any,
                      max_tokens: int = AIME_MAX_TOKENS) -> tuple[list[Item], int]:
     """Keep the items whose ``text`` (prompt + answer) is at most ``max_tokens`` tokens.

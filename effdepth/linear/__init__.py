@@ -4,7 +4,17 @@ corpus's fit and held-out parts), ``maps`` (the shallow → deep linear maps bet
 Both fit closed-form ridge maps (``effdepth.ridge``)."""
 
 from effdepth.linear.collect import Rows, residual_rows, token_windows
-from effdepth.linear.maps import LinearMap, check_same_tokenizer, fit_errors, linear_map, map_key
+from effdepth.linear.maps import (
+                                   LinearMap,
+                                   check_pair,
+                                   check_same_tokenizer,
+                                   fit_errors,
+                                   linear_map,
+                                   map_key,
+                                   peak_bytes,
+)
 
-__all__ = ["LinearMap", "Rows", "check_same_tokenizer", "fit_errors", "linear_map", "map_key", "residual_rows",
-           "token_windows"]
+__all__ = [
+    "LinearMap", "Rows", "check_pair", "check_same_tokenizer", "fit_errors", "linear_map",
+    "map_key", "peak_bytes", "residual_rows", "token_windows",
+]

@@ -23,7 +23,7 @@ from effdepth.arch import Taps
 from effdepth.arch import taps as resolve_taps
 from effdepth.contract import Progress
 from effdepth.datasets import corpus
-from effdepth.linear.collect import residual_rows, token_windows
+from effdepth.linear.collect import Rows, residual_rows, token_windows
 from effdepth.ridge import DEFAULT_ALPHA, RidgeSums
 
 LENS_VERSION = 1
@@ -71,14 +71,14 @@ def _kl_to_final(z: torch.Tensor, final_logp: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def held_out_kl(lens: ShortcutLens, resid: torch.Tensor, model_taps: Taps,
+def held_out_kl(lens: ShortcutLens, held: Rows, model_taps: Taps,
                 rows: int = REPORT_ROWS) -> dict[str, list[float]]:
     """{"logit": [L], "shortcut": [L]}: the mean KL to the model's output over ≤ ``rows`` held-out rows."""
-    index = torch.linspace(0, resid.shape[1] - 1, min(rows, resid.shape[1])).round().long().unique()
-    final_logp = torch.log_softmax(model_taps.to_logits(resid[-1, index]), dim=-1)
+    index = torch.linspace(0, held.n_rows - 1, min(rows, held.n_rows)).round().long().unique()
+    final_logp = torch.log_softmax(model_taps.to_logits(held.layer(-1)[index]), dim=-1)
     report: dict[str, list[float]] = {"logit": [], "shortcut": []}
     for layer in range(lens.n_layers):
-        h = resid[layer, index]
+        h = held.layer(layer)[index]
         shortcut = lens.transform(h, torch.full((len(index),), layer))
         report["logit"].append(float(_kl_to_final(model_taps.to_logits(h), final_logp).mean()))
         report["shortcut"].append(float(_kl_to_final(model_taps.to_logits(shortcut), final_logp).mean()))
@@ -94,12 +94,13 @@ def fit_shortcut_lens(loaded, alpha: float = DEFAULT_ALPHA, max_tokens: int | No
     fit = residual_rows(loaded.model, token_windows(loaded.tokenizer, False, max_tokens,
                                                     max_context=loaded.max_context),
                         notify, f"{FIT_STAGE}: residuals of the fit text")
-    n_layers, d_model = fit.resid.shape[0] - 1, fit.resid.shape[2]
+    n_layers, d_model = fit.shape[0] - 1, fit.shape[2]
     weight, bias = torch.empty(n_layers, d_model, d_model), torch.empty(n_layers, d_model)
     for layer in range(n_layers):
         sums = RidgeSums(d_model, d_model)
         for start in range(0, fit.n_rows, 1024):
-            sums.add(fit.resid[layer, start:start + 1024], fit.resid[-1, start:start + 1024])
+            stop = min(start + 1024, fit.n_rows)
+            sums.add(fit.layer(layer, start, stop), fit.layer(-1, start, stop))
         affine = sums.solve(alpha)
         weight[layer], bias[layer] = affine.weight, affine.bias
         notify(FIT_STAGE, (layer + 1) / n_layers)
@@ -108,7 +109,7 @@ def fit_shortcut_lens(loaded, alpha: float = DEFAULT_ALPHA, max_tokens: int | No
                          notify, f"{FIT_STAGE}: residuals of the held-out text")
     lens.meta = {"recipe": recipe(alpha, max_tokens), "model_fingerprint": loaded.spec.fingerprint,
                  "dtype": loaded.dtype, "n_fit_tokens": fit.n_rows, "n_held_tokens": held.n_rows,
-                 "held_out_kl": held_out_kl(lens, held.resid, resolve_taps(loaded.model)),
+                 "held_out_kl": held_out_kl(lens, held, resolve_taps(loaded.model)),
                  "seconds": round(time.perf_counter() - clock, 2)}
     return lens
 

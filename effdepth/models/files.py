@@ -88,15 +88,11 @@ def _dir_tokenizer_id(directory: Path) -> str:
     return f"sha256:{digest.hexdigest()[:16]}" if found else f"dir:{directory}"
 
 
-#: ggml type id -> (elements per block, bytes per block), as in ggml.h; types not listed are checked
-#: only for where their data starts.
-_GGML_BLOCKS = {
-    0: (1, 4), 1: (1, 2), 30: (1, 2), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
-    2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
-    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
-    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),
-    22: (256, 82), 23: (256, 136), 29: (256, 56),
-}
+def _ggml_blocks() -> dict[int, tuple[int, int]]:
+    """ggml type id -> (elements per block, bytes per block), from the pinned ``gguf`` package."""
+    import gguf
+
+    return {int(kind): (int(per), int(size)) for kind, (per, size) in gguf.GGML_QUANT_SIZES.items()}
 
 
 _GGUF_SCALARS = {0: 1, 1: 1, 7: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8}  # value type -> width
@@ -190,9 +186,14 @@ def _check_gguf(path: Path) -> None:  # noqa: C901 - a linear walk of the GGUF h
     if not tensors:
         raise _gguf_error(path, "it holds no tensors")
     data_start = (pos + max(alignment, 1) - 1) // max(alignment, 1) * max(alignment, 1)
-    end = 0
+    end, blocks = 0, _ggml_blocks()
+    unknown = sorted({ggml_type for _, ggml_type, _ in tensors} - set(blocks))
+    if unknown:
+        raise ModelNotFoundError(f"{path} holds tensors of ggml type {', '.join(map(str, unknown))}, which the "
+                                 "installed gguf package does not know, so neither effdepth nor transformers can read "
+                                 "them. Re-convert the model to a common type (e.g. Q8_0, F16).")
     for dims, ggml_type, offset in tensors:
-        elements, (per_block, block_bytes) = 1, _GGML_BLOCKS.get(ggml_type, (1, 0))
+        elements, (per_block, block_bytes) = 1, blocks[ggml_type]
         for d in dims:
             elements *= d
         end = max(end, data_start + offset + max(-(-elements // per_block) * block_bytes, 1))

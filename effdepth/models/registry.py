@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from effdepth.contract import Progress
+from effdepth.contract import DTYPE_ALIASES, Progress
 from effdepth.errors import ModelNotFoundError
 
 #: The project root (the parent of the ``effdepth`` package); ``cache/`` lives here by default.
@@ -20,7 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _COPY_MARKER = "effdepth_copy.json"
 
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_DTYPES = DTYPE_ALIASES
 
 
 @dataclass(frozen=True)

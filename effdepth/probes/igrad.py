@@ -52,12 +52,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from effdepth import contract
 from effdepth.arch import first_tensor
 from effdepth.capture import Replayer
 from effdepth.probes.erasure import answer_positions
 
 PARTS = ("layer", "attn", "mlp")
-N_STEPS = 256
+N_STEPS = contract.DEFAULT_IG_STEPS  # P2
 BLOCK = 16
 
 Baseline = str | Callable[[torch.Tensor], torch.Tensor]

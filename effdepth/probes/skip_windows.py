@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-SEED_FUTURE = 123  # P2's random.seed for split positions
+from effdepth import contract
+
+SEED_FUTURE = contract.DEFAULT_SEED  # P2's random.seed for split positions
 MAX_SPLITS = 4
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from effdepth import depth
-from effdepth.contract import SPLIT_MAX
+from effdepth.contract import reduced_rows
 
 #: engine.run_probes runs the future-effect skip only with a split point 8 ≤ t < T−4, i.e. T ≥ 13 tokens
 FUTURE_MIN_TOKENS = 13
@@ -49,7 +49,7 @@ def _matrix(value, variant: str) -> np.ndarray:
 
 def _output(value, variant: str) -> np.ndarray:
     if isinstance(value, pd.DataFrame):
-        rows = value[(value["variant"] == variant) & (value["split"] == SPLIT_MAX)].sort_values("skipped")
+        rows = reduced_rows(value, variant).sort_values("skipped")
         if not len(rows):
             raise ValueError(f"no reduced '{variant}' output change (split = -1) in the frame")
         return rows["value"].to_numpy(dtype=float)
@@ -61,10 +61,10 @@ def _has_variant(matrix, output, variant: str) -> bool:
     if matrix is None or output is None:
         return False
     if isinstance(matrix, pd.DataFrame) and not len(
-            matrix[(matrix["variant"] == variant) & (matrix["split"] == SPLIT_MAX)]):
+            reduced_rows(matrix, variant)):
         return False
     if isinstance(output, pd.DataFrame) and not len(
-            output[(output["variant"] == variant) & (output["split"] == SPLIT_MAX)]):
+            reduced_rows(output, variant)):
         return False
     return True
 

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from effdepth import depth
-from effdepth.contract import SPLIT_MAX
+from effdepth.contract import SPLIT_MAX, reduced_rows
 from effdepth.memo import Memo, store_stamp
 from effdepth.models.registry import short_model_name
 from effdepth.sweeps import curves
@@ -234,7 +234,7 @@ def merge_item(runs: Sequence[tuple[str, Mapping[str, pd.DataFrame]]],
             skip_parts.append(rows[_SKIP_COLUMNS])
             out = tables.get("skip_output")
             if out is not None and len(out):
-                out_parts.append(out[(out["variant"] == variant) & (out["split"] == SPLIT_MAX)][_OUTPUT_COLUMNS])
+                out_parts.append(reduced_rows(out, variant)[_OUTPUT_COLUMNS])
     layer = pd.concat(layer_parts, ignore_index=True) if layer_parts else _empty(_LAYER_COLUMNS)
     if len(layer):
         layer["layer"] = layer["layer"].astype(int)
@@ -272,7 +272,7 @@ def _new_variants(run_id: str, skip: pd.DataFrame | None, sources: dict[str, str
     if skip is None or not len(skip):
         return []
     found = []
-    for variant, rows in skip[skip["split"] == SPLIT_MAX].groupby("variant", sort=False):
+    for variant, rows in reduced_rows(skip).groupby("variant", sort=False):
         if f"skip:{variant}" not in sources:
             sources[f"skip:{variant}"] = run_id
             found.append((variant, rows))

@@ -9,11 +9,14 @@ the model is loaded when the first missing item appears. Each run's meta carries
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import ContextManager
 
+from effdepth import contract
 from effdepth.contract import Progress
 from effdepth.datasets import Item
 from effdepth.engine import ANSWER_PROBES, ProbeConfig, run_key, run_probes
@@ -21,7 +24,7 @@ from effdepth.engine import ANSWER_PROBES, ProbeConfig, run_key, run_probes
 log = logging.getLogger(__name__)
 
 
-_DTYPE_ALIASES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+_DTYPE_ALIASES = contract.DTYPE_ALIASES
 
 
 def _models():
@@ -57,27 +60,59 @@ def item_keys(fingerprint: str, items: Sequence[Item], dtype: str, config: Probe
             for item in items]
 
 
+#: what became of one item of a sweep (``on_item``): probed here, found stored (before or by another
+#: sweep meanwhile), or failed and skipped
+OUTCOMES = ("computed", "stored", "failed")
+
+
+class _KeptModel:
+    """The default way a sweep holds its model: loaded when the first missing item comes, then kept."""
+
+    def __init__(self, load: Callable, model_name: str, dtype: str, report: _Report) -> None:
+        self.load, self.model_name, self.dtype, self.report, self.loaded = load, model_name, dtype, report, None
+
+    @contextlib.contextmanager
+    def __call__(self, item: Item) -> Iterator[object]:
+        if self.loaded is None:
+            self.report.stage(f"loading {self.model_name}")
+            self.loaded = self.load(self.model_name, dtype=self.dtype)
+        yield self.loaded
+
+
 def _sweep(model_name: str, items: Sequence[Item], put_store, check_stores: Sequence,
            config: ProbeConfig, dtype: str, progress: Progress | None, load: Callable | None,
            resolve: Callable | None, chat_template: bool, skip_errors: bool | tuple[type[BaseException], ...],
-           desc: str, failed: list | None = None) -> list[str]:
+           desc: str, failed: list | None = None, hold: Callable[[Item], ContextManager] | None = None,
+           on_start: Callable[[int, int], None] | None = None,
+           on_item: Callable[[Item, str], None] | None = None) -> list[str]:
     """Probe the items whose run key is in none of ``check_stores`` and put them in ``put_store``; the
-    run ids of all items that have a run (the skipped failures left out)."""
+    run ids of all items that have a run (the skipped failures left out).
+
+    The one sweep loop of the CLI, the page's jobs, ``effdepth demo`` and the API. ``hold(item)`` gives the
+    model for one item as a context (default: ``load`` it once, keep it; the app lends its shared model
+    item by item). ``on_start(n_items, n_stored)`` and ``on_item(item, outcome)`` (an ``OUTCOMES`` word)
+    feed a caller's counters; an item another sweep stored while this one waited counts as "stored"."""
     items = list(items)
     resolve = resolve or _models().resolve_model
     load = load or _models().load_model
     keys = item_keys(resolve(model_name).fingerprint, items, dtype, config, chat_template)
     missing = [k for k, key in enumerate(keys) if not any(s.has(key) for s in check_stores)]
+    if on_start is not None:
+        on_start(len(items), len(items) - len(missing))
     run_ids: list[str | None] = list(keys)
     report = _Report(progress, desc, len(items), len(missing))
-    loaded = None
+    hold = hold or _KeptModel(load, model_name, dtype, report)
     try:
         for done, k in enumerate(missing, 1):
-            if loaded is None:
-                report.stage(f"loading {model_name}")
-                loaded = load(model_name, dtype=dtype)
-            run_ids[k] = _probe_item(loaded, items[k], keys[k], put_store, config, chat_template, skip_errors,
-                                     report, failed)
+            with hold(items[k]) as loaded:
+                if any(s.has(keys[k]) for s in check_stores):  # stored meanwhile by another sweep
+                    outcome = "stored"
+                else:
+                    run_ids[k] = _probe_item(loaded, items[k], keys[k], put_store, config, chat_template,
+                                             skip_errors, report, failed)
+                    outcome = "computed" if run_ids[k] is not None else "failed"
+            if on_item is not None:
+                on_item(items[k], outcome)
             report.item_done(items[k], done)
     finally:
         report.close()
@@ -126,8 +161,9 @@ def _probe_item(loaded, item: Item, key: str, put_store, config: ProbeConfig, ch
                 failed: list | None) -> str | None:
     """Probe one item and store its run; its run id, or None when it failed and may be skipped."""
     try:
+        store_path = getattr(put_store, "path", None)
         result = run_probes(loaded, item.text, item_config(config, item), chat_template=chat_template,
-                            extra_meta=item_meta(item))
+                            extra_meta=item_meta(item), derived_dir=None if store_path is None else store_path.parent)
     except Exception as err:  # noqa: BLE001 - reported, optionally skipped
         if not _skippable(err, skip_errors):
             raise
@@ -153,7 +189,9 @@ def sweep(model_name: str, items: Sequence[Item], store, config: ProbeConfig | N
           dtype: str = "float32", progress: Progress | None = None, load: Callable | None = None,
           resolve: Callable | None = None, chat_template: bool = False,
           skip_errors: bool | tuple[type[BaseException], ...] = False,
-          failed: list | None = None) -> list[str]:
+          failed: list | None = None, hold: Callable[[Item], ContextManager] | None = None,
+          on_start: Callable[[int, int], None] | None = None,
+          on_item: Callable[[Item, str], None] | None = None) -> list[str]:
     """Run the probes on every item not yet in ``store``; returns the run ids in item order.
 
     ``load`` defaults to ``models.load_model`` and ``resolve`` to ``models.resolve_model`` (both
@@ -161,7 +199,9 @@ def sweep(model_name: str, items: Sequence[Item], store, config: ProbeConfig | N
     ``skip_errors``: an item that fails (e.g. too long for the context) is logged and left out of the
     returned ids instead of stopping the sweep — any error when True, only these classes when a tuple
     (e.g. ``(EffdepthError,)``, so that bugs still propagate). ``failed``: a list that receives
-    (item, error) of every item skipped, for a report at the end.
+    (item, error) of every item skipped, for a report at the end. ``hold``, ``on_start``, ``on_item``: see
+    ``_sweep`` (the page's jobs lend the shared model item by item and count what lands).
     """
     return _sweep(model_name, items, store, [store], config or ProbeConfig(), dtype, progress, load,
-                  resolve, chat_template, skip_errors, desc=f"sweep {model_name}", failed=failed)
+                  resolve, chat_template, skip_errors, desc=f"sweep {model_name}", failed=failed, hold=hold,
+                  on_start=on_start, on_item=on_item)

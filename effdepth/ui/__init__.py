@@ -10,7 +10,7 @@ below from ``effdepth.ui``, and ``effdepth.ui.sweep`` for the benchmark-item sec
 """
 
 from effdepth.ui.errors import guard, show_error, store
-from effdepth.ui.inputs import demo_toggle, item_picker, model_input, prompt_input
+from effdepth.ui.inputs import demo_toggle, item_picker, model_input, positions_input, prompt_input
 from effdepth.ui.render import chart, downloads, preview, summary_strip
 from effdepth.ui.running import compute, continue_and_compute, model_holder, stopped_notice
 from effdepth.ui.state import (
@@ -46,6 +46,7 @@ __all__ = [
     "model_input",
     "prompt_input",
     "item_picker",
+    "positions_input",
     "demo_toggle",
     "show_error",
     "guard",

@@ -21,7 +21,9 @@ def model_input(view: app.ViewState, container=None, which: str = "a", label: st
     choice_key, path_key = f"w_{field}_choice", f"w_{field}_path"
 
     def on_choice() -> None:
-        picked = st.session_state[choice_key]
+        picked = st.session_state.get(choice_key)
+        if picked is None:  # dropped by a rerun meanwhile
+            return
         if picked != OTHER:
             setattr(view, field, picked)
         else:
@@ -29,7 +31,7 @@ def model_input(view: app.ViewState, container=None, which: str = "a", label: st
         _clear(view, which)
 
     def on_path() -> None:
-        setattr(view, field, (st.session_state[path_key] or "").strip())
+        setattr(view, field, (st.session_state.get(path_key) or "").strip())
         _clear(view, which)
 
     st.session_state[choice_key] = current if current in options else OTHER
@@ -41,7 +43,9 @@ def model_input(view: app.ViewState, container=None, which: str = "a", label: st
                           placeholder="/path/to/model-dir · Qwen/Qwen2.5-1.5B · ~/models/x.gguf")
     bind(st.radio, dtype_field, "dtype", container=target, options=list(app.DTYPES),
          horizontal=True, clears_run=(which == "a"), clears_run_b=(which == "b"),
-         help="bfloat16 is 2–3× faster on this CPU; float32 matches the papers' reductions best.")
+         help="bfloat16 halves the weights' memory; its speed depends on the processor (fast with AMX or "
+              "AVX512-BF16 and on GPUs, emulated and slow otherwise: the estimate before a run uses the rate measured "
+              "on this server). float32 matches the papers' reductions best.")
 
 
 def _clear(view: app.ViewState, which: str) -> None:
@@ -60,7 +64,7 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110, continu
     example_key = "w_example"
 
     def on_example() -> None:
-        picked = st.session_state[example_key]
+        picked = st.session_state.get(example_key)
         if picked in app.EXAMPLES:
             view.prompt = app.EXAMPLES[picked]
             view.run = None
@@ -94,13 +98,18 @@ def prompt_input(view: app.ViewState, container=None, height: int = 110, continu
             if view.sample_seed:
                 bind(st.slider, "temperature", "Temperature", container=target, clears_run=True,
                      min_value=0.1, max_value=2.0, step=0.1)
-        bind(st.text_input, "positions", "Measured positions", container=target, clears_run=True,
-             transform=lambda v: (v or "all").strip() or "all",
-             help="all, last:N, A:B (positions A … B−1), from:A, stride:K or answer. The forward pass covers the "
-                  "whole text; every probe reads these positions only (its cost follows), and the heatmaps shade "
-                  "the others. Layer skipping skips the layer from the first of them on and draws its split "
-                  "points inside them; it, erasure and IG replay only this window, against the clean keys / "
-                  "values of the text before it.")
+        positions_input(target)
+
+
+def positions_input(target, both: bool = False) -> None:
+    """The measured positions (``both``: a change clears model B's run too, as in Compare)."""
+    bind(st.text_input, "positions", "Measured positions", container=target, clears_run=True, clears_run_b=both,
+         transform=lambda v: (v or "all").strip() or "all",
+         help="all, last:N, A:B (positions A … B−1), from:A, stride:K or answer. The forward pass covers the "
+              "whole text; every probe reads these positions only (its cost follows), and the heatmaps shade "
+              "the others. Layer skipping skips the layer from the first of them on and draws its split "
+              "points inside them; it, erasure and IG replay only this window, against the clean keys / "
+              "values of the text before it.")
 
 
 def trace_file(target) -> None:
@@ -154,5 +163,10 @@ def item_picker(view: app.ViewState, container=None) -> None:
 
 
 def demo_toggle(view: app.ViewState, container=None) -> None:
-    bind(st.toggle, "demo", "Demo mode (read-only, cache only)", container=container or st.sidebar,
+    target = container or st.sidebar
+    if app.demo_locked():
+        view.demo = True
+        target.caption("Demo mode is locked on by this server (read-only, cache only).")
+        return
+    bind(st.toggle, "demo", "Demo mode (read-only, cache only)", container=target,
          help="For talks: every view reads the cache only; no model loads and no compute buttons.")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from effdepth import app
 from effdepth.app import jobs
-from effdepth.contract import PROBES
+from effdepth.contract import DEFAULT_SWEEP_N, DEFAULT_SWEEP_PROBES, PROBES
 from effdepth.ui.errors import guard
 from effdepth.ui.running import model_holder
 
@@ -36,27 +36,60 @@ def _form(view, run_store) -> None:
                                 help="An embedded name, a model directory, a hub id in the HF cache or a .gguf file.")
         dataset = middle.selectbox("Dataset", options=list(app.ITEM_DATASETS), format_func=app.ITEM_DATASETS.get,
                                    key="w_sweep_dataset")
-        n = right.number_input("Items", min_value=1, max_value=jobs.MAX_ITEMS, value=10, step=1, key="w_sweep_n")
+        n = right.number_input("Items", min_value=1, max_value=jobs.MAX_ITEMS, value=DEFAULT_SWEEP_N, step=1,
+                               key="w_sweep_n")
         left, middle, right = st.columns([3, 2, 1])
-        probes = left.multiselect("Probes", options=list(PROBES), default=["cosine", "logit_lens"],
+        probes = left.multiselect("Probes", options=list(PROBES), default=list(DEFAULT_SWEEP_PROBES),
                                   format_func=lambda p: app.PROBE_LABELS.get(p, p), key="w_sweep_probes")
         positions = middle.text_input("Measured positions", value="all", key="w_sweep_positions",
-                                      help="all, last:N, from:A, stride:K or answer")
-        dtype = right.selectbox("dtype", options=list(app.DTYPES), key="w_sweep_dtype")
+                                      help="all, last:N, A:B, from:A, stride:K or answer")
+        dtypes = list(app.DTYPES)
+        dtype = right.selectbox("dtype", options=dtypes, key="w_sweep_dtype",
+                                index=dtypes.index(view.dtype) if view.dtype in dtypes else 0)
         started = st.form_submit_button("Start the sweep", icon=":material/play_arrow:")
     if started:
         with guard():
             spec = jobs.SweepSpec(model=model.strip(), dtype=dtype, dataset=dataset, n=int(n),
                                   probes=tuple(p for p in PROBES if p in probes), positions=positions.strip() or "all")
             app.resolve(spec.model)  # a model that cannot be found is said here, not in the thread
-            sweep_jobs().start(spec, run_store, model_holder())
+            seconds = jobs.sweep_estimate(spec)
+            if seconds is not None and seconds > jobs.CONFIRM_FROM_S:
+                st.session_state[_PENDING] = (spec, seconds)  # said below; a second click starts it
+            else:
+                sweep_jobs().start(spec, run_store, model_holder())
+    _pending(run_store)
 
 
-def _job_line(job: jobs.SweepJob) -> str:
+#: session key: a long sweep waiting for its second click (spec, estimated seconds)
+_PENDING = "_effdepth_sweep_pending"
+
+
+def _pending(run_store) -> None:
+    """Draws a long sweep's estimate and the buttons that start it anyway or drop it."""
+    pending = st.session_state.get(_PENDING)
+    if pending is None:
+        return
+    spec, seconds = pending
+    st.warning(f"This sweep ({spec.n} items of {app.md(spec.dataset)}, {app.md(', '.join(spec.probes))}) is estimated "
+               f"at ~{seconds / 60:.0f} min of compute here (a lower bound), on the one model the app holds.",
+               icon=":material/schedule:")
+    go, drop = st.columns(2)
+
+    def start() -> None:
+        st.session_state.pop(_PENDING, None)
+        sweep_jobs().start(spec, run_store, model_holder())
+
+    go.button(f"Start it anyway (~{seconds / 60:.0f} min)", key="sweep_confirm", icon=":material/play_arrow:",
+              on_click=start)
+    drop.button("Cancel", key="sweep_cancel", on_click=lambda: st.session_state.pop(_PENDING, None))
+
+
+def _job_line(job: jobs.SweepJob, demo: bool = False) -> str:
     spec = job.spec
     rate = job.rate()
     per_item = f" · {1 / rate:.1f} s/item computed" if rate else ""
-    return (f"**{app.md(spec.model)}** ({spec.dtype}) on {app.md(spec.dataset)}, {spec.n} items, "
+    model = app.public_model_name(spec.model) if demo else spec.model  # another user's paths stay theirs
+    return (f"**{app.md(model)}** ({spec.dtype}) on {app.md(spec.dataset)}, {spec.n} items, "
             f"{app.md(', '.join(spec.probes))}: {job.status}{' (stopping after this item)' if job.stopping else ''} · "
             f"{job.n_stored}/{job.n_items or spec.n} stored ({job.n_computed} computed here) · "
             f"{job.seconds():.0f} s{per_item}")
@@ -64,11 +97,12 @@ def _job_line(job: jobs.SweepJob) -> str:
 
 def _draw_job(index: int, job: jobs.SweepJob, run_store, demo: bool) -> None:
     """Draws one job: its line, its progress bar, what failed, and its Stop / Resume button."""
-    st.markdown(_job_line(job))
+    st.markdown(_job_line(job, demo))
     st.progress(job.n_stored / max(job.n_items or job.spec.n, 1), text=app.md(job.stage) if job.stage else None)
     for line in job.failed[-3:]:
         st.caption(app.md(line))
-    st.code(job.spec.command(), language="bash")  # the same sweep from a shell
+    if not demo:  # the command names the model's path
+        st.code(job.spec.command(), language="bash")  # the same sweep from a shell
     if job.error:
         st.error(f"The sweep failed: {app.md(job.error)}", icon=":material/error:")
     if demo:

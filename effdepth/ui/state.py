@@ -58,6 +58,8 @@ def state() -> app.ViewState:
         # widget values follow the state on this run
         for key in [k for k in st.session_state.keys() if str(k).startswith("w_")]:
             del st.session_state[key]
+    if app.demo_locked():  # the server's lock: no widget or callback of this session lifts it
+        current.demo = True
     return current
 
 
@@ -77,11 +79,17 @@ def sync_url(view: app.ViewState) -> None:
     st.session_state[URL] = query
 
 
+_MISSING = object()
+
+
 def _set(field: str, widget_key: str, transform: Callable | None = None, clears_run: bool = False,
          clears_run_b: bool = False) -> Callable[[], None]:
     def callback() -> None:
-        view = st.session_state[STATE]
-        value = st.session_state[widget_key]
+        # A live fragment's rerun (a sweep landing items) may have dropped the widget's state, or the whole
+        # session's, between the click and this callback: nothing to take then, and nothing to crash on.
+        view, value = st.session_state.get(STATE), st.session_state.get(widget_key, _MISSING)
+        if view is None or value is _MISSING:
+            return
         setattr(view, field, transform(value) if transform else value)
         if clears_run:
             view.run = None

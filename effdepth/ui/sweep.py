@@ -53,7 +53,10 @@ def set_picker(view: app.ViewState, sets: pd.DataFrame, which: str = "a", label:
     widget_key = f"w_set_{which}"
 
     def on_change() -> None:
-        _adopt(view, sets, st.session_state[widget_key], which)
+        picked = st.session_state.get(widget_key)
+        if picked is None:  # dropped by a live fragment's rerun meanwhile
+            return
+        _adopt(view, sets, picked, which)
         if which == "a":
             view.run, view.pos, view.item = None, None, None
         else:
@@ -65,7 +68,10 @@ def set_picker(view: app.ViewState, sets: pd.DataFrame, which: str = "a", label:
 
 
 def _adopt(view: app.ViewState, sets: pd.DataFrame, key: str, which: str) -> None:
-    row = sets[sets["key"] == key].iloc[0]
+    rows = sets[sets["key"] == key]
+    if not len(rows):  # a set that changed while the page was open (items landed): keep the view as it is
+        return
+    row = rows.iloc[0]
     if which == "a":
         if view.model_b == view.model and view.dtype_b == view.dtype:  # B follows A unless set apart
             view.model_b, view.dtype_b = str(row["model_name"]), str(row["dtype"])

@@ -115,3 +115,21 @@ def test_the_trace_file_reader():
         app.read_trace_file("t.jsonl", b"{nope")
     with pytest.raises(PromptError, match="a trace file may have 4 MB"):
         app.read_trace_file("t.txt", b"w" * (5 * 2**20))
+
+
+def test_compare_measures_the_positions_asked_for_and_windows_long_heatmaps(cache, long_dir, tmp_path):
+    """Compare takes the measured positions (both runs), finds the runs of those positions, and draws the
+    heatmaps and the Δ of a long trace one window at a time."""
+    from tests.app.test_app import COMPARE
+    from tests.unit.test_store import tiny_model_dir
+
+    other = tiny_model_dir(tmp_path / "other", max_positions=2048, seed=5)
+    config = engine.ProbeConfig(probes=("cosine", "logit_lens"), positions="from:100")
+    runs = [engine.run_probes(models.load_model(str(d)), _text(), config) for d in (long_dir, other)]
+    Store(cache).put(runs[0])
+    Store(cache).put(runs[1])
+    at = page(COMPARE, model=str(long_dir), model_b=str(other), prompt=_text(), positions="from:100")
+    no_problems(at)
+    assert at.text_input(key="w_positions").value == "from:100"
+    assert _cells(at, "…/llama: cosine") == app.window_width(3) * 3  # the last window of each run
+    assert max(len(f) for f in _frames(at, "Δ")) == app.window_width(3) * 3

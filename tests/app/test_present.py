@@ -77,3 +77,13 @@ def test_explore_adds_a_runs_charts_to_the_talk(cache, tiny):
     at.button(key="talk_add").click().run()
     no_problems(at)
     assert url(at)["slides"] == f"cosine:{run.run_id},lens:{run.run_id},skip:{run.run_id}"
+
+
+def test_a_link_whose_slides_are_all_malformed_says_so(cache, tiny):
+    """Only invalid slides in the link: a sentence says they name nothing, then the cache's own talk."""
+    app_support.fill_store(cache, [tiny["run"]])
+    at = page(PRESENT, slides="nope:x,lens:<b>,skip:")
+    no_problems(at)
+    said = app_support.unescape(" ".join(w.value for w in at.warning))
+    assert "The link's slides (nope:x,lens:<b>,skip:) name nothing this page can show" in said
+    assert specs(at)  # the cache's own talk is shown after it

@@ -62,3 +62,22 @@ def test_demo_mode_starts_no_sweep(cache):
     no_problems(at)
     assert any("sweeps cannot be started" in i.value for i in at.info)
     assert not [t for t in at.text_input if t.key == "w_sweep_model"]
+
+
+def test_a_long_sweep_says_its_estimate_and_waits_for_a_second_click(cache):
+    """erasure + IG over 200 GSM8K items on the 1.5B is hours of work: the page says the estimate and starts
+    nothing until "Start it anyway" (issue 19 §7)."""
+    ui_jobs.sweep_jobs.clear()
+    at = page(DIFFICULTY)
+    no_problems(at)
+    at.text_input(key="w_sweep_model").set_value("qwen2.5-coder-1.5b")
+    at.selectbox(key="w_sweep_dataset").set_value("gsm8k")
+    at.number_input(key="w_sweep_n").set_value(200)
+    at.multiselect(key="w_sweep_probes").set_value(["erasure", "igrad"])
+    at.button[0].click().run()  # the form's submit button
+    no_problems(at)
+    said = app_support.unescape(" ".join(w.value for w in at.warning))
+    assert "is estimated at ~" in said and "min of compute here" in said
+    assert ui_jobs.sweep_jobs().all() == []  # nothing started
+    at.button(key="sweep_cancel").click().run()
+    assert not [b for b in at.button if b.key == "sweep_confirm"]

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,16 +31,13 @@ def runs(request, tmp_path_factory):
             "tiny_8": str(tiny_8), "sweeps": sweeps}
 
 
-@pytest.fixture(scope="module")
-def server(runs, tmp_path_factory):
-    """`streamlit run app.py` on a free port with a pre-filled cache; always stopped at the end."""
-    tmp = tmp_path_factory.mktemp("browser-server")
-    shutil.copy(runs["sweeps"], tmp / "effdepth.duckdb")
-    cache = app_support.fill_store(tmp / "effdepth.duckdb", [runs["smol"], runs["tiny"]])
+@contextmanager
+def serving(cache: Path, tmp: Path, env: dict | None = None):
+    """`streamlit run app.py` on a free port over the cache file ``cache``; always stopped at the end."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(tmp / "streamlit.log", "w")
-    env = os.environ | {"EFFDEPTH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
+    env = os.environ | {"EFFDEPTH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"} | (env or {})
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true", "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
@@ -62,6 +60,16 @@ def server(runs, tmp_path_factory):
         log.close()
         if TIMINGS:
             print("\n[effdepth browser timings] " + ", ".join(f"{k}: {v:.0f} ms" for k, v in TIMINGS.items()))
+
+
+@pytest.fixture(scope="module")
+def server(runs, tmp_path_factory):
+    """`streamlit run app.py` on a free port with a pre-filled cache; always stopped at the end."""
+    tmp = tmp_path_factory.mktemp("browser-server")
+    shutil.copy(runs["sweeps"], tmp / "effdepth.duckdb")
+    cache = app_support.fill_store(tmp / "effdepth.duckdb", [runs["smol"], runs["tiny"]])
+    with serving(cache, tmp) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

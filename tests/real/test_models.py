@@ -600,10 +600,10 @@ def test_config_naming_pickle_weights_is_refused(tiny_llama, no_weight_load):
         M.resolve_model(str(tiny_llama))
 
 
-def _gguf_bytes(data_bytes: int | None = None) -> bytes:
+def _gguf_bytes(data_bytes: int | None = None, ggml_type: int = 0) -> bytes:
     """A small structurally valid GGUF v3: general.architecture=llama and one 4x4 F32 tensor.
 
-    ``data_bytes`` cuts the tensor data short (64 bytes are needed)."""
+    ``data_bytes`` cuts the tensor data short (64 bytes are needed); ``ggml_type`` names another tensor type."""
     import struct
 
     def string(text: str) -> bytes:
@@ -611,7 +611,8 @@ def _gguf_bytes(data_bytes: int | None = None) -> bytes:
 
     head = b"GGUF" + struct.pack("<IQQ", 3, 1, 1)
     head += string("general.architecture") + struct.pack("<I", 8) + string("llama")
-    head += string("token_embd.weight") + struct.pack("<I", 2) + struct.pack("<QQ", 4, 4) + struct.pack("<IQ", 0, 0)
+    head += string("token_embd.weight") + struct.pack("<I", 2) + struct.pack("<QQ", 4, 4)
+    head += struct.pack("<IQ", ggml_type, 0)
     head += bytes(-len(head) % 32)
     return head + bytes(64 if data_bytes is None else data_bytes)
 
@@ -650,6 +651,23 @@ def test_gguf_check_accepts_complete_file(tmp_path):
     path = tmp_path / "ok.gguf"
     path.write_bytes(_gguf_bytes())
     MF._check_gguf(path)  # no error: structurally complete
+
+
+def test_gguf_check_reads_block_sizes_from_gguf_and_refuses_unknown_types(tmp_path):
+    """The walk takes its block sizes from the gguf package (Q8_0: 34 bytes per 32 values, so 16 values need
+    34 bytes), and a tensor type it does not know is refused, naming it."""
+    import gguf
+
+    q8 = int(gguf.GGMLQuantizationType.Q8_0)
+    path = tmp_path / "q8.gguf"
+    path.write_bytes(_gguf_bytes(data_bytes=34, ggml_type=q8))
+    MF._check_gguf(path)
+    path.write_bytes(_gguf_bytes(data_bytes=33, ggml_type=q8))
+    with pytest.raises(ModelNotFoundError, match="the file is truncated"):
+        MF._check_gguf(path)
+    path.write_bytes(_gguf_bytes(ggml_type=999))
+    with pytest.raises(ModelNotFoundError, match="tensors of ggml type 999, which the installed gguf package"):
+        MF._check_gguf(path)
 
 
 @pytest.mark.parametrize("name", ["header-only", "random", "short-data"])

@@ -58,6 +58,8 @@ def test_real_model_run_probes_end_to_end(smol):
     result = engine.run_probes(smol, text, engine.ProbeConfig(splits=(8,)))
     ed = result.tables["ed"].set_index(["probe", "rule"])
     assert {"cosine", "kl", "overlap", "skip"} <= set(ed.index.get_level_values(0))
+    p1 = ed.xs("p1", level="rule")["edr"]
+    assert p1.notna().sum() >= 2, p1  # at least two probes find a transition on this prompt (not all NaN)
     for value in ed["edr"].dropna():
         assert 0 < value <= 1
     kl = result.layer_curve("kl")

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from effdepth import charts, cli, engine, generate, models
+from effdepth import charts, cli, engine, models
+from effdepth import generation as generate
 from effdepth.errors import PromptError
 from tests.unit.test_store import TEXT
 

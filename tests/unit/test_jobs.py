@@ -97,9 +97,11 @@ def test_a_page_run_during_a_sweep_waits_its_turn_with_a_message(tmp_path, monke
     release, holding = threading.Event(), threading.Event()
     loads = []
 
-    def slow_item(*args, **kwargs):  # the sweep's item: holds its turn until the test lets it go
-        holding.set()
-        release.wait(30)
+    def slow_item(model, items, *args, hold, **kwargs):  # the sweep's item: holds its turn until let go
+        with hold(items[0]):
+            holding.set()
+            release.wait(30)
+        return []
 
     monkeypatch.setattr(sweeps, "sweep", slow_item)
     holder = ModelHolder(loader=lambda name, dtype, progress=None: loads.append(name) or object())
@@ -116,3 +118,26 @@ def test_a_page_run_during_a_sweep_waits_its_turn_with_a_message(tmp_path, monke
     assert any(stage.startswith(WAITING_STAGE) for stage in heard), heard
     _wait(lambda: not job.active)
     assert loads == ["m"]  # the page's run took the model the sweep had loaded
+
+
+def test_sweeps_queue_one_at_a_time_and_count_only_what_they_computed(tiny_dir, tmp_path):
+    """Issue 19 §7: a second and a third sweep queue behind the running one (one model held, no swapping);
+    overlapping sweeps count as computed only the items they computed; a stopped queued sweep never runs; the
+    list keeps the newest finished ones."""
+    store, holder, registry = Store(tmp_path / "c.duckdb"), ModelHolder(), jobs.SweepJobs()
+    base = dict(model=tiny_dir, dtype="float32", dataset="hops", probes=("cosine", "logit_lens"))
+    first = registry.start(jobs.SweepSpec(**base, n=3), store, holder)
+    second = registry.start(jobs.SweepSpec(**base, n=4), store, holder)
+    third = registry.start(jobs.SweepSpec(**base, n=5), store, holder)
+    assert second.status == "queued" and third.status == "queued"
+    third.stop()
+    assert third.status == "stopped" and not third.active
+    _wait(lambda: not first.active and not second.active)
+    assert first.status == second.status == "done", (first.error, second.error)
+    assert first.n_computed == 3 and second.n_computed == 1 and second.n_stored == 4
+    assert third.n_computed == 0 and len(store) == 4 and holder.loads == 1
+    assert second.started >= first.started
+    for n in range(6, 6 + jobs.MAX_FINISHED + 2):  # finished jobs beyond MAX_FINISHED leave the list
+        job = registry.start(jobs.SweepSpec(**base, n=1, positions=f"last:{n}"), store, holder)
+        _wait(lambda job=job: not job.active)
+    assert len(registry.all()) <= jobs.MAX_FINISHED + 1

@@ -22,7 +22,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("capture", "checks", "depth", "datasets", "estimate", "positions", "ridge", "trace"),
     ("probes",),
     ("models",),
-    ("engine", "generate", "linear", "stages"),
+    ("engine", "generation", "linear", "stages"),
     ("compute", "mapstore", "records", "store", "verify"),
     ("charts",),
     ("sweeps",),

@@ -113,6 +113,50 @@ def test_a_map_of_a_model_onto_itself_is_exact_on_the_diagonal():
     assert result.map_id == linear.map_key("fp-a", "fp-a", "float32", "float32", result.meta["corpus"], 4000, 1e-8)
 
 
+def test_rows_spilled_to_a_file_read_back_exactly_and_give_the_same_map(monkeypatch, tmp_path):
+    """Past SPILL_FROM_BYTES the rows live in an unlinked file (nothing left in its folder); every layer and
+    block reads back bit for bit, and the map and the shortcut lens fitted on them equal the in-memory ones."""
+    from effdepth.linear import collect, lens
+
+    model = tiny_model("qwen2")
+    windows = collect.token_windows(_CharTokenizer(), False, 900, max_context=128)
+    kept = collect.residual_rows(model, windows)
+    spilled = collect.residual_rows(model, windows, spill_from=0, directory=str(tmp_path))
+    assert kept.resid is not None and spilled.resid is None and spilled.file is not None
+    assert list(tmp_path.iterdir()) == []  # unlinked at once: a crash leaves nothing behind
+    assert spilled.shape == kept.shape and spilled.n_rows == 900
+    for depth in range(kept.shape[0]):
+        assert torch.equal(spilled.layer(depth), kept.resid[depth])
+    assert torch.equal(spilled.layer(-1, 17, 300), kept.resid[-1, 17:300])
+    assert torch.equal(spilled.depths(5, 700), kept.depths(5, 700))
+    assert torch.equal(kept.depths(5, 700).reshape(695, kept.shape[0], -1)[:, 2], kept.resid[2, 5:700])
+
+    in_memory = linear.linear_map(lambda: _loaded(model, "a"), lambda: _loaded(model, "b"), max_tokens=900)
+    monkeypatch.setattr(collect, "SPILL_FROM_BYTES", 0)
+    on_disk = linear.linear_map(lambda: _loaded(model, "a"), lambda: _loaded(model, "b"), max_tokens=900)
+    np.testing.assert_array_equal(on_disk.error, in_memory.error)
+    lens_on_disk = lens.fit_shortcut_lens(_loaded(model, "a"), max_tokens=900)
+    monkeypatch.setattr(collect, "SPILL_FROM_BYTES", 1 << 40)
+    lens_in_memory = lens.fit_shortcut_lens(_loaded(model, "a"), max_tokens=900)
+    assert torch.equal(lens_on_disk.weight, lens_in_memory.weight)
+    assert lens_on_disk.meta["held_out_kl"] == lens_in_memory.meta["held_out_kl"]
+
+
+def test_the_fit_never_raises_the_peak_above_loading_the_larger_model_of_the_demo_pair():
+    """With the rows in a file, the fit of one source depth against every target depth (~1.6 GB for the demo
+    pair) stays under loading either model, so the estimated peak is the load's (the 1.5B's weights)."""
+    from effdepth import models
+    from effdepth.datasets import corpus
+    from effdepth.models.memory import estimate_memory_bytes
+
+    source, target = models.resolve_model("qwen2.5-coder-0.5b"), models.resolve_model("qwen2.5-coder-1.5b")
+    n_rows = corpus.estimated_tokens()
+    for target_dtype in ("bfloat16", "float32"):
+        peak = linear.peak_bytes(source, target, "float32", target_dtype, n_rows, dequantise=False)
+        load = max(estimate_memory_bytes(source, "float32", False), estimate_memory_bytes(target, target_dtype, False))
+        assert peak == load, (target_dtype, peak, load)
+
+
 def test_two_models_with_different_tokenizers_get_a_clear_error_naming_both():
     model = tiny_model("llama")
     with pytest.raises(PromptError, match=r"same tokenizer.*src-model.*tgt-model"):
@@ -141,19 +185,25 @@ def test_cli_linmap_fits_caches_and_writes_the_json(word_model_dir, tmp_path, ca
 
     cache = str(tmp_path / "c.duckdb")
     argv = ["linmap", "--source", str(word_model_dir), "--target", str(word_model_dir), "--tokens", "300",
-            "--cache", cache, "-q", "--json", "-"]
+            "--target-dtype", "bfloat16", "--cache", cache, "-q", "--json", "-"]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
     n = first["source_layers"] + 1
     assert len(first["error"]) == n and all(len(row) == n for row in first["error"])
     assert first["n_fit_tokens"] == 300 and first["n_held_tokens"] > 0 and first["from_cache"] is False
-    assert max(first["error"][s][s] for s in range(n)) < 1e-2
+    assert max(first["error"][s][s] for s in range(n)) < 5e-2  # onto its own bfloat16 residuals
     assert main(argv) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["from_cache"] is True and second["error"] == first["error"]
     assert main(["linmap", "--source", str(word_model_dir), "--target", str(word_model_dir), "--tokens", "3",
                  "--cache", cache, "-q"]) == 2
     assert "--tokens must be" in capsys.readouterr().err
+    same = ["linmap", "--source", str(word_model_dir), "--target", str(word_model_dir), "--cache", cache, "-q"]
+    assert main(same) == 2  # refused before any load: the identity
+    assert "the same model" in capsys.readouterr().err
+    assert main(["linmap", "--source", "smollm2-135m", "--target", "qwen2.5-coder-0.5b", "--cache", cache]) == 2
+    said = capsys.readouterr().err
+    assert "smollm2-135m reads smollm2 tokens and qwen2.5-coder-0.5b qwen2.5 tokens" in said
 
 
 def test_cli_demo_precomputes_the_talk_set_and_resumes(tmp_path, capsys, monkeypatch):
@@ -183,3 +233,6 @@ def test_cli_demo_precomputes_the_talk_set_and_resumes(tmp_path, capsys, monkeyp
     assert main(argv) == 0
     assert (len(store), len(mapstore.maps(store))) == before
     assert main(["demo", "--pair", "only-one", "--cache", str(cache), "--plan"]) == 2
+    capsys.readouterr()
+    assert main(["demo", "--models", "no-such-model", "--pair", f"{a},{b}", "--cache", str(cache), "--plan"]) == 2
+    assert "no-such-model" in capsys.readouterr().err  # named before any plan or work

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from effdepth import app, checks, cli, engine, models, positions, verify
 from effdepth.arch import taps
 from effdepth.capture import capture, trust_checks
+from effdepth.contract import DEFAULT_IG_STEPS
 from effdepth.errors import CacheError, PromptError, RunCheckError
 from effdepth.store import Store
 from tests.unit.test_store import TEXT
@@ -100,10 +101,10 @@ def test_a_crafted_link_in_the_url_shows_as_text(cache, name, field):
 
 
 @pytest.mark.parametrize("raw, expected", [("100000000", 256), ("257", 256), ("-3", 16), ("0", 16), ("40", 32),
-                                           ("9" * 500, 256), ("x", 64)])
+                                           ("9" * 500, 256), ("x", DEFAULT_IG_STEPS)])
 def test_ig_steps_from_the_url_are_bounded_to_the_choices(raw, expected):
     assert app.state_from_query({"ig_steps": raw}).ig_steps == expected
-    assert expected in app.IG_STEP_CHOICES or expected == 64
+    assert expected in app.IG_STEP_CHOICES
 
 
 def test_the_engine_bounds_ig_steps_too():

@@ -393,3 +393,33 @@ def test_meta_copy_is_not_aliased(cache, result):
     got = cache.get(result.run_id)
     got.meta["timings"]["forward"] = -1.0
     assert cache.get(result.run_id).meta == copy.deepcopy(result.meta)
+
+
+def test_every_cache_error_says_its_kind(tmp_path):
+    """CacheError.kind, not its wording, tells the page what to offer (issue 19 §3)."""
+    import os
+
+    import pytest
+
+    from effdepth import app
+    from effdepth.errors import CacheError
+
+    broken = tmp_path / "broken.duckdb"
+    broken.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CacheError) as damaged:
+        Store(broken).runs()
+    assert damaged.value.kind == "damaged" and app.error_kind(damaged.value) == "corrupt"
+    with pytest.raises(CacheError) as missing:
+        Store(tmp_path / "fine.duckdb").export_csv("no-such-run", tmp_path / "out")
+    assert missing.value.kind == "missing" and app.error_kind(missing.value) == "other"
+    store = Store(tmp_path / "ro.duckdb")
+    original = os.access
+    os.access = lambda *_a, **_k: False  # a read-only mount (root ignores file modes)
+    try:
+        with pytest.raises(CacheError) as read_only:
+            store.check_writable()
+    finally:
+        os.access = original
+    assert read_only.value.kind == "read-only"
+    with pytest.raises(ValueError, match="unknown CacheError kind"):
+        CacheError("x", kind="weird")

@@ -134,6 +134,36 @@ def test_sweep_resumes_partially_and_loads_once(tiny_dir):
     assert ids[:2] == first and load.calls == 2 and store.puts == len(items)
 
 
+def test_the_one_sweep_loop_lends_the_model_per_item_and_tells_each_outcome(tiny_dir):
+    """The page's jobs run this very loop (issue 19 §1): ``hold(item)`` gives the model item by item,
+    ``on_start`` the counts before, ``on_item`` each item's outcome; an item another sweep stores while this
+    one waits its turn counts as "stored", not "computed", and is not probed twice."""
+    import contextlib
+
+    items = _items(3) + [Item(dataset="custom", index=9, prompt="", answer="   ")]  # the last one fails
+    store, loaded = MemStore(), models.load_model(tiny_dir)
+    keys = S.item_keys(loaded.spec.fingerprint, items, "float32", CONFIG)
+    S.sweep(tiny_dir, items[:1], store, CONFIG, load=lambda *a, **k: loaded)  # stored before the sweep
+    held, started, outcomes = [], [], []
+
+    @contextlib.contextmanager
+    def hold(item):
+        held.append(item.index)
+        if item.index == items[2].index:  # another sweep stored this item while we waited for the model
+            S.sweep(tiny_dir, [item], store, CONFIG, load=lambda *a, **k: loaded)
+        yield loaded
+
+    puts = store.puts
+    ids = S.sweep(tiny_dir, items, store, CONFIG, hold=hold, load=_no_load, skip_errors=True,
+                  on_start=lambda n, stored: started.append((n, stored)),
+                  on_item=lambda item, outcome: outcomes.append((item.index, outcome)))
+    assert started == [(4, 1)]
+    assert held == [it.index for it in items[1:]]
+    assert outcomes == [(items[1].index, "computed"), (items[2].index, "stored"), (9, "failed")]
+    assert store.puts == puts + 2  # items[1] here, items[2] by the other sweep; nothing twice
+    assert ids == keys[:3]
+
+
 def test_sweep_skip_errors(tiny_dir):
     items = _items(2) + [Item(dataset="custom", index=9, prompt="", answer="   ")]  # empty -> PromptError
     store = MemStore()
@@ -214,7 +244,7 @@ def test_shards_merge_into_main_store(tiny_dir, tmp_path):
 
 
 def test_merge_with_real_store(tiny_dir, tmp_path):
-    store_mod = pytest.importorskip("effdepth.store")
+    import effdepth.store as store_mod  # the project's own store: a broken import fails, never skips
     items = _items(3)
     shard_paths = []
     for rank in range(2):

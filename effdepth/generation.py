@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from effdepth import turns
+from effdepth import contract, turns
 from effdepth.contract import Progress
 from effdepth.errors import PromptError
 
-MAX_NEW_TOKENS = 4096  # a bound on the work one request can start
+MAX_NEW_TOKENS = contract.MAX_NEW_TOKENS  # a bound on the work one request can start
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,8 @@ def continue_text(loaded, text: str, settings: dict, on_text: Callable[[str], No
     eos = loaded.tokenizer.eos_token_id
     kwargs = {"max_new_tokens": settings["max_new_tokens"], "do_sample": settings["sample"],
               "pad_token_id": eos if eos is not None else 0, "streamer": streamer}
+    if settings.get("min_new_tokens"):  # EOS held back until then (a benchmark's long chains of thought)
+        kwargs["min_new_tokens"] = int(settings["min_new_tokens"])
     if settings["sample"]:
         torch.manual_seed(settings["seed"])
         kwargs.update(temperature=settings["temperature"], top_k=0, top_p=1.0)
