@@ -234,7 +234,7 @@ def _along_the_trace(view, result):
             chart = app.memo_chart((result.run_id, "segments_chart", view.seg, view.ed_rule, span),
                                    lambda: charts.segment_chart(frame, view.ed_rule, marks, span, n_tokens))
             ui.chart(chart, f"{result.run_id}_segments_{view.seg}", "segments")
-            st.caption(f"EDR per segment of {view.seg} measured positions ({app.ED_RULES[view.ed_rule]} rule), not "
+            st.caption(f"EDR per segment of {view.seg} measured positions ({app.ED_RULES[view.ed_rule]}), not "
                        "in the papers. `effdepth probe --positions A:B` re-runs one segment on its own and gives its "
                        "ED. Dashed red rules: where the model's own continuation and the answer start.")
         else:

@@ -37,7 +37,7 @@ def test_a_long_trace_reads_along_its_segments_and_one_window_at_a_time(long_ser
     body = page.inner_text("body")
     assert "EDR per segment of 256 measured positions" in body and f"{N_WORDS + 1} tokens" in body
     shoot(page, "explore-long-trace")
-    slider = page.locator(".st-key-w_win [role=slider]")
+    slider = page.locator(".st-key-w_win input[type=range]")  # the thumb (react-aria slider)
     slider.focus()
     page.keyboard.press("Home")  # the first window
     page.wait_for_function("() => new URLSearchParams(location.search).get('win') === '0'", timeout=60_000)

@@ -465,7 +465,9 @@ def test_smollm2_bfloat16_from_copy(smollm2_first_load, monkeypatch):
     assert loaded.dtype == "bfloat16" and next(loaded.model.parameters()).dtype == torch.bfloat16
     _, logits16 = _last_logits(loaded)
     _, logits32 = _last_logits(first)
-    assert (logits16 - logits32).abs().max() < 2.0  # bf16 rounding only (MODELS.md: up to ~0.3)
+    # bf16 rounding only: measured 0.55 on this project's CPU without AMX (2026-12-03; MODELS.md: ~0.3 with
+    # AMX), so twice that is the bound; a weight left in another dtype or a skipped norm is far above it
+    assert (logits16 - logits32).abs().max() < 1.1
     top5 = set(logits32[-1].topk(5).indices.tolist())
     assert int(logits16[-1].argmax()) in top5
 
