@@ -53,6 +53,7 @@ def cmd_sweep(args) -> int:
     store = _store(args)
     items, load = _token_filter(args, items)
     stored_before = _stored(store, args.model, items, args.dtype, config)
+    _say_peak(args, rank, len(items) - len(stored_before))  # work to do: its memory, before it starts
     clock = time.perf_counter()
     failed: list = []
     quiet = (lambda stage, frac=None: None) if args.quiet else None  # None: sweep's own tqdm bar
@@ -112,6 +113,22 @@ def _skipped_summary(bad, failed) -> str | None:
     if not parts:
         return None
     return f"{len(parts)} item{'' if len(parts) == 1 else 's'} skipped: " + "; ".join(parts)
+
+
+def _say_peak(args, rank: int, n_todo: int) -> None:
+    """The estimated peak memory of the sweep (stderr, rank 0, when an item is to be computed): loading
+    the model, which the items then share."""
+    from effdepth import models
+    from effdepth.models.memory import estimate_memory_bytes
+
+    if rank != 0 or n_todo <= 0:
+        return
+    try:
+        peak = estimate_memory_bytes(models.resolve_model(args.model), args.dtype)
+    except Exception:  # noqa: BLE001 - an estimate never stops a sweep (the sweep says what is wrong)
+        return
+    print(f"estimate  peak memory ~{peak / 2**30:.1f} GB (loading {args.model} in {args.dtype}; one item at a "
+          "time on it)", file=sys.stderr)
 
 
 def _token_filter(args, items):

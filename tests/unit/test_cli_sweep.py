@@ -20,7 +20,9 @@ def test_sweep_cli_runs_then_resumes_without_loading(tmp_path, capsys, monkeypat
     args = ["sweep", "--model", "smollm2-135m", "--dataset", "manual", "--n", "2",
             "--probes", "cosine,logit_lens", "--n-boot", "20", "--cache", cache]
     assert cli.main(args) == 0
-    out = capsys.readouterr().out
+    printed = capsys.readouterr()
+    out = printed.out
+    assert "estimate  peak memory ~" in printed.err  # before the work starts (issue 19 §4)
     assert "2 items of manual" in out and "token-weighted (P1)" in out and "per-prompt mean (P2)" in out
     assert "cosine" in out and "EDR" in out
     assert "[2 computed, 0 from the cache;" in out and "s/item computed]" in out
@@ -30,8 +32,10 @@ def test_sweep_cli_runs_then_resumes_without_loading(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(models, "load_model", no_load)
     assert cli.main(args) == 0
-    again = capsys.readouterr().out
+    printed = capsys.readouterr()
+    again = printed.out
     assert "2 items of manual [0 computed, 2 from the cache;" in again and "s/item" not in again  # no rate
+    assert "peak memory" not in printed.err  # nothing to compute, nothing to estimate
 
 
 @pytest.mark.slow
