@@ -168,11 +168,9 @@ class SweepJobs:
 
 
 def _items(job: SweepJob, holder):
-    from effdepth import datasets
+    from effdepth import datasets, models
 
     spec = job.spec
-    from effdepth import models
-
     items = datasets.items(spec.dataset, n=spec.n)
     resolved = models.resolve_model(spec.model)
     tokenizer, context = models.load_tokenizer(resolved), models.context_of(resolved)  # no weights needed
