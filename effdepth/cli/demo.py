@@ -101,14 +101,14 @@ def cmd_demo(args) -> int:
     pair = tuple(m.strip() for m in args.pair.split(",")) if args.pair else tuple(app.DEMO_PAIR)
     if len(pair) != 2 or not all(pair):
         raise PromptError(f"--pair takes two models, shallow first: A,B (not {args.pair!r}).")
-    _check_names(models, pair, args.dtype)  # every name and the pair, before any plan or work
+    specs = _check_names(models, pair, args.dtype)  # every name and the pair, before any plan or work
     steps = plan(models, args.sweep_n, pair)
     total = sum(s.seconds for s in steps)
     print(f"talk set: {len(steps)} steps, roughly {total / 60:.0f} min at {estimate.rate(args.dtype) / 1e9:.0f} "
           f"GFLOP/s ({args.dtype}, measured here; per-item overheads are left out; cached steps take no time)")
     for step in steps:
         print(f"  {step.label:<55} ~{step.seconds / 60:5.1f} min")
-    peak = _peak_bytes(steps, args.dtype)
+    peak = _peak_bytes(steps, specs, args.dtype)
     if peak is not None:
         print(f"peak memory ~{peak / 2**30:.1f} GB (one model in memory at a time; the largest step's load or fit)")
     if args.plan:
@@ -133,27 +133,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _check_names(names: list[str], pair: tuple[str, str], dtype: str) -> None:
-    """Every model resolves and the pair can be mapped (PromptError / ModelNotFoundError), before any work."""
+def _check_names(names: list[str], pair: tuple[str, str], dtype: str) -> dict:
+    """Every model resolves and the pair can be mapped (PromptError / ModelNotFoundError), before any work;
+    the resolved specs by name."""
     from effdepth import linear
     from effdepth import models as registry
 
     specs = {name: registry.resolve_model(name) for name in dict.fromkeys([*names, *pair])}
     linear.check_pair(specs[pair[0]], specs[pair[1]], dtype, dtype)
+    return specs
 
 
-def _peak_bytes(steps: list[Step], dtype: str) -> int | None:
+def _peak_bytes(steps: list[Step], specs: dict, dtype: str) -> int | None:
     """The estimated peak of the largest step: a model's load (``models.memory``) or the map's fit."""
     from effdepth import linear
-    from effdepth import models as registry
     from effdepth.datasets import corpus
     from effdepth.models.memory import estimate_memory_bytes
 
     peaks = []
     for step in steps:
-        spec = registry.resolve_model(step.model)
+        spec = specs[step.model]
         if step.kind == "linmap":
-            peaks.append(linear.peak_bytes(spec, registry.resolve_model(step.target), dtype, dtype,
+            peaks.append(linear.peak_bytes(spec, specs[step.target], dtype, dtype,
                                            corpus.estimated_tokens()))
         else:
             peaks.append(estimate_memory_bytes(spec, dtype))

@@ -24,8 +24,6 @@ from effdepth.engine import ANSWER_PROBES, ProbeConfig, run_key, run_probes
 log = logging.getLogger(__name__)
 
 
-_DTYPE_ALIASES = contract.DTYPE_ALIASES
-
 
 def _models():
     from effdepth import models  # imported lazily: models pulls in the loaders
@@ -55,7 +53,7 @@ def item_config(config: ProbeConfig, item: Item) -> ProbeConfig:
 def item_keys(fingerprint: str, items: Sequence[Item], dtype: str, config: ProbeConfig,
               chat_template: bool = False) -> list[str]:
     """The run_id of every item, as ``engine.run_probes`` will compute it (no model needed)."""
-    dtype = _DTYPE_ALIASES.get(dtype, dtype)
+    dtype = contract.DTYPE_ALIASES.get(dtype, dtype)
     return [run_key(fingerprint, item.text, dtype, item_config(config, item), chat_template)
             for item in items]
 

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from effdepth import contract
 from effdepth.contract import Progress
 from effdepth.datasets import Item
 from effdepth.engine import ProbeConfig
-from effdepth.sweeps.run import _DTYPE_ALIASES, _models, _store_class, _sweep, item_keys, sweep
+from effdepth.sweeps.run import _models, _store_class, _sweep, item_keys, sweep
 
 
 def _partial_state():
@@ -61,7 +62,7 @@ def sweep_id(model_name: str, items: Sequence[Item], dtype: str = "float32",
              config: ProbeConfig | None = None) -> str:
     """A deterministic id of one sweep (same on every rank)."""
     payload = json.dumps({
-        "model": model_name, "dtype": _DTYPE_ALIASES.get(dtype, dtype),
+        "model": model_name, "dtype": contract.DTYPE_ALIASES.get(dtype, dtype),
         "config": (config or ProbeConfig()).as_dict(),
         "items": [[it.dataset, it.index, hashlib.sha256(it.text.encode()).hexdigest()[:16]]
                   for it in items],
